@@ -1,0 +1,1 @@
+//! BuildKit AST dump format (being written in this change).

@@ -1,0 +1,1 @@
+//! Typed instructions (being written in this change).

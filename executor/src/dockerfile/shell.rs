@@ -1,0 +1,1 @@
+//! Word expansion with BuildKit shell-lexer semantics (being written in this change).

@@ -1,0 +1,1 @@
+//! The build plan (being written in this change).

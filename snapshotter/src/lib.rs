@@ -1,0 +1,1 @@
+//! kiln's snapshotter (being written in this change).

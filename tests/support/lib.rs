@@ -1,0 +1,1 @@
+//! Shared helpers for kiln end-to-end and conformance tests.
