@@ -1,1 +1,8 @@
-//! kiln's snapshotter (being written in this change).
+//! kiln's snapshotter: copy-on-write snapshots for build steps, and the bridge between
+//! snapshots and OCI layers. It knows nothing of Dockerfiles.
+//!
+//! - [`format`]: the on-disk overlay format every module agrees on (whiteouts, opaque dirs).
+//! - [`idmap`]: container ids ↔ host ids through the build's user-namespace mapping.
+
+pub mod format;
+pub mod idmap;

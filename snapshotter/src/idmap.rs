@@ -1,0 +1,95 @@
+//! Id mapping between the ids a layer records (container ids) and the ids files have on
+//! the host disk (host ids), through the user namespace kiln builds in.
+//!
+//! With a single mapping (`0 → caller`) only container id 0 exists on disk; any other
+//! container id has no host id. [`IdMap::identity`] is used when no namespace applies.
+
+/// One contiguous range: container ids `container..container+len` are host ids
+/// `host..host+len` (the lines of `/proc/self/uid_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub len: u32,
+}
+
+/// A uid or gid mapping: a list of ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMap {
+    ranges: Vec<IdRange>,
+}
+
+impl IdMap {
+    /// Every id maps to itself.
+    pub fn identity() -> Self {
+        IdMap {
+            ranges: vec![IdRange {
+                container: 0,
+                host: 0,
+                len: u32::MAX,
+            }],
+        }
+    }
+
+    pub fn new(ranges: Vec<IdRange>) -> Self {
+        IdMap { ranges }
+    }
+
+    /// Parses the text of `/proc/<pid>/uid_map` (`inside outside count` per line).
+    pub fn parse_proc(text: &str) -> Option<Self> {
+        let mut ranges = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut it = line.split_whitespace().map(str::parse::<u32>);
+            let (Some(Ok(container)), Some(Ok(host)), Some(Ok(len))) =
+                (it.next(), it.next(), it.next())
+            else {
+                return None;
+            };
+            ranges.push(IdRange {
+                container,
+                host,
+                len,
+            });
+        }
+        Some(IdMap { ranges })
+    }
+
+    pub fn ranges(&self) -> &[IdRange] {
+        &self.ranges
+    }
+
+    /// Container id → host id, if the mapping covers it.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        self.ranges.iter().find_map(|r| {
+            let off = id.checked_sub(r.container)?;
+            (off < r.len).then(|| r.host + off)
+        })
+    }
+
+    /// Host id → container id, if the mapping covers it.
+    pub fn to_container(&self, id: u32) -> Option<u32> {
+        self.ranges.iter().find_map(|r| {
+            let off = id.checked_sub(r.host)?;
+            (off < r.len).then(|| r.container + off)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_both_ways() {
+        let m = IdMap::parse_proc("         0       1000          1\n         1     100000      65536\n")
+            .unwrap();
+        assert_eq!(m.to_host(0), Some(1000));
+        assert_eq!(m.to_host(1), Some(100000));
+        assert_eq!(m.to_host(65536), Some(165535));
+        assert_eq!(m.to_host(65537), None);
+        assert_eq!(m.to_container(1000), Some(0));
+        assert_eq!(m.to_container(100005), Some(5));
+        assert_eq!(m.to_container(5), None);
+        assert_eq!(IdMap::identity().to_host(42), Some(42));
+    }
+}
