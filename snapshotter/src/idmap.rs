@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(m.to_host(65536), Some(165535));
         assert_eq!(m.to_host(65537), None);
         assert_eq!(m.to_container(1000), Some(0));
-        assert_eq!(m.to_container(100005), Some(5));
+        assert_eq!(m.to_container(100005), Some(6));
         assert_eq!(m.to_container(5), None);
         assert_eq!(IdMap::identity().to_host(42), Some(42));
     }
