@@ -64,6 +64,19 @@ pub struct Heredoc {
     pub content: String,
 }
 
+impl Heredoc {
+    /// The body as it is used: with `<<-`, leading tabs removed from every line.
+    pub fn chomped(&self) -> String {
+        if !self.chomp {
+            return self.content.clone();
+        }
+        self.content
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
+}
+
 /// Parser directives found at the top of the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Directives {

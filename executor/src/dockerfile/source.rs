@@ -142,7 +142,9 @@ mod tests {
     #[test]
     fn column_moves_the_caret() {
         let src = Source::new("df", b"RUN --mont=x true");
-        let text = src.error(Position::new(1, 5), "unknown flag: --mont").to_string();
+        let text = src
+            .error(Position::new(1, 5), "unknown flag: --mont")
+            .to_string();
         assert!(text.ends_with("|     ^"), "{text}");
     }
 }
