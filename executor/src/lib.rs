@@ -5,4 +5,5 @@
 //! graph of work a `--target` needs. The library never prints; callers render results.
 
 pub mod dockerfile;
+
 pub mod plan;

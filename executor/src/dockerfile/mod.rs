@@ -13,6 +13,7 @@ pub mod instructions;
 pub mod parser;
 pub mod shell;
 pub mod source;
+pub mod suggest;
 
 pub use ast::{Directives, Document, Heredoc, Node, Warning};
 pub use parser::parse;

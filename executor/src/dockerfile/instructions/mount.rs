@@ -1,0 +1,533 @@
+//! `RUN --mount=…` values: CSV `key=value` fields parsed into a typed [`RunMount`] with
+//! BuildKit's defaults and validation errors.
+//!
+//! BuildKit reads a mount twice: when the Dockerfile is parsed only `from` is looked at
+//! (it cannot hold variables, because it decides the build graph), and when the stage is
+//! dispatched every value is expanded with the stage's ARG/ENV and the whole mount is
+//! validated. [`parse_mount`] does both, depending on whether it is given an expander.
+
+use crate::dockerfile::suggest::suggest;
+
+/// What a RUN mount is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Bind,
+    Cache,
+    Tmpfs,
+    Secret,
+    Ssh,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Cache => "cache",
+            MountKind::Tmpfs => "tmpfs",
+            MountKind::Secret => "secret",
+            MountKind::Ssh => "ssh",
+        }
+    }
+}
+
+/// How concurrent builds share a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheSharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+/// One `--mount` of a RUN.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunMount {
+    pub kind: MountKind,
+    /// Stage or image to mount from (bind, cache); never expanded.
+    pub from: Option<String>,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub read_only: bool,
+    /// Cache id, secret id or ssh id.
+    pub id: Option<String>,
+    /// `None` when not given (BuildKit's default is shared).
+    pub sharing: Option<CacheSharing>,
+    pub required: bool,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// tmpfs size limit in bytes.
+    pub size: Option<u64>,
+    /// Secret exposed as this environment variable.
+    pub env: Option<String>,
+    /// True when this value was read without expansion (it holds `$` references): only
+    /// `from` is known until the stage is dispatched.
+    pub needs_expansion: bool,
+}
+
+impl Default for RunMount {
+    fn default() -> Self {
+        RunMount {
+            kind: MountKind::Bind,
+            from: None,
+            source: None,
+            target: None,
+            read_only: true,
+            id: None,
+            sharing: None,
+            required: false,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+            env: None,
+            needs_expansion: false,
+        }
+    }
+}
+
+const ALL_KEYS: &[&str] = &[
+    "type",
+    "from",
+    "source",
+    "target",
+    "readonly",
+    "id",
+    "sharing",
+    "required",
+    "size",
+    "mode",
+    "uid",
+    "gid",
+    "src",
+    "dst",
+    "destination",
+    "ro",
+    "rw",
+    "readwrite",
+    "env",
+];
+
+fn hint(msg: String, value: &str, options: &[&str]) -> String {
+    match suggest(value, options.iter().copied(), true) {
+        Some(s) => format!("{msg} (did you mean {s}?)"),
+        None => msg,
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Expands one mount value (the stage's variables, at dispatch).
+pub type MountExpander<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
+/// Parses one `--mount` value. With `expand`, every value but `from` goes through it and
+/// the mount is fully validated; without, only `from` is read (and checked for `$`).
+pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunMount, String> {
+    let fields = csv_fields(spec).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+    let mut m = RunMount {
+        needs_expansion: expand.is_none(),
+        ..RunMount::default()
+    };
+    let mut ro_auto = true;
+    let mut sharing_set = false;
+    for field in fields {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.to_lowercase(), Some(v)),
+            None => (field.to_lowercase(), None),
+        };
+        let Some(raw) = value else {
+            if expand.is_none() {
+                continue;
+            }
+            match key.as_str() {
+                "readonly" | "ro" => {
+                    m.read_only = true;
+                    ro_auto = false;
+                }
+                "readwrite" | "rw" => {
+                    m.read_only = false;
+                    ro_auto = false;
+                }
+                "required" if matches!(m.kind, MountKind::Secret | MountKind::Ssh) => {
+                    m.required = true
+                }
+                "required" => {
+                    return Err(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.kind.as_str()
+                    ))
+                }
+                _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
+            }
+            continue;
+        };
+        let value = match expand {
+            Some(f) => f(raw)?,
+            None if key == "from" => {
+                if raw.find('$').is_some_and(|i| i + 1 != raw.len()) {
+                    return Err(
+                        "'from' doesn't support variable expansion, define alias stage instead"
+                            .into(),
+                    );
+                }
+                raw.to_string()
+            }
+            None => continue,
+        };
+        let bad = |k: &str| format!("invalid value for {k}: {value}");
+        match key.as_str() {
+            "type" => {
+                m.kind = match value.to_lowercase().as_str() {
+                    "bind" => MountKind::Bind,
+                    "cache" => MountKind::Cache,
+                    "tmpfs" => MountKind::Tmpfs,
+                    "secret" => MountKind::Secret,
+                    "ssh" => MountKind::Ssh,
+                    _ => {
+                        return Err(hint(
+                            format!(
+                                "unsupported mount type {}",
+                                crate::dockerfile::dump::go_quote(&value)
+                            ),
+                            &value,
+                            &["bind", "cache", "tmpfs", "secret", "ssh"],
+                        ))
+                    }
+                }
+            }
+            "from" => m.from = Some(value),
+            "source" | "src" => m.source = Some(value),
+            "target" | "dst" | "destination" => m.target = Some(value),
+            "readonly" | "ro" => {
+                m.read_only = parse_go_bool(&value).ok_or_else(|| bad(&key))?;
+                ro_auto = false;
+            }
+            "readwrite" | "rw" => {
+                m.read_only = !parse_go_bool(&value).ok_or_else(|| bad(&key))?;
+                ro_auto = false;
+            }
+            "required" => {
+                if !matches!(m.kind, MountKind::Secret | MountKind::Ssh) {
+                    return Err(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.kind.as_str()
+                    ));
+                }
+                m.required = parse_go_bool(&value).ok_or_else(|| bad(&key))?;
+            }
+            "size" => {
+                if m.kind != MountKind::Tmpfs {
+                    return Err(format!(
+                        "unexpected key '{key}' for mount type '{}'",
+                        m.kind.as_str()
+                    ));
+                }
+                m.size = Some(ram_in_bytes(&value).ok_or_else(|| bad(&key))?);
+            }
+            "id" => m.id = Some(value),
+            "sharing" => {
+                sharing_set = true;
+                m.sharing = Some(match value.to_lowercase().as_str() {
+                    "shared" => CacheSharing::Shared,
+                    "private" => CacheSharing::Private,
+                    "locked" => CacheSharing::Locked,
+                    _ => {
+                        return Err(hint(
+                            format!(
+                                "unsupported sharing value {}",
+                                crate::dockerfile::dump::go_quote(&value)
+                            ),
+                            &value,
+                            &["shared", "private", "locked"],
+                        ))
+                    }
+                });
+            }
+            "mode" => {
+                m.mode = Some(
+                    u32::from_str_radix(&value, 8)
+                        .map_err(|_| format!("invalid value {value} for mode"))?,
+                )
+            }
+            "uid" => {
+                m.uid = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| format!("invalid value {value} for uid"))?,
+                )
+            }
+            "gid" => {
+                m.gid = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| format!("invalid value {value} for gid"))?,
+                )
+            }
+            "env" => m.env = Some(value),
+            _ => {
+                return Err(hint(
+                    format!("unexpected key '{key}' in '{field}'"),
+                    &key,
+                    ALL_KEYS,
+                ))
+            }
+        }
+    }
+    if expand.is_none() {
+        return Ok(m);
+    }
+    if !matches!(
+        m.kind,
+        MountKind::Secret | MountKind::Ssh | MountKind::Cache
+    ) {
+        let kind = crate::dockerfile::dump::go_quote(m.kind.as_str());
+        for (name, set) in [
+            ("mode", m.mode.is_some()),
+            ("uid", m.uid.is_some()),
+            ("gid", m.gid.is_some()),
+        ] {
+            if set {
+                return Err(format!("{name} not allowed for {kind} type mounts"));
+            }
+        }
+    }
+    if ro_auto {
+        m.read_only = !matches!(m.kind, MountKind::Cache | MountKind::Tmpfs);
+    }
+    if m.kind == MountKind::Secret {
+        if m.from.is_some() {
+            return Err("secret mount should not have a from".into());
+        }
+        if sharing_set {
+            return Err("secret mount should not define sharing".into());
+        }
+        if m.source.is_none() && m.target.is_none() && m.id.is_none() {
+            return Err("invalid secret mount. one of source, target required".into());
+        }
+        if m.source.is_some() && m.id.is_some() {
+            return Err("both source and id can't be set".into());
+        }
+    }
+    if sharing_set && m.kind != MountKind::Cache {
+        return Err(format!(
+            "invalid cache sharing set for {} mount",
+            m.kind.as_str()
+        ));
+    }
+    Ok(m)
+}
+
+/// Splits one CSV record (RFC 4180 quoting: `"a,b"`, `""` for a quote).
+fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    loop {
+        let mut field = String::new();
+        if chars.get(i) == Some(&'"') {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err("extraneous or missing \" in quoted-field".into()),
+                    Some('"') if chars.get(i + 1) == Some(&'"') => {
+                        field.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        field.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            match chars.get(i) {
+                None | Some(',') => {}
+                Some(_) => return Err("extraneous or missing \" in quoted-field".into()),
+            }
+        } else {
+            while let Some(&c) = chars.get(i) {
+                if c == ',' {
+                    break;
+                }
+                if c == '"' {
+                    return Err("bare \" in non-quoted-field".into());
+                }
+                field.push(c);
+                i += 1;
+            }
+        }
+        fields.push(field);
+        if chars.get(i) == Some(&',') {
+            i += 1;
+            continue;
+        }
+        return Ok(fields);
+    }
+}
+
+/// Docker's `units.RAMInBytes`: `128m`, `1.5g`, `512k`, `1024`, `2GiB` (binary units).
+pub fn ram_in_bytes(s: &str) -> Option<u64> {
+    let num_len = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+        .map_or(s.len(), |(i, _)| i);
+    let (num, rest) = s.split_at(num_len);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.contains("..") {
+        return None;
+    }
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    let mut it = rest.chars();
+    let (mult, rest): (u64, &str) = match it.next().map(|c| c.to_ascii_lowercase()) {
+        Some('k') => (1 << 10, it.as_str()),
+        Some('m') => (1 << 20, it.as_str()),
+        Some('g') => (1 << 30, it.as_str()),
+        Some('t') => (1 << 40, it.as_str()),
+        Some('p') => (1 << 50, it.as_str()),
+        _ => (1, rest),
+    };
+    let rest = rest.strip_prefix(['i', 'I']).unwrap_or(rest);
+    let rest = rest.strip_prefix(['b', 'B']).unwrap_or(rest);
+    if !rest.is_empty() {
+        return None;
+    }
+    // Go's regexp allows several dots (`1.2.3`) and ParseFloat then fails.
+    let value: f64 = num.parse().ok()?;
+    Some((value * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(spec: &str) -> Result<RunMount, String> {
+        let id = |s: &str| Ok(s.to_string());
+        parse_mount(spec, Some(&id))
+    }
+
+    #[test]
+    fn defaults_by_type() {
+        let m = full("target=/ctx").unwrap();
+        assert_eq!((m.kind, m.read_only), (MountKind::Bind, true));
+        let m = full("type=cache,target=/c").unwrap();
+        assert_eq!((m.kind, m.read_only), (MountKind::Cache, false));
+        let m = full("type=TMPFS,target=/t,size=128m").unwrap();
+        assert_eq!(
+            (m.kind, m.read_only, m.size),
+            (MountKind::Tmpfs, false, Some(128 << 20))
+        );
+        let m = full("type=bind,target=/b,rw").unwrap();
+        assert!(!m.read_only);
+        let m = full("type=secret,id=tok,required,mode=0440,uid=1,gid=2,env=TOKEN").unwrap();
+        assert_eq!(
+            (m.required, m.mode, m.uid, m.gid),
+            (true, Some(0o440), Some(1), Some(2))
+        );
+        assert!(m.read_only);
+        let m = full("Type=cache,TARGET=/c,sharing=LOCKED,mode=0751").unwrap();
+        assert_eq!(
+            (m.sharing, m.mode),
+            (Some(CacheSharing::Locked), Some(0o751))
+        );
+        let m = full("\"type=bind\",\"target=/a,b\"").unwrap();
+        assert_eq!(m.target.as_deref(), Some("/a,b"));
+    }
+
+    #[test]
+    fn buildkit_errors() {
+        assert_eq!(
+            full("typ=tmpfs").unwrap_err(),
+            "unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"
+        );
+        assert_eq!(
+            full("type=tmp").unwrap_err(),
+            "unsupported mount type \"tmp\" (did you mean tmpfs?)"
+        );
+        assert_eq!(
+            full("target=/a,required").unwrap_err(),
+            "unexpected key 'required' for mount type 'bind'"
+        );
+        assert_eq!(
+            full("target=/a,foo").unwrap_err(),
+            "invalid field 'foo' must be a key=value pair"
+        );
+        assert_eq!(full("ro=x").unwrap_err(), "invalid value for ro: x");
+        assert_eq!(
+            full("target=/a,size=1m").unwrap_err(),
+            "unexpected key 'size' for mount type 'bind'"
+        );
+        assert_eq!(
+            full("target=/a,mode=0755").unwrap_err(),
+            "mode not allowed for \"bind\" type mounts"
+        );
+        assert_eq!(
+            full("type=tmpfs,target=/a,uid=1").unwrap_err(),
+            "uid not allowed for \"tmpfs\" type mounts"
+        );
+        assert_eq!(
+            full("target=/a,sharing=private").unwrap_err(),
+            "invalid cache sharing set for bind mount"
+        );
+        assert_eq!(
+            full("type=cache,target=/a,sharing=x").unwrap_err(),
+            "unsupported sharing value \"x\""
+        );
+        assert_eq!(
+            full("type=secret,id=a,from=b").unwrap_err(),
+            "secret mount should not have a from"
+        );
+        assert_eq!(
+            full("type=secret,id=a,sharing=shared").unwrap_err(),
+            "secret mount should not define sharing"
+        );
+        assert_eq!(
+            full("type=secret").unwrap_err(),
+            "invalid secret mount. one of source, target required"
+        );
+        assert_eq!(
+            full("type=secret,id=a,src=b").unwrap_err(),
+            "both source and id can't be set"
+        );
+        assert_eq!(
+            full("type=cache,target=/a,mode=9").unwrap_err(),
+            "invalid value 9 for mode"
+        );
+        assert!(full("target=\"/a")
+            .unwrap_err()
+            .starts_with("failed to parse csv mounts"));
+    }
+
+    #[test]
+    fn from_is_read_without_expansion() {
+        let m = parse_mount("type=$T,from=build,target=$X", None).unwrap();
+        assert_eq!(m.from.as_deref(), Some("build"));
+        assert!(m.needs_expansion);
+        assert_eq!(
+            parse_mount("from=$x", None).unwrap_err(),
+            "'from' doesn't support variable expansion, define alias stage instead"
+        );
+        assert!(parse_mount("from=abc$", None).is_ok());
+    }
+
+    #[test]
+    fn ram_units() {
+        assert_eq!(ram_in_bytes("128m"), Some(134_217_728));
+        assert_eq!(ram_in_bytes("1.5g"), Some(1_610_612_736));
+        assert_eq!(ram_in_bytes("512"), Some(512));
+        assert_eq!(ram_in_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(ram_in_bytes("1 kb"), Some(1024));
+        assert_eq!(ram_in_bytes("x"), None);
+        assert_eq!(ram_in_bytes("1q"), None);
+    }
+}
