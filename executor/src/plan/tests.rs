@@ -1,0 +1,267 @@
+//! The plan against BuildKit's stage, `--from`, `--target` and global-ARG behaviours
+//! (shared/docs/buildkit-behaviours.md), from Dockerfile text.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::dockerfile::parse;
+
+fn plan_text(text: &str) -> Result<StageGraph, PlanError> {
+    plan_with(text, PlanOptions::default())
+}
+
+fn plan_with(text: &str, opts: PlanOptions) -> Result<StageGraph, PlanError> {
+    let doc = parse("Dockerfile", text.as_bytes()).map_err(PlanError::from)?;
+    plan(&doc, &opts)
+}
+
+fn err_text(r: Result<StageGraph, PlanError>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(PlanError::Dockerfile(e)) => e.summary(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn image(g: &StageGraph, i: usize) -> &str {
+    match &g.stages[i].base {
+        Base::Image(r) => r,
+        other => panic!("stage {i} base is {other:?}"),
+    }
+}
+
+#[test]
+fn global_args_expand_in_from_in_file_order() {
+    let g = plan_text("ARG a1=box\nARG a2=\"$a1-foo\"\nFROM $a2\n").unwrap();
+    assert_eq!(image(&g, 0), "box-foo");
+    let g = plan_text("ARG image=idlebox\nFROM busy${image#idle}\n").unwrap();
+    assert_eq!(image(&g, 0), "busybox");
+    let g = plan_text("ARG a3 a4=\"123 456\" a1\nFROM x:$a4\n").unwrap();
+    assert_eq!(image(&g, 0), "x:123 456");
+}
+
+#[test]
+fn build_args_replace_global_defaults_without_evaluating_them() {
+    let df = "ARG FOO=${FOO:?\"custom error\"}\nFROM busybox\n";
+    let e = err_text(plan_text(df));
+    assert!(e.contains("FOO: custom error"), "{e}");
+    let opts = PlanOptions {
+        build_args: args(&[("FOO", "bar")]),
+        ..PlanOptions::default()
+    };
+    let g = plan_with(&format!("{df}FROM img:$FOO\n"), opts).unwrap();
+    assert_eq!(image(&g, 1), "img:bar");
+}
+
+#[test]
+fn blank_base_names_are_errors() {
+    assert_eq!(
+        err_text(plan_text("FROM \"\"\n")),
+        "base name (\"\") should not be blank"
+    );
+    assert_eq!(
+        err_text(plan_text("ARG BLANK\nFROM ${BLANK}\n")),
+        "base name (${BLANK}) should not be blank"
+    );
+}
+
+#[test]
+fn automatic_platform_args_work_in_from() {
+    let opts = PlanOptions {
+        build_platform: Platform::parse("linux/amd64").unwrap(),
+        target_platform: Some(Platform::parse("linux/arm64").unwrap()),
+        ..PlanOptions::default()
+    };
+    let g = plan_with(
+        "FROM --platform=$BUILDPLATFORM busybox AS build-linux\nFROM build-${TARGETOS}\nFROM img:${TARGETARCH}-${BUILDARCH}\n",
+        opts,
+    )
+    .unwrap();
+    assert_eq!(
+        g.stages[0].platform.as_ref().unwrap().to_string(),
+        "linux/amd64"
+    );
+    assert_eq!(g.stages[1].base, Base::Stage(0));
+    assert_eq!(image(&g, 2), "img:arm64-amd64");
+    // A build-arg of the same name overrides an automatic ARG.
+    let opts = PlanOptions {
+        build_args: args(&[("TARGETARCH", "riscv64")]),
+        ..PlanOptions::default()
+    };
+    let g = plan_with("FROM img:${TARGETARCH}\n", opts).unwrap();
+    assert_eq!(image(&g, 0), "img:riscv64");
+}
+
+#[test]
+fn targetstage_is_the_target_or_the_last_stage_or_default() {
+    let df = "FROM a:${TARGETSTAGE} AS one\nFROM b:${TARGETSTAGE} AS two\n";
+    let g = plan_text(df).unwrap();
+    assert_eq!(image(&g, 0), "a:two");
+    let opts = PlanOptions {
+        target: Some("one".into()),
+        ..PlanOptions::default()
+    };
+    assert_eq!(image(&plan_with(df, opts).unwrap(), 0), "a:one");
+    let g = plan_text("FROM a:${TARGETSTAGE}\n").unwrap();
+    assert_eq!(image(&g, 0), "a:default");
+}
+
+#[test]
+fn from_uses_only_earlier_stages_and_exact_names() {
+    let g = plan_text("FROM later AS a\nFROM busybox AS later\nFROM later\n").unwrap();
+    assert_eq!(image(&g, 0), "later");
+    assert_eq!(g.stages[2].base, Base::Stage(1));
+    let g = plan_text("FROM busybox AS build\nFROM Build\n").unwrap();
+    assert_eq!(image(&g, 1), "Build");
+    let g = plan_text("FROM scratch\n").unwrap();
+    assert_eq!(g.stages[0].base, Base::Scratch);
+}
+
+#[test]
+fn copy_from_resolves_index_name_or_image() {
+    let g = plan_text(
+        "FROM busybox AS STAge0\nFROM golang AS golang\nFROM scratch\nCOPY --from=staGE0 /a /a\nCOPY --from=0 /b /b\nCOPY --from=golang /c /c\nCOPY --from=alpine:3 /d /d\n",
+    )
+    .unwrap();
+    let deps: Vec<&DependencyTarget> = g.stages[2].dependencies.iter().map(|d| &d.target).collect();
+    assert_eq!(
+        deps,
+        [
+            &DependencyTarget::Stage(0),
+            &DependencyTarget::Stage(0),
+            &DependencyTarget::Stage(1),
+            &DependencyTarget::Image("alpine:3".into())
+        ]
+    );
+    assert_eq!(g.levels(), vec![vec![0, 1], vec![2]]);
+    assert_eq!(
+        err_text(plan_text("FROM busybox\nCOPY --from=5 /a /a\n")),
+        "invalid stage index 5"
+    );
+}
+
+#[test]
+fn copy_from_does_not_expand_variables() {
+    let e = err_text(plan_text(
+        "FROM busybox AS a\nARG X=a\nCOPY --from=$X /a /a\n",
+    ));
+    assert_eq!(
+        e,
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+    );
+}
+
+#[test]
+fn forward_references_fail_only_when_built() {
+    let df = "FROM busybox AS target\nCOPY --from=build /a /a\nFROM busybox AS build\n";
+    let opts = PlanOptions {
+        target: Some("target".into()),
+        ..PlanOptions::default()
+    };
+    let e = err_text(plan_with(df, opts));
+    assert_eq!(
+        e,
+        "cannot copy from stage \"build\", it needs to be defined before current stage \"target\""
+    );
+    // Not an error when the stage is not needed.
+    let g = plan_text(df).unwrap();
+    assert!(!g.stages[0].needed);
+    let e = err_text(plan_text(
+        "FROM busybox AS a\nRUN --mount=from=b,target=/m true\nFROM busybox AS b\nFROM a\n",
+    ));
+    assert_eq!(
+        e,
+        "cannot mount from stage \"b\" to \"/m\", stage needs to be defined before current command"
+    );
+}
+
+#[test]
+fn cycles_are_errors_with_a_position() {
+    let r = plan_text("FROM busybox AS stage0\nCOPY --from=stage0 /a /a\n");
+    match r {
+        Err(PlanError::Dockerfile(e)) => {
+            assert_eq!(e.message, "circular dependency detected on stage: stage0");
+            assert_eq!(e.position.line, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = err_text(plan_text(
+        "FROM busybox AS a\nCOPY --from=c /x /x\nFROM busybox AS b\nCOPY --from=a /x /x\nFROM busybox AS c\nCOPY --from=b /x /x\n",
+    ));
+    assert!(
+        e.starts_with("circular dependency detected on stage: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn target_selects_case_insensitively_and_suggests_on_typos() {
+    let df = "FROM busybox AS build\nFROM busybox AS test\nCOPY --from=build /a /a\n";
+    let opts = PlanOptions {
+        target: Some("BUILD".into()),
+        ..PlanOptions::default()
+    };
+    let g = plan_with(df, opts).unwrap();
+    assert_eq!(g.target, 0);
+    assert_eq!(g.execution_order(), vec![0]);
+    let opts = PlanOptions {
+        target: Some("bulid".into()),
+        ..PlanOptions::default()
+    };
+    assert_eq!(
+        plan_with(df, opts).unwrap_err().to_string(),
+        "target stage \"bulid\" could not be found (did you mean build?)"
+    );
+    let opts = PlanOptions {
+        target: Some("nosuch".into()),
+        ..PlanOptions::default()
+    };
+    assert_eq!(
+        plan_with(df, opts).unwrap_err().to_string(),
+        "target stage \"nosuch\" could not be found"
+    );
+}
+
+#[test]
+fn only_reachable_stages_are_needed() {
+    let g = plan_text(
+        "FROM busybox AS a\nRUN false\nFROM busybox AS b\nFROM b AS c\nRUN --mount=type=bind,from=d,target=/d true\nFROM busybox AS d\nFROM c\n",
+    );
+    // c mounts from d, defined later: an error since c is needed.
+    assert!(err_text(g).starts_with("cannot mount from stage \"d\""));
+    let g = plan_text(
+        "FROM busybox AS a\nRUN false\nFROM busybox AS d\nFROM busybox AS b\nFROM b AS c\nRUN --mount=type=bind,from=d,target=/d true\nFROM c\n",
+    )
+    .unwrap();
+    let needed: Vec<bool> = g.stages.iter().map(|s| s.needed).collect();
+    assert_eq!(needed, [false, true, true, true, true]);
+    assert_eq!(g.levels(), vec![vec![1, 2], vec![3], vec![4]]);
+}
+
+#[test]
+fn onbuild_triggers_of_a_base_stage_add_dependencies() {
+    let g = plan_text(
+        "FROM busybox AS assets\nFROM busybox AS base\nONBUILD COPY --from=assets /a /a\nFROM base\n",
+    )
+    .unwrap();
+    let deps = &g.stages[2].dependencies;
+    assert!(deps
+        .iter()
+        .any(|d| d.kind == DependencyKind::Onbuild && d.target == DependencyTarget::Stage(0)));
+    assert!(g.stages[0].needed);
+    // The stage that declares the trigger does not run it itself.
+    assert!(g.stages[1].stage_dependencies().is_empty());
+}
+
+#[test]
+fn no_stages_is_an_error() {
+    let e = err_text(plan_text("ARG X=1\n"));
+    assert_eq!(e, "dockerfile contains no stages to build");
+}
