@@ -94,5 +94,9 @@ fn buildkit_conformance() {
         failed.len()
     );
     assert!(!results.is_empty(), "no conformance case ran");
-    assert!(failed.is_empty(), "{} conformance cases failed", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} conformance cases failed",
+        failed.len()
+    );
 }

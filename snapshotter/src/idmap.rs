@@ -81,8 +81,10 @@ mod tests {
 
     #[test]
     fn maps_both_ways() {
-        let m = IdMap::parse_proc("         0       1000          1\n         1     100000      65536\n")
-            .unwrap();
+        let m = IdMap::parse_proc(
+            "         0       1000          1\n         1     100000      65536\n",
+        )
+        .unwrap();
         assert_eq!(m.to_host(0), Some(1000));
         assert_eq!(m.to_host(1), Some(100000));
         assert_eq!(m.to_host(65536), Some(165535));

@@ -1,1 +1,76 @@
-//! Shared helpers for kiln end-to-end and conformance tests.
+//! Shared helpers for kiln's end-to-end and conformance tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A fixture file under `tests/fixtures/`, read at run time. Tests that run as another
+/// user (see scripts/test.sh) may not see the checkout, so fixtures are also embedded by
+/// the tests that need them; this is for the common case.
+pub fn fixture(path: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(path)
+}
+
+/// The `kiln` binary: `$KILN_BIN`, else `target/<profile>/kiln` next to this test
+/// executable, built with cargo first when it is missing.
+pub fn kiln_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/kiln
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let bin = profile_dir.join("kiln");
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "kiln-cli", "--bin", "kiln"])
+            .current_dir(workspace_root())
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "building kiln failed: {status:?}"
+        );
+    }
+    bin
+}
+
+/// Runs `kiln` with `args`, feeding `stdin` when given.
+pub fn kiln(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(kiln_bin());
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running kiln: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        if let Some(bytes) = stdin {
+            input
+                .write_all(bytes)
+                .unwrap_or_else(|e| panic!("writing stdin: {e}"));
+        }
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for kiln: {e}"))
+}
+
+/// stdout and stderr of an output as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,245 @@
+//! `kiln debug parse` and `kiln debug plan`: the team's and users' window into the frontend.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use kiln_executor::dockerfile::{self, dump, Document};
+use kiln_executor::plan::{self, Base, DependencyTarget, PlanOptions, Platform, StageGraph};
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum DebugCommand {
+    /// Print the parsed instructions: kind, source range, flags, arguments, heredocs.
+    Parse {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The Dockerfile (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Print the stages a target needs, their dependencies, and which can run in parallel.
+    Plan {
+        /// The stage to build (default: the last one).
+        #[arg(long)]
+        target: Option<String>,
+        /// A build argument, `KEY=VALUE`, or `KEY` to take the value from the environment.
+        #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+        build_args: Vec<String>,
+        /// The target platform (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// The Dockerfile (`-` for standard input).
+        file: PathBuf,
+    },
+}
+
+pub fn run(cmd: DebugCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        DebugCommand::Parse { format, file } => {
+            let doc = load(&file)?;
+            match format {
+                Format::Text => print_parse_text(&mut out, &doc)?,
+                Format::Json => {
+                    let value = serde_json::json!({
+                        "file": doc.source.name(),
+                        "directives": doc.directives,
+                        "escape": doc.escape.to_string(),
+                        "start_line": doc.start_line,
+                        "end_line": doc.end_line,
+                        "instructions": doc.nodes,
+                        "warnings": doc.warnings,
+                    });
+                    serde_json::to_writer_pretty(&mut out, &value)?;
+                    writeln!(out)?;
+                }
+            }
+        }
+        DebugCommand::Plan {
+            target,
+            build_args,
+            platform,
+            format,
+            file,
+        } => {
+            let doc = load(&file)?;
+            let opts = PlanOptions {
+                target,
+                build_args: parse_build_args(&build_args)?,
+                build_platform: Platform::host(),
+                target_platform: platform
+                    .map(|p| Platform::parse(&p).map_err(anyhow::Error::msg))
+                    .transpose()
+                    .context("invalid --platform")?,
+            };
+            let graph = plan::plan(&doc, &opts)?;
+            match format {
+                Format::Text => print_plan_text(&mut out, &graph)?,
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut out, &graph)?;
+                    writeln!(out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses a Dockerfile; `-` is standard input.
+fn load(file: &PathBuf) -> Result<Document> {
+    let (name, bytes) = if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the Dockerfile from standard input")?;
+        ("Dockerfile".to_string(), buf)
+    } else {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        (file.display().to_string(), bytes)
+    };
+    Ok(dockerfile::parse(&name, &bytes)?)
+}
+
+/// `KEY=VALUE` or `KEY` (value from the environment, skipped when unset, as docker does).
+fn parse_build_args(items: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some(("", _)) => bail!("invalid --build-arg {item:?}: empty name"),
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None if item.is_empty() => bail!("invalid --build-arg: empty"),
+            None => {
+                if let Ok(v) = std::env::var(item) {
+                    out.insert(item.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn print_parse_text(out: &mut impl Write, doc: &Document) -> Result<()> {
+    if let Some(s) = &doc.directives.syntax {
+        writeln!(out, "# syntax={s}")?;
+    }
+    if let Some(e) = doc.directives.escape {
+        writeln!(out, "# escape={e}")?;
+    }
+    if let Some(c) = &doc.directives.check {
+        writeln!(out, "# check={c}")?;
+    }
+    for node in &doc.nodes {
+        writeln!(
+            out,
+            "{}:{}-{}\t({})",
+            node.start.line,
+            node.start.column,
+            node.end_line,
+            dump::dump_node(node)
+        )?;
+        for h in node
+            .heredocs
+            .iter()
+            .chain(node.child.iter().flat_map(|c| c.heredocs.iter()))
+        {
+            writeln!(
+                out,
+                "\theredoc <<{}{} fd={} expand={} ({} bytes)",
+                if h.chomp { "-" } else { "" },
+                h.name,
+                h.file_descriptor,
+                h.expand,
+                h.content.len()
+            )?;
+        }
+    }
+    for w in &doc.warnings {
+        writeln!(
+            out,
+            "warning: {}:{}:{}: {}",
+            doc.source.name(),
+            w.position.line,
+            w.position.column,
+            w.message
+        )?;
+    }
+    Ok(())
+}
+
+fn print_plan_text(out: &mut impl Write, graph: &StageGraph) -> Result<()> {
+    let label = |i: usize| graph.stages[i].label.clone();
+    let needed = graph.stages.iter().filter(|s| s.needed).count();
+    writeln!(
+        out,
+        "target: {} (stage {}), platform {}",
+        label(graph.target),
+        graph.target,
+        graph.target_platform
+    )?;
+    writeln!(
+        out,
+        "stages: {} in the file, {} needed",
+        graph.stages.len(),
+        needed
+    )?;
+    for s in &graph.stages {
+        let base = match &s.base {
+            Base::Scratch => "scratch".to_string(),
+            Base::Stage(j) => format!("stage {}", label(*j)),
+            Base::Image(r) => format!("image {r}"),
+        };
+        let status = match s.level {
+            Some(l) => format!("level {l}"),
+            None => "not needed, skipped".to_string(),
+        };
+        writeln!(
+            out,
+            "  [{}] {} FROM {} ({})",
+            s.index, s.label, base, status
+        )?;
+        for d in &s.dependencies {
+            let on = match &d.target {
+                DependencyTarget::Stage(j) => format!("stage {}", label(*j)),
+                DependencyTarget::Image(r) => format!("image {r}"),
+            };
+            let kind = serde_json::to_value(d.kind)?;
+            writeln!(
+                out,
+                "      needs {} via {} at line {}",
+                on,
+                kind.as_str().unwrap_or_default(),
+                d.position.line
+            )?;
+        }
+    }
+    writeln!(out, "order (stages on one level run in parallel):")?;
+    for (l, stages) in graph.levels().iter().enumerate() {
+        let names: Vec<String> = stages.iter().map(|&i| label(i)).collect();
+        writeln!(out, "  level {l}: {}", names.join(", "))?;
+    }
+    let images = graph.images();
+    if !images.is_empty() {
+        writeln!(
+            out,
+            "images: {}",
+            images.into_iter().collect::<Vec<_>>().join(", ")
+        )?;
+    }
+    Ok(())
+}
