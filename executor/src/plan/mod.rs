@@ -23,7 +23,7 @@ pub mod scope;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use platform::Platform;
-pub use scope::{ArgValue, StageScope};
+pub use scope::{ArgValue, EvaluatedCommand, StageScope};
 
 use crate::dockerfile::instructions::{self, Command, Instruction, Parsed, Stage};
 use crate::dockerfile::shell::{EnvGetter, Lexer};
@@ -201,11 +201,71 @@ impl StageGraph {
         out
     }
 
-    /// A new scope for stage `index`'s commands, inheriting what BuildKit lets a stage
-    /// inherit from its base stage (its declared ARGs).
-    pub fn global_env(&self) -> &[(String, String)] {
-        &self.global_args
+    /// Dispatches the needed stages' commands in dependency order with BuildKit's ARG/ENV
+    /// scoping. `image_env` gives the `Env` of a base image (empty for unknown images;
+    /// `PATH` defaults as BuildKit's does when the image sets none). A stage built on a
+    /// stage starts from that stage's final scope and first runs its ONBUILD triggers.
+    pub fn evaluate(
+        &self,
+        source: &crate::dockerfile::Source,
+        image_env: &dyn Fn(&str) -> Vec<(String, String)>,
+    ) -> Result<BTreeMap<usize, StageEvaluation>, DockerfileError> {
+        let lexer = Lexer::new(self.escape);
+        let ctx = scope::EvalContext {
+            source,
+            lexer: &lexer,
+            globals: &self.global_args,
+            build_args: &self.build_args,
+        };
+        let mut done: BTreeMap<usize, StageEvaluation> = BTreeMap::new();
+        for i in self.execution_order() {
+            let stage = &self.stages[i];
+            let mut commands: Vec<(&Command, bool)> = Vec::new();
+            let mut scope = match &stage.base {
+                Base::Stage(j) => {
+                    for c in &self.stages[*j].stage.commands {
+                        if let Instruction::Onbuild(ob) = &c.instruction {
+                            commands.push((&ob.trigger, true));
+                        }
+                    }
+                    match done.get(j) {
+                        Some(e) => StageScope::from_stage(&e.end),
+                        None => StageScope::default(),
+                    }
+                }
+                Base::Scratch => StageScope::from_image(Vec::new()),
+                Base::Image(r) => StageScope::from_image(image_env(r)),
+            };
+            if !matches!(stage.base, Base::Stage(_)) && scope.get("PATH").is_none() {
+                scope = StageScope::from_image(
+                    scope
+                        .image_env()
+                        .iter()
+                        .cloned()
+                        .chain([("PATH".to_string(), scope::DEFAULT_PATH.to_string())])
+                        .collect(),
+                );
+            }
+            commands.extend(stage.stage.commands.iter().map(|c| (c, false)));
+            let evaluated = scope.evaluate(&commands, &ctx)?;
+            done.insert(
+                i,
+                StageEvaluation {
+                    commands: evaluated,
+                    end: scope,
+                },
+            );
+        }
+        Ok(done)
     }
+}
+
+/// A stage after dispatch-time evaluation.
+#[derive(Debug, Clone)]
+pub struct StageEvaluation {
+    pub commands: Vec<scope::EvaluatedCommand>,
+    /// The scope at the end of the stage (what a stage built on it inherits).
+    pub end: StageScope,
 }
 
 /// Makes the plan for `doc`.

@@ -14,7 +14,47 @@
 
 use std::collections::BTreeMap;
 
+use crate::dockerfile::instructions::{Command, Instruction};
 use crate::dockerfile::shell::{Lexer, ShellError};
+use crate::dockerfile::{DockerfileError, Position, Source};
+
+/// The `PATH` a Linux stage gets when its base image sets none (BuildKit's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Build arguments that reach RUN without an ARG declaration (and stay out of cache keys).
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// One command after dispatch-time expansion, with the environment in force for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluatedCommand {
+    pub position: Position,
+    /// The instruction with its words expanded (ARG keeps its raw form).
+    pub instruction: Instruction,
+    /// The variables in force when it runs: for RUN, its environment (declared ARGs with
+    /// values, ENV, the image's env); proxy build args are added by [`StageScope::run_env`].
+    pub env: Vec<(String, String)>,
+    /// True for an ONBUILD trigger inherited from the base stage.
+    pub from_onbuild: bool,
+}
+
+/// What evaluation needs besides the scope.
+pub struct EvalContext<'a> {
+    pub source: &'a Source,
+    pub lexer: &'a Lexer,
+    pub globals: &'a [(String, String)],
+    pub build_args: &'a BTreeMap<String, String>,
+}
 
 /// An ARG declared in a stage, with the value it got (`None`: declared, no value).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -110,6 +150,70 @@ impl StageScope {
     pub fn set_env(&mut self, key: &str, value: &str) {
         super::set_var(&mut self.env, key, value.to_string());
         super::set_var(&mut self.image_env, key, value.to_string());
+    }
+}
+
+impl StageScope {
+    /// Dispatches `commands` in order as BuildKit does: ARG and ENV change the scope, every
+    /// other instruction is expanded with the scope in force before it.
+    pub fn evaluate(
+        &mut self,
+        commands: &[(&Command, bool)],
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<EvaluatedCommand>, DockerfileError> {
+        let mut out = Vec::with_capacity(commands.len());
+        for (cmd, from_onbuild) in commands {
+            let at = |e: ShellError| ctx.source.error(cmd.position, e.message);
+            let instruction = match &cmd.instruction {
+                Instruction::Arg(a) => {
+                    for d in &a.args {
+                        self.declare_arg(
+                            &d.key,
+                            d.value.as_deref(),
+                            ctx.build_args,
+                            ctx.globals,
+                            ctx.lexer,
+                        )
+                        .map_err(at)?;
+                    }
+                    cmd.instruction.clone()
+                }
+                Instruction::Env(_) => {
+                    // All pairs are expanded with the scope before the instruction.
+                    let expanded = cmd.instruction.expand(ctx.lexer, &self.env).map_err(at)?;
+                    if let Instruction::Env(kvs) = &expanded {
+                        for kv in kvs {
+                            self.set_env(&kv.key, &kv.value);
+                        }
+                    }
+                    expanded
+                }
+                other => other.expand(ctx.lexer, &self.env).map_err(at)?,
+            };
+            out.push(EvaluatedCommand {
+                position: cmd.position,
+                instruction,
+                env: self.env.clone(),
+                from_onbuild: *from_onbuild,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The environment of a RUN: the scope's, plus proxy build args it does not set.
+    pub fn run_env(
+        env: &[(String, String)],
+        build_args: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let mut out = env.to_vec();
+        for key in PROXY_ARGS {
+            if let Some(v) = build_args.get(*key) {
+                if !out.iter().any(|(k, _)| k == key) {
+                    out.push((key.to_string(), v.clone()));
+                }
+            }
+        }
+        out
     }
 }
 

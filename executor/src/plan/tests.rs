@@ -265,3 +265,150 @@ fn no_stages_is_an_error() {
     let e = err_text(plan_text("ARG X=1\n"));
     assert_eq!(e, "dockerfile contains no stages to build");
 }
+
+mod scoping {
+    //! ARG/ENV scoping through whole stages (buildkit-behaviours.md, "ARG scoping").
+
+    use super::*;
+    use crate::dockerfile::instructions::{Instruction, ShellOrExec};
+
+    /// The environment of every RUN of the target stage, in order.
+    fn run_envs(text: &str, opts: PlanOptions) -> Vec<Vec<(String, String)>> {
+        let doc = parse("Dockerfile", text.as_bytes()).unwrap();
+        let g = plan(&doc, &opts).unwrap();
+        let ev = g.evaluate(&doc.source, &|_| vec![]).unwrap();
+        ev[&g.target]
+            .commands
+            .iter()
+            .filter(|c| matches!(c.instruction, Instruction::Run(_)))
+            .map(|c| c.env.iter().filter(|(k, _)| k != "PATH").cloned().collect())
+            .collect()
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn global_args_need_redeclaration_and_unset_args_are_absent() {
+        let envs = run_envs(
+            "ARG G=global\nARG H=h\nFROM busybox\nRUN a\nARG G\nARG FOO\nARG BAR=\nRUN b\n",
+            PlanOptions::default(),
+        );
+        assert_eq!(envs[0], kv(&[]));
+        assert_eq!(envs[1], kv(&[("G", "global"), ("BAR", "")]));
+    }
+
+    #[test]
+    fn build_args_only_reach_declared_args_and_proxies() {
+        let opts = PlanOptions {
+            build_args: args(&[("FOO", "x"), ("UNDECLARED", "y"), ("http_proxy", "p")]),
+            ..PlanOptions::default()
+        };
+        let doc = parse("Dockerfile", b"FROM busybox\nARG FOO=default\nRUN true\n").unwrap();
+        let g = plan(&doc, &opts).unwrap();
+        let ev = g.evaluate(&doc.source, &|_| vec![]).unwrap();
+        let env = StageScope::run_env(&ev[&0].commands[1].env, &g.build_args);
+        assert!(env.contains(&("FOO".into(), "x".into())));
+        assert!(env.contains(&("http_proxy".into(), "p".into())));
+        assert!(!env.iter().any(|(k, _)| k == "UNDECLARED"));
+    }
+
+    #[test]
+    fn env_shadows_arg_and_defaults_see_earlier_values() {
+        let envs = run_envs(
+            "FROM busybox\nARG my_arg=a\nARG other=${my_arg}-b\nENV my_arg=env\nARG third=${my_arg:-def}\nRUN x\n",
+            PlanOptions::default(),
+        );
+        assert_eq!(
+            envs[0],
+            kv(&[("my_arg", "env"), ("other", "a-b"), ("third", "env")])
+        );
+        let opts = PlanOptions {
+            build_args: args(&[("my_arg", "")]),
+            ..PlanOptions::default()
+        };
+        let envs = run_envs(
+            "FROM busybox\nARG my_arg\nENV x=${my_arg:-def_val}\nRUN x\n",
+            opts,
+        );
+        assert_eq!(envs[0], kv(&[("my_arg", ""), ("x", "def_val")]));
+    }
+
+    #[test]
+    fn env_pairs_expand_with_the_previous_scope() {
+        let envs = run_envs(
+            "FROM busybox\nENV a=1\nENV a=2 b=$a\nRUN x\n",
+            PlanOptions::default(),
+        );
+        assert_eq!(envs[0], kv(&[("a", "2"), ("b", "1")]));
+    }
+
+    #[test]
+    fn arg_default_errors_carry_the_message() {
+        let doc = parse(
+            "Dockerfile",
+            b"FROM busybox\nARG X=\"${NOPE:?must be set}\"\n",
+        )
+        .unwrap();
+        let g = plan(&doc, &PlanOptions::default()).unwrap();
+        let e = g.evaluate(&doc.source, &|_| vec![]).unwrap_err();
+        assert!(e.message.ends_with("NOPE: must be set"), "{}", e.message);
+        assert_eq!(e.position.line, 2);
+    }
+
+    #[test]
+    fn child_stage_inherits_args_and_runs_onbuild_triggers_once() {
+        let text = "FROM busybox AS base\nARG foo=bar\nENV E=1\nONBUILD RUN echo trigger\nFROM base AS child\nRUN echo $foo\nFROM child\nRUN last\n";
+        let doc = parse("Dockerfile", text.as_bytes()).unwrap();
+        let g = plan(&doc, &PlanOptions::default()).unwrap();
+        let ev = g.evaluate(&doc.source, &|_| vec![]).unwrap();
+        let child = &ev[&1].commands;
+        assert!(child[0].from_onbuild);
+        assert!(
+            matches!(&child[0].instruction, Instruction::Run(r) if r.command == ShellOrExec::Shell("echo trigger".into()))
+        );
+        assert!(child[1].env.contains(&("foo".into(), "bar".into())));
+        assert!(child[1].env.contains(&("E".into(), "1".into())));
+        // The grandchild does not run base's trigger again.
+        assert!(ev[&2].commands.iter().all(|c| !c.from_onbuild));
+    }
+
+    #[test]
+    fn default_path_only_when_the_image_has_none() {
+        let doc = parse("Dockerfile", b"FROM img\nRUN a\nFROM scratch\nRUN b\n").unwrap();
+        let g = plan(&doc, &PlanOptions::default()).unwrap();
+        let ev = g
+            .evaluate(&doc.source, &|_| {
+                vec![("PATH".to_string(), "/custom".to_string())]
+            })
+            .unwrap();
+        assert_eq!(ev[&1].end.get("PATH"), Some(scope::DEFAULT_PATH));
+        let doc = parse("Dockerfile", b"FROM img\nRUN a\n").unwrap();
+        let g = plan(&doc, &PlanOptions::default()).unwrap();
+        let ev = g
+            .evaluate(&doc.source, &|_| {
+                vec![("PATH".to_string(), "/custom".to_string())]
+            })
+            .unwrap();
+        assert_eq!(ev[&0].end.get("PATH"), Some("/custom"));
+    }
+
+    #[test]
+    fn expose_splits_arg_values_into_ports() {
+        let doc = parse(
+            "Dockerfile",
+            b"FROM busybox\nARG PORTS=\"3000 4000/udp\"\nEXPOSE $PORTS\n",
+        )
+        .unwrap();
+        let g = plan(&doc, &PlanOptions::default()).unwrap();
+        let ev = g.evaluate(&doc.source, &|_| vec![]).unwrap();
+        assert_eq!(
+            ev[&0].commands[1].instruction,
+            Instruction::Expose(vec!["3000".into(), "4000/udp".into()])
+        );
+    }
+}
