@@ -11,10 +11,20 @@ pub(super) enum DirectiveLine {
 }
 
 /// Recognises directives in the leading block of a file.
-#[derive(Default)]
 pub(super) struct DirectiveScanner {
+    prefix: &'static str,
     done: bool,
     seen: Vec<&'static str>,
+}
+
+impl Default for DirectiveScanner {
+    fn default() -> Self {
+        DirectiveScanner {
+            prefix: "#",
+            done: false,
+            seen: Vec::new(),
+        }
+    }
 }
 
 impl DirectiveScanner {
@@ -23,7 +33,7 @@ impl DirectiveScanner {
         if self.done {
             return Ok(DirectiveLine::NotDirective);
         }
-        let Some(rest) = line.strip_prefix('#') else {
+        let Some(rest) = line.strip_prefix(self.prefix) else {
             self.done = true;
             return Ok(DirectiveLine::NotDirective);
         };
@@ -49,6 +59,60 @@ impl DirectiveScanner {
             value: value.to_string(),
         })
     }
+}
+
+/// The `syntax` directive as a frontend chooser would find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxDirective {
+    /// The image reference: the first word of the value.
+    pub reference: String,
+    /// The whole value (reference and options).
+    pub value: String,
+    /// The 1-based line it is on (0 for a JSON document).
+    pub line: usize,
+}
+
+/// Finds the `syntax` directive as BuildKit's `DetectSyntax` does: a BOM and a leading
+/// `#!` line are skipped, then `# syntax=…` in the leading directive block, else
+/// `// syntax=…`, else a JSON document's `"syntax"` string.
+pub fn detect_syntax(bytes: &[u8]) -> Option<SyntaxDirective> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    let (text, skipped) = match text.split_once('\n') {
+        Some((first, rest)) if first.starts_with("#!") => (rest.to_string(), 1),
+        None if text.starts_with("#!") => (String::new(), 1),
+        _ => (text.to_string(), 0),
+    };
+    for prefix in ["#", "//"] {
+        let mut scanner = DirectiveScanner {
+            prefix,
+            ..DirectiveScanner::default()
+        };
+        for (i, line) in text.split('\n').enumerate() {
+            if scanner.done {
+                break;
+            }
+            if let Ok(DirectiveLine::Directive {
+                key: "syntax",
+                value,
+            }) = scanner.scan(line)
+            {
+                let reference = value.split(' ').next().unwrap_or_default().to_string();
+                return Some(SyntaxDirective {
+                    reference,
+                    value,
+                    line: i + 1 + skipped,
+                });
+            }
+        }
+    }
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
+    let value = json.get("syntax")?.as_str()?.to_string();
+    Some(SyntaxDirective {
+        reference: value.clone(),
+        value,
+        line: skipped,
+    })
 }
 
 /// `name = value`: a name of ASCII letters and digits starting with a letter, optional
@@ -111,6 +175,23 @@ mod tests {
             r[1],
             Err("only one escape parser directive can be used".into())
         );
+    }
+
+    #[test]
+    fn detects_syntax_in_every_format() {
+        let d =
+            detect_syntax(b"#!/usr/bin/env buildctl\n# syntax=docker/dockerfile:1 opt=x\nFROM a\n")
+                .unwrap();
+        assert_eq!(
+            (d.reference.as_str(), d.value.as_str(), d.line),
+            ("docker/dockerfile:1", "docker/dockerfile:1 opt=x", 2)
+        );
+        let d = detect_syntax(b"\xEF\xBB\xBF//syntax=foo/bar\n").unwrap();
+        assert_eq!(d.reference, "foo/bar");
+        let d = detect_syntax(br#"{"syntax": "json/frontend", "x": 1}"#).unwrap();
+        assert_eq!(d.reference, "json/frontend");
+        assert!(detect_syntax(b"FROM a\n# syntax=late\n").is_none());
+        assert!(detect_syntax(b"# key = FOO bar\n# syntax=x\n").is_none());
     }
 
     #[test]

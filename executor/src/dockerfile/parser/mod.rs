@@ -20,6 +20,7 @@ mod line_parsers;
 
 use std::sync::Arc;
 
+pub use directives::{detect_syntax, SyntaxDirective};
 pub use heredoc::parse_heredoc_word;
 
 use super::ast::{Directives, Document, Node, Warning};
