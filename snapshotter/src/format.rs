@@ -18,6 +18,14 @@ pub const OCI_OPAQUE_MARKER: &str = ".wh..wh..opq";
 pub const OPAQUE_XATTR_USER: &str = "user.overlay.opaque";
 /// Opaque xattr written by real root.
 pub const OPAQUE_XATTR_TRUSTED: &str = "trusted.overlay.opaque";
+/// A whiteout kiln writes when it may not create the 0/0 character device (an
+/// unprivileged process outside a user namespace): an empty regular file carrying this
+/// xattr = `y`. Kernel overlayfs (6.7+) reads the same form when the parent directory is
+/// marked with [`OPAQUE_XATTR_USER`] = `x`; kiln's readers accept both forms.
+pub const WHITEOUT_XATTR_USER: &str = "user.overlay.whiteout";
+/// Opaque-xattr value marking a directory that holds xattr whiteouts (not opaque itself).
+pub const XWHITEOUT_PARENT_VALUE: &[u8] = b"x";
+
 /// Every xattr name overlayfs and kiln use for bookkeeping; never copied into layers.
 pub const PRIVATE_XATTR_PREFIXES: &[&str] = &["user.overlay.", "trusted.overlay.", "user.kiln."];
 

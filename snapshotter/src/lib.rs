@@ -3,6 +3,8 @@
 //!
 //! - [`format`]: the on-disk overlay format every module agrees on (whiteouts, opaque dirs).
 //! - [`idmap`]: container ids ↔ host ids through the build's user-namespace mapping.
+//! - [`apply`]: OCI layer → directory, never writing outside it.
 
+pub mod apply;
 pub mod format;
 pub mod idmap;

@@ -1,0 +1,626 @@
+//! Apply: an OCI layer (a tar stream, plain, gzip or zstd — told apart by their magic
+//! bytes) written into a directory.
+//!
+//! Two targets share the code ([`ApplyTarget`]):
+//! - **overlay**: a fresh directory that becomes one committed snapshot in overlay format;
+//!   `.wh.<name>` becomes a whiteout (a 0/0 character device, or the xattr form of
+//!   [`crate::format::WHITEOUT_XATTR_USER`] when device nodes may not be made) and
+//!   `.wh..wh..opq` marks the directory opaque;
+//! - **merged**: a directory that already holds the lower layers' merged view (the copy
+//!   backend, exports); whiteouts delete, an opaque marker empties the directory of what
+//!   the lower layers put there.
+//!
+//! Nothing is ever written outside the directory: every parent path is resolved beneath
+//! it ([`resolve`]), `..` components and hard-link targets that leave it are refused with
+//! an error naming the entry, and final components are created without following
+//! symlinks. Ownership goes through the id mapping; what an unprivileged process may not
+//! do (device nodes, foreign owners, `trusted.*` xattrs) is skipped with one warning per
+//! kind and layer instead of failing the build.
+
+mod resolve;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::Timespec;
+use rustix::fs::{
+    chmodat, chownat, linkat, lsetxattr, mknodat, openat, statat, symlinkat, unlinkat, utimensat,
+    AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags,
+};
+use rustix::fs::{Gid, Uid};
+use rustix::io::Errno;
+
+use crate::format;
+use crate::idmap::IdMap;
+use resolve::{components, resolve_dir, ResolveError};
+
+/// Where a layer is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyTarget {
+    /// A fresh snapshot directory in overlay format.
+    Overlay,
+    /// A directory holding the merged lower layers.
+    Merged,
+}
+
+/// How to apply a layer.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub target: ApplyTarget,
+    /// Container uid → host uid.
+    pub uid_map: IdMap,
+    /// Container gid → host gid.
+    pub gid_map: IdMap,
+    /// The xattr that marks opaque directories in overlay mode.
+    pub opaque_xattr: &'static str,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            target: ApplyTarget::Overlay,
+            uid_map: IdMap::identity(),
+            gid_map: IdMap::identity(),
+            opaque_xattr: if rustix::process::geteuid().is_root() {
+                format::OPAQUE_XATTR_TRUSTED
+            } else {
+                format::OPAQUE_XATTR_USER
+            },
+        }
+    }
+}
+
+/// What applying did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Tar entries read.
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// One line per kind of thing that was skipped.
+    pub warnings: Vec<String>,
+}
+
+/// Why a layer could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("reading the layer: {0}")]
+    Read(#[source] io::Error),
+    #[error("layer entry {entry:?}: {reason}")]
+    Unsafe { entry: String, reason: String },
+    #[error("layer entry {entry:?}: {context}: {source}")]
+    Entry {
+        entry: String,
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The compression of a layer stream, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Looks at the first bytes of a stream.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// A reader of the uncompressed tar inside a (possibly compressed) layer stream.
+pub fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut buf = BufReader::with_capacity(256 * 1024, reader);
+    let head = buf.fill_buf()?;
+    Ok(match Compression::detect(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
+        Compression::None => Box::new(buf),
+    })
+}
+
+/// Applies the layer read from `reader` into `dest` (which must exist).
+pub fn apply_layer(
+    reader: impl Read,
+    dest: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, ApplyError> {
+    let root: OwnedFd = File::open(dest)
+        .map(OwnedFd::from)
+        .map_err(|source| ApplyError::Root {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+    let mut applier = Applier {
+        root,
+        opts,
+        stats: ApplyStats::default(),
+        warned: HashSet::new(),
+        written: HashSet::new(),
+        dir_times: Vec::new(),
+    };
+    let tar = decompressed(reader).map_err(ApplyError::Read)?;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(ApplyError::Read)? {
+        let mut entry = entry.map_err(ApplyError::Read)?;
+        applier.stats.entries += 1;
+        applier.entry(&mut entry)?;
+    }
+    // Directory times last, deepest first, so writing their contents does not move them.
+    let mut dirs = std::mem::take(&mut applier.dir_times);
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|b| **b == b'/').count()));
+    for (path, mtime) in dirs {
+        let comps = components(&path).unwrap_or_default();
+        if let Some((name, parent)) = comps.split_last() {
+            if let Ok(fd) = resolve_dir(&applier.root, parent, false) {
+                let _ = set_mtime(&fd, name, mtime);
+            }
+        }
+    }
+    Ok(applier.stats)
+}
+
+struct Applier<'a> {
+    root: OwnedFd,
+    opts: &'a ApplyOptions,
+    stats: ApplyStats,
+    warned: HashSet<&'static str>,
+    /// Paths this layer wrote (for opaque markers in merged mode).
+    written: HashSet<Vec<u8>>,
+    dir_times: Vec<(Vec<u8>, u64)>,
+}
+
+fn io_err(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+fn set_mtime(dir: impl AsFd, name: &[u8], mtime: u64) -> Result<(), Errno> {
+    let t = Timespec {
+        tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX),
+        tv_nsec: 0,
+    };
+    utimensat(
+        dir,
+        name,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+}
+
+impl Applier<'_> {
+    fn warn_once(&mut self, kind: &'static str, message: String) {
+        if self.warned.insert(kind) {
+            tracing::warn!("{message}");
+            self.stats.warnings.push(message);
+        }
+    }
+
+    fn unsafe_entry(name: &[u8], reason: &str) -> ApplyError {
+        ApplyError::Unsafe {
+            entry: String::from_utf8_lossy(name).into_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn parent(&self, name: &[u8], comps: &[&[u8]]) -> Result<OwnedFd, ApplyError> {
+        resolve_dir(&self.root, comps, true).map_err(|e| match e {
+            ResolveError::Escapes => Self::unsafe_entry(
+                name,
+                "its parent directory resolves outside the snapshot (through a symlink)",
+            ),
+            ResolveError::NotDirectory => {
+                Self::unsafe_entry(name, "a parent path component is not a directory")
+            }
+            ResolveError::Io(e) => ApplyError::Entry {
+                entry: String::from_utf8_lossy(name).into_owned(),
+                context: "resolving its parent directory",
+                source: io_err(e),
+            },
+        })
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
+        let raw_name = entry.path_bytes().into_owned();
+        let name = raw_name.as_slice();
+        let err = |context: &'static str| {
+            let entry = String::from_utf8_lossy(name).into_owned();
+            move |e: Errno| ApplyError::Entry {
+                entry,
+                context,
+                source: io_err(e),
+            }
+        };
+        let comps = components(name)
+            .map_err(|()| Self::unsafe_entry(name, "the name has a `..` component"))?;
+        let Some((&base, parent_comps)) = comps.split_last() else {
+            return Ok(()); // the layer root itself
+        };
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
+            return Ok(());
+        }
+        let parent = self.parent(name, parent_comps)?;
+
+        // Whiteouts and opaque markers.
+        if base == format::OCI_OPAQUE_MARKER.as_bytes() {
+            return self.opaque(&parent, parent_comps, name);
+        }
+        if let Some(hidden) = base.strip_prefix(format::OCI_WHITEOUT_PREFIX.as_bytes()) {
+            return self.whiteout(&parent, hidden, name);
+        }
+
+        let rel: Vec<u8> = comps.join(&b'/');
+        // Replace what is there unless both are directories.
+        if let Ok(st) = statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW) {
+            let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+            if !(is_dir && kind == tar::EntryType::Directory) {
+                remove_all(&parent, base).map_err(err("replacing the existing entry"))?;
+            }
+        }
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let fd = openat(
+                    &parent,
+                    base,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(err("creating the file"))?;
+                let mut file = File::from(fd);
+                let n = io::copy(entry, &mut file).map_err(|source| ApplyError::Entry {
+                    entry: String::from_utf8_lossy(name).into_owned(),
+                    context: "writing the file",
+                    source,
+                })?;
+                self.stats.bytes += n;
+            }
+            tar::EntryType::Directory => {
+                match rustix::fs::mkdirat(&parent, base, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(err("creating the directory")(e)),
+                }
+                if let Ok(m) = header.mtime() {
+                    self.dir_times.push((rel.clone(), m));
+                }
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                symlinkat(target.as_slice(), &parent, base).map_err(err("creating the symlink"))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let tcomps = components(&target).map_err(|()| {
+                    Self::unsafe_entry(name, "the hard link target has a `..` component")
+                })?;
+                let Some((&tbase, tparent)) = tcomps.split_last() else {
+                    return Err(Self::unsafe_entry(
+                        name,
+                        "the hard link target is the layer root",
+                    ));
+                };
+                let tdir = resolve_dir(&self.root, tparent, false).map_err(|e| match e {
+                    ResolveError::Escapes => Self::unsafe_entry(
+                        name,
+                        "the hard link target resolves outside the snapshot",
+                    ),
+                    _ => Self::unsafe_entry(
+                        name,
+                        "the hard link target does not exist in the snapshot",
+                    ),
+                })?;
+                linkat(&tdir, tbase, &parent, base, AtFlags::empty())
+                    .map_err(err("creating the hard link"))?;
+                self.written.insert(rel);
+                return Ok(()); // a link shares its target's metadata
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (ft, what) = match kind {
+                    tar::EntryType::Char => (FileType::CharacterDevice, "character device"),
+                    tar::EntryType::Block => (FileType::BlockDevice, "block device"),
+                    _ => (FileType::Fifo, "fifo"),
+                };
+                let dev = rustix::fs::makedev(
+                    header.device_major().ok().flatten().unwrap_or(0),
+                    header.device_minor().ok().flatten().unwrap_or(0),
+                );
+                match mknodat(&parent, base, ft, Mode::from_raw_mode(mode), dev) {
+                    Ok(()) => {}
+                    Err(Errno::PERM | Errno::ACCESS) if ft != FileType::Fifo => {
+                        self.warn_once(
+                            "device",
+                            format!(
+                                "device nodes skipped: not permitted here (first: {} {:?})",
+                                what,
+                                String::from_utf8_lossy(name)
+                            ),
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(err("creating the special file")(e)),
+                }
+            }
+            other => {
+                self.warn_once(
+                    "type",
+                    format!(
+                        "entries of unsupported tar type {:?} skipped (first: {:?})",
+                        other,
+                        String::from_utf8_lossy(name)
+                    ),
+                );
+                return Ok(());
+            }
+        }
+        self.written.insert(rel);
+        self.metadata(entry, &parent, base, name, kind, mode)
+    }
+
+    fn metadata<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        parent: &OwnedFd,
+        base: &[u8],
+        name: &[u8],
+        kind: tar::EntryType,
+        mode: u32,
+    ) -> Result<(), ApplyError> {
+        let header = entry.header();
+        let (cuid, cgid) = (
+            header.uid().unwrap_or(0) as u32,
+            header.gid().unwrap_or(0) as u32,
+        );
+        match (self.opts.uid_map.to_host(cuid), self.opts.gid_map.to_host(cgid)) {
+            (Some(uid), Some(gid)) => {
+                // SAFETY of ids: both come from the mapping, so they are valid host ids.
+                let r = chownat(
+                    parent,
+                    base,
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                );
+                if let Err(e) = r {
+                    if matches!(e, Errno::PERM | Errno::INVAL) {
+                        self.warn_once(
+                            "chown",
+                            format!(
+                                "ownership not kept: not permitted to chown to {uid}:{gid} here (first: {:?})",
+                                String::from_utf8_lossy(name)
+                            ),
+                        );
+                    } else {
+                        return Err(ApplyError::Entry {
+                            entry: String::from_utf8_lossy(name).into_owned(),
+                            context: "setting ownership",
+                            source: io_err(e),
+                        });
+                    }
+                }
+            }
+            _ => self.warn_once(
+                "unmapped",
+                format!(
+                    "ownership not kept: container ids {cuid}:{cgid} are outside this build's id mapping (first: {:?})",
+                    String::from_utf8_lossy(name)
+                ),
+            ),
+        }
+        let mtime = header.mtime().unwrap_or(0);
+        // xattrs (PAX SCHILY.xattr.*), through the parent's fd so no path is re-resolved.
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            let mut xattrs = Vec::new();
+            for ext in exts.flatten() {
+                if let Some(k) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((k.to_vec(), ext.value_bytes().to_vec()));
+                }
+            }
+            for (k, v) in xattrs {
+                if format::is_private_xattr(&k) {
+                    continue;
+                }
+                let path = format!("/proc/self/fd/{}", parent.as_raw_fd()).into_bytes();
+                let mut full = path;
+                full.push(b'/');
+                full.extend_from_slice(base);
+                if let Err(e) = lsetxattr(full.as_slice(), k.as_slice(), &v, XattrFlags::empty()) {
+                    self.warn_once(
+                        "xattr",
+                        format!(
+                            "extended attribute {} not kept: {} (first: {:?})",
+                            String::from_utf8_lossy(&k),
+                            e,
+                            String::from_utf8_lossy(name)
+                        ),
+                    );
+                }
+            }
+        }
+        if kind != tar::EntryType::Symlink {
+            chmodat(parent, base, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| {
+                ApplyError::Entry {
+                    entry: String::from_utf8_lossy(name).into_owned(),
+                    context: "setting the mode",
+                    source: io_err(e),
+                }
+            })?;
+        }
+        if kind != tar::EntryType::Directory {
+            let _ = set_mtime(parent, base, mtime);
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, parent: &OwnedFd, hidden: &[u8], name: &[u8]) -> Result<(), ApplyError> {
+        if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+            return Err(Self::unsafe_entry(name, "a whiteout must name one entry"));
+        }
+        let e = |context: &'static str| {
+            let entry = String::from_utf8_lossy(name).into_owned();
+            move |err: Errno| ApplyError::Entry {
+                entry,
+                context,
+                source: io_err(err),
+            }
+        };
+        match remove_all(parent, hidden) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(err) => return Err(e("removing the whited-out entry")(err)),
+        }
+        if self.opts.target == ApplyTarget::Merged {
+            return Ok(());
+        }
+        match mknodat(parent, hidden, FileType::CharacterDevice, Mode::empty(), 0) {
+            Ok(()) => Ok(()),
+            Err(Errno::PERM | Errno::ACCESS) => {
+                let fd = openat(
+                    parent,
+                    hidden,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(e("creating the whiteout file"))?;
+                rustix::fs::fsetxattr(&fd, format::WHITEOUT_XATTR_USER, b"y", XattrFlags::empty())
+                    .map_err(e("marking the whiteout file"))?;
+                let dir = reopen_dir(parent).map_err(e("opening the parent"))?;
+                let mut cur = [0u8; 8];
+                let opaque =
+                    rustix::fs::fgetxattr(&dir, format::OPAQUE_XATTR_USER, &mut cur[..]).ok();
+                if opaque.is_none() {
+                    rustix::fs::fsetxattr(
+                        &dir,
+                        format::OPAQUE_XATTR_USER,
+                        format::XWHITEOUT_PARENT_VALUE,
+                        XattrFlags::empty(),
+                    )
+                    .map_err(e("marking the parent of a whiteout file"))?;
+                }
+                Ok(())
+            }
+            Err(err) => Err(e("creating the whiteout")(err)),
+        }
+    }
+
+    fn opaque(
+        &mut self,
+        parent: &OwnedFd,
+        dir_comps: &[&[u8]],
+        name: &[u8],
+    ) -> Result<(), ApplyError> {
+        let e = |context: &'static str| {
+            let entry = String::from_utf8_lossy(name).into_owned();
+            move |err: Errno| ApplyError::Entry {
+                entry,
+                context,
+                source: io_err(err),
+            }
+        };
+        let dir = reopen_dir(parent).map_err(e("opening the directory"))?;
+        match self.opts.target {
+            ApplyTarget::Overlay => {
+                rustix::fs::fsetxattr(&dir, self.opts.opaque_xattr, b"y", XattrFlags::empty())
+                    .map_err(e("marking the directory opaque"))
+            }
+            ApplyTarget::Merged => {
+                // Remove what lower layers put here, keep what this layer wrote.
+                let prefix = dir_comps.join(&b'/');
+                let names = list_dir(&dir).map_err(e("listing the directory"))?;
+                for child in names {
+                    let mut rel = prefix.clone();
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(&child);
+                    if !self.written.contains(&rel) {
+                        remove_all(&dir, &child).map_err(e("emptying the opaque directory"))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reopens an `O_PATH` directory fd as a readable one (for xattrs and listing).
+fn reopen_dir(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
+    openat(
+        fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut out = Vec::new();
+    for ent in rustix::fs::Dir::read_from(dir)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(n.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` in `dir` and, for a directory, everything below it, without following
+/// symlinks.
+pub(crate) fn remove_all(dir: impl AsFd, name: &[u8]) -> Result<(), Errno> {
+    let st = statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return unlinkat(&dir, name, AtFlags::empty());
+    }
+    let sub = openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for child in list_dir(&sub)? {
+        remove_all(&sub, &child)?;
+    }
+    unlinkat(&dir, name, AtFlags::REMOVEDIR)
+}
+
+#[cfg(test)]
+mod tests;
