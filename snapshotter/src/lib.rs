@@ -4,7 +4,11 @@
 //! - [`format`]: the on-disk overlay format every module agrees on (whiteouts, opaque dirs).
 //! - [`idmap`]: container ids ↔ host ids through the build's user-namespace mapping.
 //! - [`apply`]: OCI layer → directory, never writing outside it.
+//! - [`diff`]: upper directory → deterministic OCI tar stream.
+//! - [`layer`]: tar stream → compressed, content-addressed blob in one pass.
 
 pub mod apply;
+pub mod diff;
 pub mod format;
 pub mod idmap;
+pub mod layer;

@@ -160,10 +160,34 @@ pub fn apply_layer(
     };
     let tar = decompressed(reader).map_err(ApplyError::Read)?;
     let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(ApplyError::Read)? {
+    // Raw entries: PAX and GNU long-name headers are read here, with a PAX parser that
+    // goes by record lengths (the tar crate's splits values at newlines).
+    let mut pending = Extended::default();
+    for entry in archive.entries().map_err(ApplyError::Read)?.raw(true) {
         let mut entry = entry.map_err(ApplyError::Read)?;
-        applier.stats.entries += 1;
-        applier.entry(&mut entry)?;
+        match entry.header().entry_type() {
+            tar::EntryType::XHeader => {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+                pending.add_pax(&data);
+            }
+            tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::GNULongName => {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+                pending.path = Some(trim_nul(data));
+            }
+            tar::EntryType::GNULongLink => {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+                pending.link = Some(trim_nul(data));
+            }
+            _ => {
+                applier.stats.entries += 1;
+                let ext = std::mem::take(&mut pending);
+                applier.entry(&mut entry, ext)?;
+            }
+        }
     }
     // Directory times last, deepest first, so writing their contents does not move them.
     let mut dirs = std::mem::take(&mut applier.dir_times);
@@ -177,6 +201,64 @@ pub fn apply_layer(
         }
     }
     Ok(applier.stats)
+}
+
+/// An entry's place: its parent directory fd, its last component, its full name.
+#[derive(Clone, Copy)]
+struct Placed<'a> {
+    parent: &'a OwnedFd,
+    base: &'a [u8],
+    name: &'a [u8],
+}
+
+/// What PAX and GNU headers said about the next entry.
+#[derive(Default)]
+struct Extended {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Extended {
+    /// Parses PAX records: `<len> <key>=<value>\n`, `len` counting the whole record.
+    fn add_pax(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let Some(sp) = data.iter().position(|b| *b == b' ') else {
+                break;
+            };
+            let Some(len) = std::str::from_utf8(&data[..sp])
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+            else {
+                break;
+            };
+            if len <= sp + 1 || len > data.len() {
+                break;
+            }
+            let record = &data[sp + 1..len];
+            let record = record.strip_suffix(b"\n").unwrap_or(record);
+            if let Some(eq) = record.iter().position(|b| *b == b'=') {
+                let (k, v) = (&record[..eq], &record[eq + 1..]);
+                match k {
+                    b"path" => self.path = Some(v.to_vec()),
+                    b"linkpath" => self.link = Some(v.to_vec()),
+                    _ => {
+                        if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                            self.xattrs.push((name.to_vec(), v.to_vec()));
+                        }
+                    }
+                }
+            }
+            data = &data[len..];
+        }
+    }
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
 }
 
 struct Applier<'a> {
@@ -241,8 +323,21 @@ impl Applier<'_> {
         })
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
-        let raw_name = entry.path_bytes().into_owned();
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        ext: Extended,
+    ) -> Result<(), ApplyError> {
+        let raw_name = ext
+            .path
+            .clone()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        let link_name = ext.link.clone().unwrap_or_else(|| {
+            entry
+                .link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default()
+        });
         let name = raw_name.as_slice();
         let err = |context: &'static str| {
             let entry = String::from_utf8_lossy(name).into_owned();
@@ -315,17 +410,11 @@ impl Applier<'_> {
                 }
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = link_name.clone();
                 symlinkat(target.as_slice(), &parent, base).map_err(err("creating the symlink"))?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = link_name.clone();
                 let tcomps = components(&target).map_err(|()| {
                     Self::unsafe_entry(name, "the hard link target has a `..` component")
                 })?;
@@ -389,18 +478,23 @@ impl Applier<'_> {
             }
         }
         self.written.insert(rel);
-        self.metadata(entry, &parent, base, name, kind, mode)
+        let at = Placed {
+            parent: &parent,
+            base,
+            name,
+        };
+        self.metadata(entry, &ext.xattrs, &at, kind, mode)
     }
 
     fn metadata<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        parent: &OwnedFd,
-        base: &[u8],
-        name: &[u8],
+        pax_xattrs: &[(Vec<u8>, Vec<u8>)],
+        at: &Placed<'_>,
         kind: tar::EntryType,
         mode: u32,
     ) -> Result<(), ApplyError> {
+        let Placed { parent, base, name } = *at;
         let header = entry.header();
         let (cuid, cgid) = (
             header.uid().unwrap_or(0) as u32,
@@ -444,27 +538,21 @@ impl Applier<'_> {
         }
         let mtime = header.mtime().unwrap_or(0);
         // xattrs (PAX SCHILY.xattr.*), through the parent's fd so no path is re-resolved.
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            let mut xattrs = Vec::new();
-            for ext in exts.flatten() {
-                if let Some(k) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    xattrs.push((k.to_vec(), ext.value_bytes().to_vec()));
-                }
-            }
-            for (k, v) in xattrs {
-                if format::is_private_xattr(&k) {
+        {
+            for (k, v) in pax_xattrs {
+                if format::is_private_xattr(k) {
                     continue;
                 }
                 let path = format!("/proc/self/fd/{}", parent.as_raw_fd()).into_bytes();
                 let mut full = path;
                 full.push(b'/');
                 full.extend_from_slice(base);
-                if let Err(e) = lsetxattr(full.as_slice(), k.as_slice(), &v, XattrFlags::empty()) {
+                if let Err(e) = lsetxattr(full.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
                     self.warn_once(
                         "xattr",
                         format!(
                             "extended attribute {} not kept: {} (first: {:?})",
-                            String::from_utf8_lossy(&k),
+                            String::from_utf8_lossy(k),
                             e,
                             String::from_utf8_lossy(name)
                         ),

@@ -1,0 +1,303 @@
+//! Diff: an upper directory in overlay format → an OCI layer tar stream.
+//!
+//! Only the upper directory is walked, so the cost follows what the step changed, not the
+//! size of the layers below. Children are visited in byte order of their names (a
+//! directory before its contents), so one tree always gives the same bytes. Conversions:
+//! - a whiteout (a 0/0 character device, or an empty file with
+//!   [`format::WHITEOUT_XATTR_USER`]) becomes an empty `.wh.<name>` file;
+//! - an opaque directory (`user.`/`trusted.overlay.opaque` = `y`) becomes the directory
+//!   entry followed by `<dir>/.wh..wh..opq`;
+//! - host ids are mapped back to container ids (ids outside the mapping become 65534,
+//!   the kernel's overflow id, as they appear inside the namespace);
+//! - files hard-linked within the upper become one file and tar hard links to it;
+//! - extended attributes other than overlay's and kiln's own go into PAX records;
+//! - with `source_date_epoch`, every mtime later than it is clamped to it.
+//!
+//! Sockets are skipped (tar cannot hold them, and BuildKit skips them too).
+
+mod tar_writer;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::format;
+use crate::idmap::IdMap;
+use tar_writer::{EntryMeta, TarWriter};
+
+/// How to write a diff.
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
+    /// Clamp mtimes to this (SOURCE_DATE_EPOCH).
+    pub source_date_epoch: Option<u64>,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            uid_map: IdMap::identity(),
+            gid_map: IdMap::identity(),
+            source_date_epoch: None,
+        }
+    }
+}
+
+/// What a diff wrote. No entries means an empty diff: no layer is made for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffStats {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Why a diff could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("diffing {path}: {source}")]
+pub struct DiffError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The overflow id the kernel shows for ids outside a user namespace's mapping.
+const OVERFLOW_ID: u64 = 65534;
+
+/// Writes the OCI tar of `upper` to `out`.
+pub fn write_diff<W: Write>(
+    upper: &Path,
+    opts: &DiffOptions,
+    out: W,
+) -> Result<DiffStats, DiffError> {
+    let mut d = Differ {
+        opts,
+        tar: TarWriter::new(out),
+        stats: DiffStats::default(),
+        links: HashMap::new(),
+    };
+    d.dir(upper, Vec::new())?;
+    d.tar.finish().map_err(|source| DiffError {
+        path: upper.to_path_buf(),
+        source,
+    })?;
+    Ok(d.stats)
+}
+
+struct Differ<'a, W: Write> {
+    opts: &'a DiffOptions,
+    tar: TarWriter<W>,
+    stats: DiffStats,
+    /// (dev, ino) of multiply-linked files already written → their entry path.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+fn xattr_value(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The xattrs of `path` that belong in a layer, sorted by name.
+fn layer_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        if format::is_private_xattr(name) {
+            continue;
+        }
+        let mut value = vec![0u8; 1024];
+        let len = loop {
+            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+                Ok(l) => break Some(l),
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(_) => break None,
+            }
+        };
+        if let Some(len) = len {
+            value.truncate(len);
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_whiteout(md: &Metadata, path: &Path) -> bool {
+    let ft = md.file_type();
+    (ft.is_char_device() && md.rdev() == 0)
+        || (ft.is_file()
+            && md.len() == 0
+            && (xattr_value(path, format::WHITEOUT_XATTR_USER).is_some()
+                || xattr_value(path, "trusted.overlay.whiteout").is_some()))
+}
+
+fn is_opaque(path: &Path) -> bool {
+    [format::OPAQUE_XATTR_USER, format::OPAQUE_XATTR_TRUSTED]
+        .iter()
+        .any(|x| xattr_value(path, x).is_some_and(|v| format::is_opaque_value(&v)))
+}
+
+impl<W: Write> Differ<'_, W> {
+    fn mtime(&self, md: &Metadata) -> u64 {
+        let m = md.mtime().max(0) as u64;
+        match self.opts.source_date_epoch {
+            Some(e) => m.min(e),
+            None => m,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        path: &Path,
+        meta: EntryMeta<'_>,
+        data: &mut dyn io::Read,
+    ) -> Result<(), DiffError> {
+        self.tar.append(&meta, data).map_err(|source| DiffError {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.stats.entries += 1;
+        self.stats.bytes += meta.size;
+        Ok(())
+    }
+
+    fn dir(&mut self, dir: &Path, rel: Vec<u8>) -> Result<(), DiffError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DiffError { path, source }
+        };
+        let mut names: Vec<OsString> = fs::read_dir(dir)
+            .map_err(err(dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(err(dir))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = dir.join(&name);
+            let md = fs::symlink_metadata(&path).map_err(err(&path))?;
+            let mut child = rel.clone();
+            child.extend_from_slice(name.as_bytes());
+            let mtime = self.mtime(&md);
+            if is_whiteout(&md, &path) {
+                let mut wh = rel.clone();
+                wh.extend_from_slice(format::OCI_WHITEOUT_PREFIX.as_bytes());
+                wh.extend_from_slice(name.as_bytes());
+                self.emit(
+                    &path,
+                    plain_entry(&wh, tar::EntryType::Regular, mtime),
+                    &mut io::empty(),
+                )?;
+                continue;
+            }
+            let uid = self
+                .opts
+                .uid_map
+                .to_container(md.uid())
+                .map_or(OVERFLOW_ID, u64::from);
+            let gid = self
+                .opts
+                .gid_map
+                .to_container(md.gid())
+                .map_or(OVERFLOW_ID, u64::from);
+            let xattrs = layer_xattrs(&path).map_err(err(&path))?;
+            let mode = md.mode() & 0o7777;
+            let ft = md.file_type();
+            let mut meta = EntryMeta {
+                path: &child,
+                kind: tar::EntryType::Regular,
+                mode,
+                uid,
+                gid,
+                mtime,
+                size: 0,
+                link: &[],
+                dev: (0, 0),
+                xattrs: &xattrs,
+            };
+            if ft.is_dir() {
+                let mut dir_path = child.clone();
+                dir_path.push(b'/');
+                meta.path = &dir_path;
+                meta.kind = tar::EntryType::Directory;
+                self.emit(&path, meta, &mut io::empty())?;
+                if is_opaque(&path) {
+                    let mut opq = dir_path.clone();
+                    opq.extend_from_slice(format::OCI_OPAQUE_MARKER.as_bytes());
+                    self.emit(
+                        &path,
+                        plain_entry(&opq, tar::EntryType::Regular, mtime),
+                        &mut io::empty(),
+                    )?;
+                }
+                self.dir(&path, dir_path)?;
+            } else if ft.is_file() {
+                if md.nlink() > 1 {
+                    let key = (md.dev(), md.ino());
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        meta.kind = tar::EntryType::Link;
+                        meta.link = &first;
+                        meta.xattrs = &[];
+                        self.emit(&path, meta, &mut io::empty())?;
+                        continue;
+                    }
+                    self.links.insert(key, child.clone());
+                }
+                meta.size = md.len();
+                let mut f = File::open(&path).map_err(err(&path))?;
+                self.emit(&path, meta, &mut f)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(err(&path))?;
+                meta.kind = tar::EntryType::Symlink;
+                meta.link = target.as_os_str().as_bytes();
+                let target_bytes = meta.link.to_vec();
+                meta.link = &target_bytes;
+                self.emit(&path, meta, &mut io::empty())?;
+            } else if ft.is_char_device() || ft.is_block_device() {
+                meta.kind = if ft.is_char_device() {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                meta.dev = (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev()));
+                self.emit(&path, meta, &mut io::empty())?;
+            } else if ft.is_fifo() {
+                meta.kind = tar::EntryType::Fifo;
+                self.emit(&path, meta, &mut io::empty())?;
+            } else {
+                tracing::debug!(path = %path.display(), "socket skipped in layer");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn plain_entry(path: &[u8], kind: tar::EntryType, mtime: u64) -> EntryMeta<'_> {
+    EntryMeta {
+        path,
+        kind,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime,
+        size: 0,
+        link: &[],
+        dev: (0, 0),
+        xattrs: &[],
+    }
+}
+
+#[cfg(test)]
+mod tests;
