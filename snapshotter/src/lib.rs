@@ -6,9 +6,11 @@
 //! - [`apply`]: OCI layer → directory, never writing outside it.
 //! - [`diff`]: upper directory → deterministic OCI tar stream.
 //! - [`layer`]: tar stream → compressed, content-addressed blob in one pass.
+//! - [`store`]: committed and active snapshots on disk, crash-safe.
 
 pub mod apply;
 pub mod diff;
 pub mod format;
 pub mod idmap;
 pub mod layer;
+pub mod store;

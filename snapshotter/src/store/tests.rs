@@ -1,0 +1,174 @@
+//! The store: chains, commits, concurrent commits of one id, removal rules, and recovery
+//! from what a crashed process left behind. Runs as root and unprivileged.
+
+use std::fs;
+use std::sync::Arc;
+
+use super::*;
+
+fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        h.set_cksum();
+        b.append_data(&mut h, name, body.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn chain_ids_depend_on_parent_and_layer() {
+    let a = ChainId::new(None, "sha256:aa");
+    let b = ChainId::new(Some(&a), "sha256:bb");
+    assert_ne!(a, ChainId::new(None, "sha256:bb"));
+    assert_ne!(b, ChainId::new(None, "sha256:bb"));
+    assert_eq!(ChainId::parse(b.as_str()), Some(b.clone()));
+    assert_eq!(ChainId::parse("xyz"), None);
+}
+
+#[test]
+fn apply_and_prepare_build_chains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let (base, _) = store
+        .apply(
+            None,
+            "sha256:1",
+            layer(&[("a", "1")]).as_slice(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    let (top, _) = store
+        .apply(
+            Some(&base.id),
+            "sha256:2",
+            layer(&[("b", "2")]).as_slice(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        store.lowers(&top.id).unwrap(),
+        vec![top.dir.clone(), base.dir.clone()]
+    );
+    assert_eq!(fs::read_to_string(base.dir.join("a")).unwrap(), "1");
+    // Re-applying the same layer is a lookup.
+    let (again, stats) = store
+        .apply(
+            None,
+            "sha256:1",
+            layer(&[("a", "changed")]).as_slice(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    assert_eq!((again, stats.entries), (base.clone(), 0));
+
+    let active = store.prepare(Some(&top.id)).unwrap();
+    assert_eq!(active.lowers(), [top.dir.clone(), base.dir.clone()]);
+    fs::write(active.upper().join("c"), "3").unwrap();
+    let id = ChainId::new(Some(&top.id), "sha256:3");
+    let c = active.commit(&id).unwrap();
+    assert_eq!(fs::read_to_string(c.dir.join("c")).unwrap(), "3");
+    assert_eq!(store.parent(&id).unwrap(), Some(top.id.clone()));
+    assert!(
+        fs::read_dir(tmp.path().join("work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "work/ cleaned"
+    );
+}
+
+#[test]
+fn dropped_active_snapshots_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let a = store.prepare(None).unwrap();
+    fs::write(a.upper().join("x"), "x").unwrap();
+    drop(a);
+    assert!(fs::read_dir(tmp.path().join("work"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn concurrent_commits_of_one_id_keep_one_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path()).unwrap());
+    let id = ChainId::new(None, "sha256:same");
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let id = id.clone();
+            std::thread::spawn(move || {
+                let a = store.prepare(None).unwrap();
+                fs::write(a.upper().join("f"), format!("{i}")).unwrap();
+                a.commit(&id).unwrap()
+            })
+        })
+        .collect();
+    let dirs: Vec<Committed> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(dirs.iter().all(|c| c.dir == dirs[0].dir));
+    let names: Vec<_> = fs::read_dir(tmp.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(fs::read_dir(tmp.path().join("work"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn remove_is_refused_while_children_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let (base, _) = store
+        .apply(
+            None,
+            "sha256:1",
+            layer(&[("a", "1")]).as_slice(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    let (top, _) = store
+        .apply(
+            Some(&base.id),
+            "sha256:2",
+            layer(&[("b", "2")]).as_slice(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.remove(&base.id),
+        Err(StoreError::HasChildren(..))
+    ));
+    store.remove(&top.id).unwrap();
+    store.remove(&base.id).unwrap();
+    assert!(!store.exists(&base.id));
+    assert!(matches!(
+        store.remove(&base.id),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn open_sweeps_what_dead_processes_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let live = store.prepare(None).unwrap();
+    // A crashed process: an active snapshot whose owner is gone, and a half-made commit.
+    let dead = tmp.path().join("work/active-dead");
+    fs::create_dir_all(dead.join("upper/sub")).unwrap();
+    fs::write(dead.join("owner"), "999999999 1").unwrap();
+    let half = tmp.path().join("snapshots/.tmp-crashed");
+    fs::create_dir_all(half.join("fs")).unwrap();
+    let again = Store::open(tmp.path()).unwrap();
+    assert!(!dead.exists() && !half.exists());
+    assert!(live.upper().exists(), "a live owner's snapshot stays");
+    drop(again);
+}
