@@ -7,8 +7,10 @@
 //! - [`diff`]: upper directory → deterministic OCI tar stream.
 //! - [`layer`]: tar stream → compressed, content-addressed blob in one pass.
 //! - [`store`]: committed and active snapshots on disk, crash-safe.
+//! - [`backend`]: overlay and copy mounts of `lowers + upper`, one contract.
 
 pub mod apply;
+pub mod backend;
 pub mod diff;
 pub mod format;
 pub mod idmap;

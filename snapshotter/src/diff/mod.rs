@@ -15,6 +15,7 @@
 //!
 //! Sockets are skipped (tar cannot hold them, and BuildKit skips them too).
 
+mod lowers;
 mod tar_writer;
 
 use std::collections::HashMap;
@@ -78,6 +79,7 @@ pub fn write_diff<W: Write>(
         tar: TarWriter::new(out),
         stats: DiffStats::default(),
         links: HashMap::new(),
+        base: None,
     };
     d.dir(upper, Vec::new())?;
     d.tar.finish().map_err(|source| DiffError {
@@ -87,7 +89,33 @@ pub fn write_diff<W: Write>(
     Ok(d.stats)
 }
 
+/// Writes the OCI tar of what differs between the full tree `merged` and the merged view
+/// of `lowers` (top first): the copy backend's diff. Changed and new entries are written
+/// whole; entries of the lowers missing from `merged` become whiteouts.
+pub fn write_diff_against_lowers<W: Write>(
+    merged: &Path,
+    lowers: &[PathBuf],
+    opts: &DiffOptions,
+    out: W,
+) -> Result<DiffStats, DiffError> {
+    let mut d = Differ {
+        opts,
+        tar: TarWriter::new(out),
+        stats: DiffStats::default(),
+        links: HashMap::new(),
+        base: Some(lowers::LowerView { lowers }),
+    };
+    d.dir(merged, Vec::new())?;
+    d.tar.finish().map_err(|source| DiffError {
+        path: merged.to_path_buf(),
+        source,
+    })?;
+    Ok(d.stats)
+}
+
 struct Differ<'a, W: Write> {
+    /// The lowers to compare against (copy backend); `None` for an overlay upper.
+    base: Option<lowers::LowerView<'a>>,
     opts: &'a DiffOptions,
     tar: TarWriter<W>,
     stats: DiffStats,
@@ -185,12 +213,49 @@ impl<W: Write> Differ<'_, W> {
             .collect::<Result<_, _>>()
             .map_err(err(dir))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if let Some(base) = &self.base {
+            // Entries of the lowers that are gone from the tree become whiteouts.
+            let present: std::collections::BTreeSet<Vec<u8>> =
+                names.iter().map(|n| n.as_bytes().to_vec()).collect();
+            let gone: Vec<Vec<u8>> = base
+                .children(&rel)
+                .into_iter()
+                .filter(|n| !present.contains(n))
+                .collect();
+            for name in gone {
+                let mut wh = rel.clone();
+                wh.extend_from_slice(format::OCI_WHITEOUT_PREFIX.as_bytes());
+                wh.extend_from_slice(&name);
+                let mtime = self.opts.source_date_epoch.unwrap_or(0);
+                self.emit(
+                    dir,
+                    plain_entry(&wh, tar::EntryType::Regular, mtime),
+                    &mut io::empty(),
+                )?;
+            }
+        }
         for name in names {
             let path = dir.join(&name);
             let md = fs::symlink_metadata(&path).map_err(err(&path))?;
             let mut child = rel.clone();
             child.extend_from_slice(name.as_bytes());
             let mtime = self.mtime(&md);
+            if let Some(base) = &self.base {
+                let lower = base.lookup(&child);
+                let unchanged = lower
+                    .as_ref()
+                    .is_some_and(|(lp, lmd)| lowers::same_entry(&path, &md, lp, lmd));
+                if md.is_dir() {
+                    if unchanged || lower.as_ref().is_some_and(|(_, l)| l.is_dir() && unchanged) {
+                        let mut dir_path = child.clone();
+                        dir_path.push(b'/');
+                        self.dir(&path, dir_path)?;
+                        continue;
+                    }
+                } else if unchanged {
+                    continue;
+                }
+            }
             if is_whiteout(&md, &path) {
                 let mut wh = rel.clone();
                 wh.extend_from_slice(format::OCI_WHITEOUT_PREFIX.as_bytes());

@@ -1,0 +1,245 @@
+//! The copy backend: the lowers' merged view copied into the target directory, where the
+//! step writes directly; its diff compares the tree with the lowers
+//! ([`crate::diff::write_diff_against_lowers`]). Slow to mount for big trees, but it needs
+//! nothing from the kernel: it works on any filesystem, in any container.
+//!
+//! [`materialize`] is also how other backends flatten lower stacks that are too deep.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags};
+
+use super::{Backend, BackendError, MountGuard};
+use crate::diff::{write_diff_against_lowers, DiffError, DiffOptions, DiffStats};
+use crate::format;
+
+/// Copies every lower into a fresh tree.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CopyBackend;
+
+struct CopyMount {
+    root: PathBuf,
+    lowers: Vec<PathBuf>,
+}
+
+impl MountGuard for CopyMount {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn write_diff(&self, opts: &DiffOptions, out: &mut dyn Write) -> Result<DiffStats, DiffError> {
+        write_diff_against_lowers(&self.root, &self.lowers, opts, out)
+    }
+}
+
+impl Backend for CopyBackend {
+    fn name(&self) -> &'static str {
+        "copy"
+    }
+    fn probe(&self, _scratch: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    fn mount(
+        &self,
+        lowers: &[PathBuf],
+        _upper: &Path,
+        _work: &Path,
+        target: &Path,
+    ) -> Result<Box<dyn MountGuard>, BackendError> {
+        materialize(lowers, target).map_err(|source| BackendError::Io {
+            backend: "copy",
+            context: format!("copying the lower layers into {}", target.display()),
+            source,
+        })?;
+        Ok(Box::new(CopyMount {
+            root: target.to_path_buf(),
+            lowers: lowers.to_vec(),
+        }))
+    }
+}
+
+/// Copies the merged view of `lowers` (top first, overlay format) into `target`.
+pub fn materialize(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
+    fs::create_dir_all(target)?;
+    let mut links = HashMap::new();
+    for lower in lowers.iter().rev() {
+        links.clear();
+        merge_dir(lower, target, &mut links)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn is_whiteout(md: &fs::Metadata, path: &Path) -> bool {
+    let ft = md.file_type();
+    (ft.is_char_device() && md.rdev() == 0)
+        || (ft.is_file() && md.len() == 0 && has_xattr(path, format::WHITEOUT_XATTR_USER))
+}
+
+fn has_xattr(path: &Path, name: &str) -> bool {
+    let mut b = [0u8; 8];
+    rustix::fs::lgetxattr(path, name, &mut b[..]).is_ok()
+}
+
+pub(crate) fn is_opaque(path: &Path) -> bool {
+    [format::OPAQUE_XATTR_USER, format::OPAQUE_XATTR_TRUSTED]
+        .iter()
+        .any(|x| {
+            let mut b = [0u8; 8];
+            rustix::fs::lgetxattr(path, *x, &mut b[..])
+                .is_ok_and(|n| format::is_opaque_value(&b[..n]))
+        })
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+    }
+}
+
+/// Applies one lower directory onto `dst` with overlay semantics.
+fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
+    let mut names: Vec<_> = fs::read_dir(src)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        let s = src.join(&name);
+        let d = dst.join(&name);
+        let md = fs::symlink_metadata(&s)?;
+        if is_whiteout(&md, &s) {
+            remove_any(&d)?;
+            continue;
+        }
+        let existing = fs::symlink_metadata(&d).ok();
+        if md.is_dir() {
+            match existing {
+                Some(e) if e.is_dir() => {
+                    if is_opaque(&s) {
+                        for child in fs::read_dir(&d)? {
+                            remove_any(&child?.path())?;
+                        }
+                    }
+                }
+                Some(_) => {
+                    remove_any(&d)?;
+                    fs::create_dir(&d)?;
+                }
+                None => fs::create_dir(&d)?,
+            }
+            merge_dir(&s, &d, links)?;
+            copy_metadata(&s, &d, &md)?;
+            continue;
+        }
+        if existing.is_some() {
+            remove_any(&d)?;
+        }
+        let ft = md.file_type();
+        if ft.is_file() {
+            if md.nlink() > 1 {
+                if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                    fs::hard_link(first, &d)?;
+                    continue;
+                }
+                links.insert((md.dev(), md.ino()), d.clone());
+            }
+            copy_file(&s, &d)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&s)?, &d)?;
+        } else {
+            let kind = if ft.is_fifo() {
+                rustix::fs::FileType::Fifo
+            } else if ft.is_char_device() {
+                rustix::fs::FileType::CharacterDevice
+            } else if ft.is_block_device() {
+                rustix::fs::FileType::BlockDevice
+            } else {
+                continue; // sockets
+            };
+            match rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &d,
+                kind,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                md.rdev(),
+            ) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        copy_metadata(&s, &d, &md)?;
+    }
+    Ok(())
+}
+
+/// Copies file contents: a reflink when the filesystem can, else `copy_file_range`.
+pub(crate) fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
+    let from = File::open(src)?;
+    let to = File::create(dst)?;
+    if rustix::fs::ioctl_ficlone(&to, &from).is_ok() {
+        return Ok(());
+    }
+    let len = from.metadata()?.len();
+    let mut copied = 0u64;
+    while copied < len {
+        let want = usize::try_from(len - copied)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(&from, None, &to, None, want) {
+            Ok(0) => break,
+            Ok(n) => copied += n as u64,
+            Err(_) => {
+                // Fall back to a plain copy (e.g. across filesystems on old kernels).
+                let mut r = File::open(src)?;
+                let mut w = File::create(dst)?;
+                io::copy(&mut r, &mut w)?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Owner (when permitted), xattrs (not overlay's own), mode and times of `src` onto `dst`.
+pub(crate) fn copy_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> io::Result<()> {
+    let _ = rustix::fs::chownat(
+        rustix::fs::CWD,
+        dst,
+        Some(rustix::fs::Uid::from_raw(md.uid())),
+        Some(rustix::fs::Gid::from_raw(md.gid())),
+        AtFlags::SYMLINK_NOFOLLOW,
+    );
+    let mut names = vec![0u8; 4096];
+    if let Ok(n) = rustix::fs::llistxattr(src, &mut names[..]) {
+        for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+            if format::is_private_xattr(name) {
+                continue;
+            }
+            let mut v = vec![0u8; 65536];
+            if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut v[..]) {
+                let _ = rustix::fs::lsetxattr(dst, name, &v[..len], XattrFlags::empty());
+            }
+        }
+    }
+    if !md.file_type().is_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    let ts = |s: i64, ns: i64| Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    let times = Timestamps {
+        last_access: ts(md.atime(), md.atime_nsec()),
+        last_modification: ts(md.mtime(), md.mtime_nsec()),
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, dst, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
