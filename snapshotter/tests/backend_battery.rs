@@ -476,6 +476,39 @@ fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), St
     Ok(())
 }
 
+/// 80 lowers with long paths: more than one mount call's options can hold.
+fn deep_stack() -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut lowers = Vec::new();
+    for i in 0..80 {
+        let l = tmp.path().join(format!("{}-{i:03}", "layer".repeat(12)));
+        fs::create_dir_all(&l).map_err(|e| e.to_string())?;
+        fs::write(l.join(format!("f{i:03}")), format!("{i}")).map_err(|e| e.to_string())?;
+        fs::write(l.join("shared"), format!("{i}")).map_err(|e| e.to_string())?;
+        lowers.push(l);
+    }
+    lowers.reverse(); // top first: layer 79 on top
+    let (upper, work, mnt) = (
+        tmp.path().join("u"),
+        tmp.path().join("w"),
+        tmp.path().join("m"),
+    );
+    for d in [&upper, &work, &mnt] {
+        fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    let guard = OverlayBackend
+        .mount(&lowers, &upper, &work, &mnt)
+        .map_err(|e| e.to_string())?;
+    let n = fs::read_dir(guard.root())
+        .map_err(|e| e.to_string())?
+        .count();
+    let shared = fs::read_to_string(guard.root().join("shared")).map_err(|e| e.to_string())?;
+    if n != 81 || shared != "79" {
+        return Err(format!("{n} entries, shared = {shared:?}"));
+    }
+    Ok(())
+}
+
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -509,6 +542,7 @@ fn main() -> ExitCode {
     let backends: Vec<Box<dyn Backend>> = vec![Box::new(CopyBackend), Box::new(OverlayBackend)];
     let (mut passed, mut failed) = (0, 0);
     let ci = std::env::var_os("CI").is_some();
+    let mut overlay_ok = false;
     for backend in &backends {
         let probe_dir = tempfile::tempdir().expect("tempdir");
         if let Err(why) = backend.probe(probe_dir.path()) {
@@ -518,6 +552,7 @@ fn main() -> ExitCode {
             }
             continue;
         }
+        overlay_ok |= backend.name() == "overlay";
         for case in cases() {
             let scratch = tempfile::tempdir().expect("tempdir");
             match run_case(backend.as_ref(), &case, scratch.path()) {
@@ -530,6 +565,16 @@ fn main() -> ExitCode {
                     println!("FAIL {} / {}: {why}", backend.name(), case.name);
                 }
             }
+        }
+    }
+    match if overlay_ok { deep_stack() } else { Ok(()) } {
+        Ok(()) => {
+            passed += 1;
+            println!("ok   overlay / a stack too long for one mount call is flattened");
+        }
+        Err(why) => {
+            failed += 1;
+            println!("FAIL overlay / deep stack: {why}");
         }
     }
     println!("battery: {passed} passed, {failed} failed");
