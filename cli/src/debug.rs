@@ -20,6 +20,9 @@ pub enum Format {
 
 #[derive(Subcommand)]
 pub enum DebugCommand {
+    /// Turn a directory into an OCI layer blob, or apply a layer blob to a directory.
+    #[command(subcommand)]
+    Layer(crate::layer::LayerCommand),
     /// Print the parsed instructions: kind, source range, flags, arguments, heredocs.
     Parse {
         /// Output format.
@@ -50,6 +53,7 @@ pub enum DebugCommand {
 pub fn run(cmd: DebugCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
+        DebugCommand::Layer(cmd) => crate::layer::run(cmd, &mut out)?,
         DebugCommand::Parse { format, file } => {
             let doc = load(&file)?;
             match format {

@@ -3,6 +3,7 @@
 //! to exit codes (0 ok, 1 failed, 2 usage error).
 
 mod debug;
+mod layer;
 
 use std::process::ExitCode;
 
