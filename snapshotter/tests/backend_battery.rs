@@ -315,6 +315,38 @@ fn cases() -> Vec<Case> {
             check: |r| assert!(!r.join("dir/top").exists()),
         },
         Case {
+            name: "mmap write to a lower file",
+            change: |r| {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(r.join("etc/hosts"))
+                    .unwrap();
+                let len = f.metadata().unwrap().len() as usize;
+                // SAFETY: a fresh shared mapping of `len` bytes of a file we hold open; it is
+                // written only within its length and unmapped before the file is closed.
+                unsafe {
+                    let p = rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                        rustix::mm::MapFlags::SHARED,
+                        &f,
+                        0,
+                    )
+                    .unwrap();
+                    std::ptr::copy_nonoverlapping(b"MMAP".as_ptr(), p.cast::<u8>(), 4);
+                    rustix::mm::msync(p, len, rustix::mm::MsyncFlags::SYNC).unwrap();
+                    rustix::mm::munmap(p, len).unwrap();
+                }
+            },
+            check: |r| {
+                assert!(fs::read_to_string(r.join("etc/hosts"))
+                    .unwrap()
+                    .starts_with("MMAP0.0.1 localhost"))
+            },
+        },
+        Case {
             name: "fifo",
             change: |r| {
                 rustix::fs::mknodat(

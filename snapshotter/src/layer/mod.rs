@@ -204,6 +204,25 @@ impl LayerWriter {
     }
 }
 
+/// Writes the layer of a mounted step's changes, or `None` when nothing changed (an empty
+/// diff makes no layer, as in BuildKit); the blob of an empty diff is discarded.
+pub fn write_layer(
+    guard: &dyn crate::backend::MountGuard,
+    opts: &crate::diff::DiffOptions,
+    blob_dir: &Path,
+    compression: LayerCompression,
+) -> Result<Option<Layer>, LayerError> {
+    let mut w = LayerWriter::new(blob_dir, compression)?;
+    let stats = guard.write_diff(opts, &mut w).map_err(|e| LayerError::Io {
+        dir: blob_dir.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    if stats.entries == 0 {
+        return Ok(None); // the temporary blob is removed when `w` drops
+    }
+    w.finish().map(Some)
+}
+
 impl Write for LayerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.encoder.inner().write(buf)?;

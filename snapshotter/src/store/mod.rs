@@ -220,6 +220,12 @@ impl Store {
         Ok(out)
     }
 
+    /// A read-only view of committed snapshot `id`: its content directories, top first,
+    /// ready to be mounted as lowers.
+    pub fn view(&self, id: &ChainId) -> Result<Vec<PathBuf>, StoreError> {
+        self.lowers(id)
+    }
+
     /// Starts an active snapshot on top of `parent`.
     pub fn prepare(&self, parent: Option<&ChainId>) -> Result<Active, StoreError> {
         let lowers = match parent {
@@ -326,6 +332,14 @@ impl Active {
     pub fn mount_point(&self) -> PathBuf {
         self.dir.join("mnt")
     }
+    /// Mounts this snapshot's lowers and upper at its mount point with `backend`.
+    pub fn mount(
+        &self,
+        backend: &dyn crate::backend::Backend,
+    ) -> Result<Box<dyn crate::backend::MountGuard>, crate::backend::BackendError> {
+        backend.mount(&self.lowers, &self.upper, &self.work(), &self.mount_point())
+    }
+
     /// The committed lower directories, top first.
     pub fn lowers(&self) -> &[PathBuf] {
         &self.lowers

@@ -172,3 +172,69 @@ fn open_sweeps_what_dead_processes_left() {
     assert!(live.upper().exists(), "a live owner's snapshot stays");
     drop(again);
 }
+
+#[test]
+fn copy_backend_step_commits_through_a_layer() {
+    use crate::backend::copy::CopyBackend;
+    use crate::diff::DiffOptions;
+    use crate::layer::{write_layer, LayerCompression};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let (base, _) = store
+        .apply(
+            None,
+            "sha256:1",
+            layer(&[("a", "1"), ("b", "2")]).as_slice(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    let blobs = tmp.path().join("blobs");
+    // A step that changes nothing makes no layer.
+    let active = store.prepare(Some(&base.id)).unwrap();
+    let guard = active.mount(&CopyBackend).unwrap();
+    assert_eq!(
+        write_layer(
+            guard.as_ref(),
+            &DiffOptions::default(),
+            &blobs,
+            LayerCompression::None
+        )
+        .unwrap(),
+        None
+    );
+    assert_eq!(
+        fs::read_dir(&blobs).unwrap().count(),
+        0,
+        "no blob left behind"
+    );
+    // A step that deletes one file and adds another.
+    fs::remove_file(guard.root().join("a")).unwrap();
+    fs::write(guard.root().join("c"), "3").unwrap();
+    let l = write_layer(
+        guard.as_ref(),
+        &DiffOptions::default(),
+        &blobs,
+        LayerCompression::default(),
+    )
+    .unwrap()
+    .unwrap();
+    drop(guard);
+    drop(active);
+    let (top, _) = store
+        .apply(
+            Some(&base.id),
+            &l.digest,
+            fs::File::open(&l.path).unwrap(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    let view = store.view(&top.id).unwrap();
+    let merged = tmp.path().join("merged");
+    crate::backend::copy::materialize(&view, &merged).unwrap();
+    let mut names: Vec<_> = fs::read_dir(&merged)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b", "c"]);
+}
