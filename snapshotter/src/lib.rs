@@ -8,6 +8,7 @@
 //! - [`layer`]: tar stream → compressed, content-addressed blob in one pass.
 //! - [`store`]: committed and active snapshots on disk, crash-safe.
 //! - [`backend`]: overlay and copy mounts of `lowers + upper`, one contract.
+//! - [`testsuite`]: tree descriptions for the shared backend battery.
 
 pub mod apply;
 pub mod backend;
@@ -16,3 +17,4 @@ pub mod format;
 pub mod idmap;
 pub mod layer;
 pub mod store;
+pub mod testsuite;

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -24,6 +23,7 @@ use kiln_snapshotter::backend::overlay::OverlayBackend;
 use kiln_snapshotter::backend::Backend;
 use kiln_snapshotter::diff::DiffOptions;
 use kiln_snapshotter::format;
+use kiln_snapshotter::testsuite::{describe_tree, Describe};
 
 type Step = fn(&Path);
 
@@ -370,85 +370,7 @@ fn cases() -> Vec<Case> {
 
 /// A description of every entry below `root`, for comparing trees.
 fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
-    fn walk(
-        dir: &Path,
-        rel: &[u8],
-        out: &mut BTreeMap<Vec<u8>, String>,
-        inodes: &mut BTreeMap<u64, Vec<u8>>,
-    ) {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let p = dir.join(&n);
-            let md = fs::symlink_metadata(&p).unwrap();
-            let mut r = rel.to_vec();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(n.as_bytes());
-            let ft = md.file_type();
-            let what = if ft.is_dir() {
-                "dir".to_string()
-            } else if ft.is_file() {
-                let link = if md.nlink() > 1 {
-                    format!(" nlink={}", md.nlink())
-                } else {
-                    String::new()
-                };
-                inodes.entry(md.ino()).or_insert_with(|| r.clone());
-                let mut h = blake3::Hasher::new();
-                h.update_reader(fs::File::open(&p).unwrap()).unwrap();
-                format!("file {}{}", h.finalize().to_hex(), link)
-            } else if ft.is_symlink() {
-                format!("symlink {}", fs::read_link(&p).unwrap().display())
-            } else if ft.is_fifo() {
-                "fifo".into()
-            } else {
-                format!("dev {}", md.rdev())
-            };
-            let mut xattrs = Vec::new();
-            let mut names = vec![0u8; 4096];
-            if let Ok(len) = rustix::fs::llistxattr(&p, &mut names[..]) {
-                for name in names[..len]
-                    .split(|b| *b == 0)
-                    .filter(|s| !s.is_empty() && !format::is_private_xattr(s))
-                {
-                    let mut v = vec![0u8; 4096];
-                    if let Ok(l) = rustix::fs::lgetxattr(&p, name, &mut v[..]) {
-                        xattrs.push((String::from_utf8_lossy(name).into_owned(), v[..l].to_vec()));
-                    }
-                }
-            }
-            xattrs.sort();
-            let mode = if ft.is_symlink() {
-                0
-            } else {
-                md.mode() & 0o7777
-            };
-            let mtime = if ft.is_symlink() || ft.is_dir() {
-                0
-            } else {
-                md.mtime()
-            };
-            out.insert(
-                r.clone(),
-                format!(
-                    "{what} mode={mode:o} uid={} gid={} mtime={mtime} xattrs={xattrs:?}",
-                    md.uid(),
-                    md.gid()
-                ),
-            );
-            if ft.is_dir() {
-                walk(&p, &r, out, inodes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, b"", &mut out, &mut BTreeMap::new());
-    out
+    describe_tree(root, Describe::default())
 }
 
 fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), String> {

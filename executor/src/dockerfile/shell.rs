@@ -173,26 +173,10 @@ impl Lexer {
         match sw.process_until(None, raw) {
             Ok((s, words)) => Ok((s, words, sw.matches)),
             Err(e) => Err(ShellError {
-                message: format!("failed to process {}: {}", quote(word), e),
+                message: format!("failed to process {}: {}", super::dump::go_quote(word), e),
             }),
         }
     }
-}
-
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Collects words while expanding.

@@ -275,6 +275,16 @@ fn io_err(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
+/// Turns a syscall failure on entry `name` into an [`ApplyError::Entry`].
+fn entry_error(name: &[u8], context: &'static str) -> impl FnOnce(Errno) -> ApplyError {
+    let entry = String::from_utf8_lossy(name).into_owned();
+    move |e| ApplyError::Entry {
+        entry,
+        context,
+        source: io_err(e),
+    }
+}
+
 fn set_mtime(dir: impl AsFd, name: &[u8], mtime: u64) -> Result<(), Errno> {
     let t = Timespec {
         tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX),
@@ -339,14 +349,7 @@ impl Applier<'_> {
                 .unwrap_or_default()
         });
         let name = raw_name.as_slice();
-        let err = |context: &'static str| {
-            let entry = String::from_utf8_lossy(name).into_owned();
-            move |e: Errno| ApplyError::Entry {
-                entry,
-                context,
-                source: io_err(e),
-            }
-        };
+        let err = |context: &'static str| entry_error(name, context);
         let comps = components(name)
             .map_err(|()| Self::unsafe_entry(name, "the name has a `..` component"))?;
         let Some((&base, parent_comps)) = comps.split_last() else {
@@ -579,14 +582,7 @@ impl Applier<'_> {
         if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
             return Err(Self::unsafe_entry(name, "a whiteout must name one entry"));
         }
-        let e = |context: &'static str| {
-            let entry = String::from_utf8_lossy(name).into_owned();
-            move |err: Errno| ApplyError::Entry {
-                entry,
-                context,
-                source: io_err(err),
-            }
-        };
+        let e = |context: &'static str| entry_error(name, context);
         match remove_all(parent, hidden) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(err) => return Err(e("removing the whited-out entry")(err)),
@@ -635,14 +631,7 @@ impl Applier<'_> {
         dir_comps: &[&[u8]],
         name: &[u8],
     ) -> Result<(), ApplyError> {
-        let e = |context: &'static str| {
-            let entry = String::from_utf8_lossy(name).into_owned();
-            move |err: Errno| ApplyError::Entry {
-                entry,
-                context,
-                source: io_err(err),
-            }
-        };
+        let e = |context: &'static str| entry_error(name, context);
         let dir = reopen_dir(parent).map_err(e("opening the directory"))?;
         match self.opts.target {
             ApplyTarget::Overlay => {

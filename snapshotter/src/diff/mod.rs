@@ -74,19 +74,7 @@ pub fn write_diff<W: Write>(
     opts: &DiffOptions,
     out: W,
 ) -> Result<DiffStats, DiffError> {
-    let mut d = Differ {
-        opts,
-        tar: TarWriter::new(out),
-        stats: DiffStats::default(),
-        links: HashMap::new(),
-        base: None,
-    };
-    d.dir(upper, Vec::new())?;
-    d.tar.finish().map_err(|source| DiffError {
-        path: upper.to_path_buf(),
-        source,
-    })?;
-    Ok(d.stats)
+    run(upper, None, opts, out)
 }
 
 /// Writes the OCI tar of what differs between the full tree `merged` and the merged view
@@ -98,16 +86,25 @@ pub fn write_diff_against_lowers<W: Write>(
     opts: &DiffOptions,
     out: W,
 ) -> Result<DiffStats, DiffError> {
+    run(merged, Some(lowers::LowerView { lowers }), opts, out)
+}
+
+fn run<W: Write>(
+    root: &Path,
+    base: Option<lowers::LowerView<'_>>,
+    opts: &DiffOptions,
+    out: W,
+) -> Result<DiffStats, DiffError> {
     let mut d = Differ {
         opts,
         tar: TarWriter::new(out),
         stats: DiffStats::default(),
         links: HashMap::new(),
-        base: Some(lowers::LowerView { lowers }),
+        base,
     };
-    d.dir(merged, Vec::new())?;
+    d.dir(root, Vec::new())?;
     d.tar.finish().map_err(|source| DiffError {
-        path: merged.to_path_buf(),
+        path: root.to_path_buf(),
         source,
     })?;
     Ok(d.stats)

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 
 use super::*;
 use crate::apply::{apply_layer, ApplyOptions, ApplyTarget};
@@ -31,77 +31,13 @@ fn set_mtime(path: &Path, secs: i64) {
 
 /// A description of every entry below `root`, for comparing trees.
 fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
-    let mut out = BTreeMap::new();
-    let mut inodes: HashMap<u64, Vec<u8>> = HashMap::new();
-    fn walk(
-        dir: &Path,
-        rel: &[u8],
-        out: &mut BTreeMap<Vec<u8>, String>,
-        inodes: &mut HashMap<u64, Vec<u8>>,
-    ) {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let p = dir.join(&n);
-            let md = fs::symlink_metadata(&p).unwrap();
-            let mut r = rel.to_vec();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(n.as_bytes());
-            let ft = md.file_type();
-            let what = if is_whiteout(&md, &p) {
-                "whiteout".to_string()
-            } else if ft.is_dir() {
-                format!("dir opaque={}", is_opaque(&p))
-            } else if ft.is_file() {
-                let link = if md.nlink() > 1 {
-                    let first = inodes.entry(md.ino()).or_insert_with(|| r.clone());
-                    format!(" linked-to={}", String::from_utf8_lossy(first))
-                } else {
-                    String::new()
-                };
-                format!(
-                    "file {}{}",
-                    blake3::hash(&fs::read(&p).unwrap()).to_hex(),
-                    link
-                )
-            } else if ft.is_symlink() {
-                format!("symlink {}", fs::read_link(&p).unwrap().display())
-            } else if ft.is_fifo() {
-                "fifo".to_string()
-            } else {
-                format!("dev {}", md.rdev())
-            };
-            let xattrs = layer_xattrs(&p).unwrap();
-            let mode = if ft.is_symlink() {
-                0
-            } else {
-                md.mode() & 0o7777
-            };
-            let mtime = if ft.is_symlink() || is_whiteout(&md, &p) {
-                0
-            } else {
-                md.mtime()
-            };
-            out.insert(
-                r.clone(),
-                format!(
-                    "{what} mode={mode:o} uid={} gid={} mtime={mtime} xattrs={xattrs:?}",
-                    md.uid(),
-                    md.gid()
-                ),
-            );
-            if ft.is_dir() {
-                walk(&p, &r, out, inodes);
-            }
-        }
-    }
-    walk(root, b"", &mut out, &mut inodes);
-    out
+    crate::testsuite::describe_tree(
+        root,
+        crate::testsuite::Describe {
+            overlay_format: true,
+            dir_times: true,
+        },
+    )
 }
 
 fn opaque_xattr() -> &'static str {
