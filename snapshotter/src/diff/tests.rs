@@ -95,6 +95,17 @@ fn rich_upper(root: &Path) {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
+    if rustix::process::geteuid().is_root() {
+        // cap_net_bind_service, effective (VFS_CAP_REVISION_2): file capabilities survive.
+        let cap: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        rustix::fs::lsetxattr(
+            root.join("suid"),
+            "security.capability",
+            &cap,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
     let mut big = vec![0u8; 3 << 20];
     big[1 << 20] = 1;
     fs::write(root.join("sparse-ish"), &big).unwrap();
