@@ -41,17 +41,20 @@ PY
 du -sh "$TREE" | sed 's/^/   /'
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timeit() { # runs "$@" RUNS times, prints the median wall time in seconds
+timeit() { # runs "$@" RUNS times after `prep_$1` (untimed, then sync); prints the median seconds
   for _ in $(seq "$RUNS"); do
-    sync; local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N)
+    if declare -F "prep_$1" >/dev/null; then "prep_$1"; fi
+    sync
+    local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N)
     echo "$e - $s" | bc -l
   done | median
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
-kiln_export() { rm -rf "$WORK/kb"; "$KILN" debug layer export "$TREE" "$WORK/kb"; }
+prep_kiln_export() { rm -rf "$WORK/kb"; }
+kiln_export() { "$KILN" debug layer export "$TREE" "$WORK/kb"; }
+prep_shell_export() { rm -rf "$WORK/sb"; mkdir -p "$WORK/sb"; }
 shell_export() {
-  rm -rf "$WORK/sb"; mkdir -p "$WORK/sb"
   tar -C "$TREE" --sort=name -cf - . | tee >(sha256sum >"$WORK/sb/diffid") | zstd -q -T0 -3 -c | tee "$WORK/sb/blob" | sha256sum >"$WORK/sb/digest"
 }
 echo "== export"
@@ -59,8 +62,10 @@ k=$(timeit kiln_export); s=$(timeit shell_export)
 printf '   kiln export            %6.2fs\n   tar|zstd -T0|sha256sum %6.2fs\n   ratio kiln/shell       %s\n' "$k" "$s" "$(ratio "$k" "$s")"
 
 BLOB=$(ls "$WORK"/kb/* | head -1)
-kiln_apply() { rm -rf "$WORK/ka"; mkdir -p "$WORK/ka"; "$KILN" debug layer apply "$BLOB" "$WORK/ka"; }
-tar_apply() { rm -rf "$WORK/ta"; mkdir -p "$WORK/ta"; zstd -q -dc "$BLOB" | tar -x -C "$WORK/ta"; }
+prep_kiln_apply() { rm -rf "$WORK/ka" "$WORK/ta"; mkdir -p "$WORK/ka"; }
+kiln_apply() { "$KILN" debug layer apply "$BLOB" "$WORK/ka"; }
+prep_tar_apply() { rm -rf "$WORK/ka" "$WORK/ta"; mkdir -p "$WORK/ta"; }
+tar_apply() { zstd -q -dc "$BLOB" | tar -x -C "$WORK/ta"; }
 echo "== apply"
 ka=$(timeit kiln_apply); ta=$(timeit tar_apply)
 printf '   kiln apply             %6.2fs\n   zstd -dc | tar -x      %6.2fs\n   ratio kiln/tar         %s\n' "$ka" "$ta" "$(ratio "$ka" "$ta")"
@@ -69,7 +74,8 @@ if command -v umoci >/dev/null; then
   # umoci (Debian's) reads gzip layers: a gzip blob of the same tree, in a one-layer image.
   "$KILN" debug layer export --compression gzip "$TREE" "$WORK/gz" >/dev/null
   GZ=$(ls "$WORK"/gz/* | head -1)
-  kiln_apply_gz() { rm -rf "$WORK/kg"; mkdir -p "$WORK/kg"; "$KILN" debug layer apply "$GZ" "$WORK/kg"; }
+  prep_kiln_apply_gz() { rm -rf "$WORK/kg" "$WORK/ub"; mkdir -p "$WORK/kg"; }
+  kiln_apply_gz() { "$KILN" debug layer apply "$GZ" "$WORK/kg"; }
   L=$WORK/layout; mkdir -p "$L/blobs/sha256"
   cp "$GZ" "$L/blobs/sha256/"
   ldig=sha256:$(basename "$GZ"); lsize=$(stat -c %s "$GZ")
@@ -83,8 +89,9 @@ if command -v umoci >/dev/null; then
     "$mdig" "$(stat -c %s "$WORK/manifest.json")" >"$L/index.json"
   echo '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
   rootless=(); [ "$(id -u)" -ne 0 ] && rootless=(--rootless)
-  umoci_apply() { rm -rf "$WORK/ub"; umoci unpack "${rootless[@]}" --image "$L:bench" "$WORK/ub"; }
-  if umoci_apply >/dev/null 2>&1; then
+  prep_umoci_apply() { rm -rf "$WORK/kg" "$WORK/ub"; }
+  umoci_apply() { umoci unpack "${rootless[@]}" --image "$L:bench" "$WORK/ub"; }
+  if prep_umoci_apply && umoci_apply >/dev/null 2>&1; then
     kg=$(timeit kiln_apply_gz); ua=$(timeit umoci_apply)
     printf '   kiln apply (gzip)      %6.2fs\n   umoci unpack (gzip)    %6.2fs\n   ratio kiln/umoci       %s\n' "$kg" "$ua" "$(ratio "$kg" "$ua")"
   else

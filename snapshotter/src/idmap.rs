@@ -75,6 +75,19 @@ impl IdMap {
     }
 }
 
+/// Whether this process runs in the initial user namespace (its uid map is the identity
+/// over all ids), where real root may use `trusted.*` xattrs and device nodes.
+pub fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
+}
+
+/// Whether this process is real root: uid 0 in the initial user namespace.
+pub fn is_real_root() -> bool {
+    rustix::process::geteuid().is_root() && in_initial_user_namespace()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

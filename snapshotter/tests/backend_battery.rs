@@ -53,7 +53,7 @@ fn make_lowers(root: &Path) -> Vec<PathBuf> {
     fs::set_permissions(l0.join("bin"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::create_dir_all(l1.join("opq")).unwrap();
     fs::write(l1.join("opq/visible"), "v\n").unwrap();
-    let opaque = if rustix::process::geteuid().is_root() && !in_userns() {
+    let opaque = if kiln_snapshotter::idmap::is_real_root() {
         format::OPAQUE_XATTR_TRUSTED
     } else {
         format::OPAQUE_XATTR_USER
@@ -78,12 +78,6 @@ fn make_lowers(root: &Path) -> Vec<PathBuf> {
         fs::write(l1.join("etc/hosts.extra"), "x\n").unwrap();
     });
     vec![l1, l0]
-}
-
-fn in_userns() -> bool {
-    fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
 }
 
 /// What `mv` does: rename, or copy and delete when the kernel says EXDEV.

@@ -64,7 +64,7 @@ impl Default for ApplyOptions {
             target: ApplyTarget::Overlay,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
-            opaque_xattr: if rustix::process::geteuid().is_root() {
+            opaque_xattr: if crate::idmap::is_real_root() {
                 format::OPAQUE_XATTR_TRUSTED
             } else {
                 format::OPAQUE_XATTR_USER

@@ -158,7 +158,7 @@ impl Area {
 }
 
 fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    crate::idmap::is_real_root()
 }
 
 fn unsafe_error_names(r: Result<ApplyStats, ApplyError>, entry: &str) {

@@ -66,17 +66,10 @@ fn options(lowers: &[PathBuf], upper: &Path, work: &Path) -> String {
         escape(upper),
         escape(work)
     );
-    if !rustix::process::geteuid().is_root() || in_user_namespace() {
+    if !crate::idmap::is_real_root() {
         o.push_str(",userxattr");
     }
     o
-}
-
-/// True inside a user namespace other than the initial one.
-fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
 }
 
 impl Backend for OverlayBackend {

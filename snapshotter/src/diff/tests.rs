@@ -41,7 +41,7 @@ fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
 }
 
 fn opaque_xattr() -> &'static str {
-    if rustix::process::geteuid().is_root() {
+    if crate::idmap::is_real_root() {
         format::OPAQUE_XATTR_TRUSTED
     } else {
         format::OPAQUE_XATTR_USER
@@ -95,7 +95,7 @@ fn rich_upper(root: &Path) {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
-    if rustix::process::geteuid().is_root() {
+    if crate::idmap::is_real_root() {
         // cap_net_bind_service, effective (VFS_CAP_REVISION_2): file capabilities survive.
         let cap: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         rustix::fs::lsetxattr(
