@@ -3,6 +3,7 @@
 //! to exit codes (0 ok, 1 failed, 2 usage error).
 
 mod debug;
+mod doctor;
 mod layer;
 
 use std::process::ExitCode;
@@ -25,6 +26,14 @@ enum Command {
     /// Look inside the frontend: how kiln reads a Dockerfile and what it would build.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Check what this host and user allow: namespaces, id ranges, FUSE, overlayfs.
+    Doctor,
+    /// Probe a snapshotter backend in DIR (run by `doctor` inside namespaces).
+    #[command(hide = true)]
+    ProbeBackend {
+        name: String,
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +47,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Doctor => doctor::run(&mut std::io::stdout().lock()),
+        Command::ProbeBackend { name, dir } => doctor::probe_backend(&name, dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,157 @@
+//! `kiln doctor`: what this host and user allow kiln to do, one line per check, each
+//! failing line saying what to do about it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Result;
+use kiln_executor::sandbox::subid::SubIds;
+use kiln_executor::sandbox::userns::{enter_namespaces, Namespaces};
+use kiln_snapshotter::backend::copy::CopyBackend;
+use kiln_snapshotter::backend::overlay::OverlayBackend;
+use kiln_snapshotter::backend::Backend;
+
+struct Check {
+    ok: bool,
+    name: &'static str,
+    detail: String,
+    fix: &'static str,
+}
+
+/// Probes `backend` in a scratch directory, from inside the namespaces a build uses.
+fn probe_in_namespaces(backend: &str) -> Result<(), String> {
+    let scratch = std::env::temp_dir().join(format!("kiln-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["probe-backend", backend]).arg(&scratch);
+    enter_namespaces(
+        &mut cmd,
+        Namespaces {
+            mount: true,
+            ..Namespaces::default()
+        },
+    );
+    let out = cmd
+        .output()
+        .map_err(|e| format!("entering a user and mount namespace: {e}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let out = out?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The hidden `kiln probe-backend NAME DIR`, run by `doctor` inside namespaces.
+pub fn probe_backend(name: &str, dir: PathBuf) -> Result<()> {
+    let backend: Box<dyn Backend> = match name {
+        "overlay" => Box::new(OverlayBackend),
+        "copy" => Box::new(CopyBackend),
+        other => anyhow::bail!("unknown backend {other:?}"),
+    };
+    backend.probe(&dir).map_err(anyhow::Error::msg)
+}
+
+pub fn run(out: &mut impl Write) -> Result<()> {
+    let mut checks = Vec::new();
+    let u = rustix::system::uname();
+    let release = u.release().to_string_lossy().into_owned();
+    checks.push(Check {
+        ok: true,
+        name: "kernel",
+        detail: format!("{} {}", u.sysname().to_string_lossy(), release),
+        fix: "",
+    });
+    let uid = rustix::process::geteuid().as_raw();
+    let root = uid == 0;
+    let userns = {
+        let mut cmd = Command::new("/bin/true");
+        enter_namespaces(&mut cmd, Namespaces::default());
+        cmd.status().map(|s| s.success())
+    };
+    checks.push(Check {
+        ok: root || matches!(userns, Ok(true)),
+        name: "user namespaces",
+        detail: if root {
+            "running as real root: a private mount namespace is used instead".into()
+        } else {
+            match &userns {
+                Ok(true) => "an unprivileged user namespace can be created".into(),
+                Ok(false) => "creating a user namespace failed".into(),
+                Err(e) => format!("creating a user namespace failed: {e}"),
+            }
+        },
+        fix: "allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; kernel.apparmor_restrict_unprivileged_userns=0 where it exists)",
+    });
+    let sub = SubIds::for_user(uid);
+    checks.push(Check {
+        ok: root || sub.full_mapping_possible(),
+        name: "subordinate ids",
+        detail: format!(
+            "user {}: subuid {:?}, subgid {:?}, newuidmap {}, newgidmap {}",
+            sub.user.as_deref().unwrap_or("?"),
+            sub.uid_ranges.iter().map(|r| format!("{}+{}", r.start, r.count)).collect::<Vec<_>>(),
+            sub.gid_ranges.iter().map(|r| format!("{}+{}", r.start, r.count)).collect::<Vec<_>>(),
+            sub.newuidmap.as_ref().map_or("missing".into(), |p| p.display().to_string()),
+            sub.newgidmap.as_ref().map_or("missing".into(), |p| p.display().to_string()),
+        ),
+        fix: "add ranges to /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER) and install uidmap; without them kiln maps only your own id and chown to other ids inside RUN fails",
+    });
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
+    checks.push(Check {
+        ok: fuse.is_ok(),
+        name: "/dev/fuse",
+        detail: match &fuse {
+            Ok(_) => "can be opened for reading and writing".into(),
+            Err(e) => format!("cannot be opened: {e}"),
+        },
+        fix: "install fuse3 and make /dev/fuse usable (mode 0666), or pass it into the container",
+    });
+    let overlay = probe_in_namespaces("overlay");
+    checks.push(Check {
+        ok: overlay.is_ok(),
+        name: "overlay in user namespace",
+        detail: match &overlay {
+            Ok(()) => "kernel overlayfs mounts inside kiln's namespaces".into(),
+            Err(e) => format!("cannot mount: {e}"),
+        },
+        fix: "needs Linux 5.11+ for unprivileged overlayfs, and a backing filesystem overlayfs accepts (not overlayfs itself); kiln falls back to another snapshotter",
+    });
+    let cgroup2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    checks.push(Check {
+        ok: true,
+        name: "cgroups",
+        detail: if cgroup2 {
+            "cgroup v2 (delegation is not used yet)".into()
+        } else {
+            "cgroup v1 or hybrid: kiln sets no resource limits".into()
+        },
+        fix: "",
+    });
+    let auto = if overlay.is_ok() { "overlay" } else { "copy" };
+    checks.push(Check {
+        ok: true,
+        name: "snapshotter auto",
+        detail: format!("picks {auto} (the FUSE snapshotter is not available yet)"),
+        fix: "",
+    });
+    for c in &checks {
+        writeln!(
+            out,
+            "{} {:<26} {}",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.detail
+        )?;
+        if !c.ok && !c.fix.is_empty() {
+            writeln!(out, "     {:<26} fix: {}", "", c.fix)?;
+        }
+    }
+    Ok(())
+}
