@@ -20,6 +20,22 @@ pub enum Format {
 
 #[derive(Subcommand)]
 pub enum DebugCommand {
+    /// Run a command in ROOTFS the way a RUN step runs (namespaces, /proc, /dev, pivot_root).
+    Run {
+        /// `none` gives the command its own network namespace.
+        #[arg(long, default_value = "default")]
+        network: String,
+        /// Environment variable `KEY=VALUE` (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working directory inside the root.
+        #[arg(long, default_value = "/")]
+        cwd: String,
+        rootfs: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Turn a directory into an OCI layer blob, or apply a layer blob to a directory.
     #[command(subcommand)]
     Layer(crate::layer::LayerCommand),
@@ -54,6 +70,42 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
         DebugCommand::Layer(cmd) => crate::layer::run(cmd, &mut out)?,
+        DebugCommand::Run {
+            network,
+            env,
+            cwd,
+            rootfs,
+            argv,
+        } => {
+            let isolated_network = match network.as_str() {
+                "none" => true,
+                "default" | "host" => false,
+                other => bail!("unknown --network {other:?} (default, host or none)"),
+            };
+            let mut env = env;
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.push(format!("PATH={}", kiln_executor::plan::scope::DEFAULT_PATH));
+            }
+            let spec = kiln_executor::sandbox::run::RunSpec {
+                rootfs: std::fs::canonicalize(&rootfs)
+                    .with_context(|| format!("root filesystem {}", rootfs.display()))?,
+                argv,
+                env,
+                cwd,
+                hostname: "kiln".into(),
+                isolated_network,
+                etc_dir: PathBuf::new(),
+            };
+            let exe = std::env::current_exe().context("locating the kiln binary")?;
+            drop(out);
+            let outcome = kiln_executor::sandbox::run::run(&spec, &exe, |chunk| {
+                let _ = std::io::stdout().write_all(chunk);
+            })?;
+            if outcome.exit_code != 0 {
+                std::process::exit(outcome.exit_code);
+            }
+            return Ok(());
+        }
         DebugCommand::Parse { format, file } => {
             let doc = load(&file)?;
             match format {

@@ -37,6 +37,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The sandbox's helper processes are this binary, started with a role argument.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = kiln_executor::sandbox::helper_main(&args) {
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")

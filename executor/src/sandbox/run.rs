@@ -1,0 +1,286 @@
+//! Running one command in a root filesystem, isolated like a container, as an
+//! unprivileged user.
+//!
+//! Process model (three processes, because a new pid namespace takes effect for the
+//! children of the process that creates it):
+//! ```text
+//! kiln ──spawn, unsharing user+mount+uts+ipc(+net)──▶ launcher (__kiln-sandbox-launch)
+//!          launcher ──spawn──▶ pid 1 (__kiln-sandbox-pid1): mounts, pivot_root, reaper
+//!                                 pid 1 ──spawn──▶ the command
+//! ```
+//! pid 1 sets up the root: the root directory bind-mounted on itself, a new `/proc` (a
+//! recursive bind of the host's when procfs may not be mounted, as inside some
+//! containers), a tmpfs `/dev` with null, zero, full, random, urandom and tty bound from
+//! the host plus `/dev/shm` and `/dev/pts`, and `/etc/hosts`, `/etc/resolv.conf`,
+//! `/etc/hostname` bound from files outside the root, so they never reach a layer. It then
+//! pivots into the root, runs the command and reaps every process until the command exits;
+//! leaving pid 1 ends the namespace, which kills whatever the command left running.
+//!
+//! Not yet here: the full id mapping through newuidmap, USER switching, capability
+//! dropping, loopback up with `--network=none`, RUN mounts.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::userns::{enter_namespaces, Namespaces};
+
+/// What to run and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunSpec {
+    /// The root filesystem (a directory, typically the stage's mount).
+    pub rootfs: PathBuf,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` pairs: the command's whole environment.
+    pub env: Vec<String>,
+    /// Working directory inside the root, created if missing.
+    pub cwd: String,
+    pub hostname: String,
+    /// Give the command its own network namespace (only loopback).
+    pub isolated_network: bool,
+    /// Directory holding `hosts`, `resolv.conf` and `hostname` for the command; set by
+    /// [`run`].
+    #[serde(default)]
+    pub etc_dir: PathBuf,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Exit status, or 128 + signal number.
+    pub exit_code: i32,
+    /// The last lines of its combined output.
+    pub output_tail: String,
+}
+
+/// Why a command could not be run (not: why it failed — that is its exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let context = context.into();
+    move |source| SandboxError::Io { context, source }
+}
+
+/// The argument that makes the kiln binary act as the launcher.
+pub const LAUNCH_ARG: &str = "__kiln-sandbox-launch";
+/// The argument that makes the kiln binary act as pid 1.
+pub const PID1_ARG: &str = "__kiln-sandbox-pid1";
+
+const TAIL: usize = 4096;
+
+/// Runs `spec` with `helper` (the kiln binary, or any program that calls
+/// [`super::helper_main`] first) and streams the command's output to `on_output`.
+pub fn run(
+    spec: &RunSpec,
+    helper: &Path,
+    mut on_output: impl FnMut(&[u8]) + Send,
+) -> Result<RunOutcome, SandboxError> {
+    let etc = tempfile::tempdir().map_err(io("creating the /etc files"))?;
+    let mut spec = spec.clone();
+    spec.etc_dir = etc.path().to_path_buf();
+    std::fs::write(
+        etc.path().join("hosts"),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            spec.hostname
+        ),
+    )
+    .map_err(io("writing hosts"))?;
+    let resolv = if spec.isolated_network {
+        String::new()
+    } else {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    };
+    std::fs::write(etc.path().join("resolv.conf"), resolv).map_err(io("writing resolv.conf"))?;
+    std::fs::write(etc.path().join("hostname"), format!("{}\n", spec.hostname))
+        .map_err(io("writing hostname"))?;
+    // The files are bind-mounted read by the command's root user: world-readable.
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(etc.path().join(f), std::fs::Permissions::from_mode(0o644));
+    }
+
+    // Mount points pid 1 will have to create; removed again afterwards, so that nothing of
+    // the sandbox's own reaches the root filesystem (and so a layer).
+    let stubs: Vec<PathBuf> = STUBS
+        .iter()
+        .map(|s| spec.rootfs.join(s))
+        .filter(|p| std::fs::symlink_metadata(p).is_err())
+        .collect();
+    let outcome = spawn_and_wait(&spec, helper, &mut on_output);
+    for p in &stubs {
+        let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+    }
+    outcome
+}
+
+/// Mount points in the root, files before the directories that hold them.
+const STUBS: &[&str] = &[
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/hostname",
+    "etc",
+    "proc",
+    "dev",
+];
+
+fn spawn_and_wait(
+    spec: &RunSpec,
+    helper: &Path,
+    on_output: &mut (impl FnMut(&[u8]) + Send),
+) -> Result<RunOutcome, SandboxError> {
+    let json = serde_json::to_string(&spec).map_err(|e| io("encoding the run spec")(e.into()))?;
+    let mut cmd = Command::new(helper);
+    cmd.arg(LAUNCH_ARG)
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    enter_namespaces(
+        &mut cmd,
+        Namespaces {
+            mount: true,
+            pid: true,
+            uts: true,
+            ipc: true,
+            net: spec.isolated_network,
+        },
+    );
+    let mut child = cmd
+        .spawn()
+        .map_err(io(format!("starting {}", helper.display())))?;
+    let (mut out, mut err) = match (child.stdout.take(), child.stderr.take()) {
+        (Some(o), Some(e)) => (o, e),
+        _ => return Err(io("capturing output")(std::io::Error::other("no pipes"))),
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx2 = tx.clone();
+    let readers = [
+        std::thread::spawn(move || pump(&mut out, tx)),
+        std::thread::spawn(move || pump(&mut err, tx2)),
+    ];
+    let mut tail: Vec<u8> = Vec::new();
+    for chunk in rx {
+        on_output(&chunk);
+        tail.extend_from_slice(&chunk);
+        if tail.len() > 2 * TAIL {
+            tail.drain(..tail.len() - TAIL);
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait().map_err(io("waiting for the command"))?;
+    let exit_code = exit_code(status);
+    if tail.len() > TAIL {
+        tail.drain(..tail.len() - TAIL);
+    }
+    Ok(RunOutcome {
+        exit_code,
+        output_tail: String::from_utf8_lossy(&tail).into_owned(),
+    })
+}
+
+fn pump(r: &mut impl Read, tx: std::sync::mpsc::Sender<Vec<u8>>) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+            break;
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+/// The launcher: starts pid 1 of the new pid namespace and passes on its exit status.
+pub(super) fn launcher_main(json: &str) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("kiln sandbox: {e}");
+            return 125;
+        }
+    };
+    match Command::new(exe).arg(PID1_ARG).arg(json).status() {
+        Ok(s) => exit_code(s),
+        Err(e) => {
+            eprintln!("kiln sandbox: starting pid 1: {e}");
+            125
+        }
+    }
+}
+
+/// pid 1: prepares the root, runs the command, reaps until it exits.
+pub(super) fn pid1_main(json: &str) -> i32 {
+    let spec: RunSpec = match serde_json::from_str(json) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln sandbox: bad run spec: {e}");
+            return 125;
+        }
+    };
+    if let Err(e) = super::rootfs::prepare(&spec) {
+        eprintln!("kiln sandbox: preparing the root filesystem: {e}");
+        return 125;
+    }
+    let Some((program, args)) = spec.argv.split_first() else {
+        eprintln!("kiln sandbox: empty command");
+        return 125;
+    };
+    let cwd = if spec.cwd.is_empty() {
+        "/"
+    } else {
+        spec.cwd.as_str()
+    };
+    let _ = std::fs::create_dir_all(cwd);
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().current_dir(cwd);
+    for kv in &spec.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        cmd.env(k, v);
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiln sandbox: starting {program:?}: {e}");
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    let main = rustix::process::Pid::from_raw(child.id() as i32);
+    // Reap every child (orphans are re-parented to pid 1) until the command exits.
+    loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((pid, status))) if Some(pid) == main => {
+                return status
+                    .exit_status()
+                    .or_else(|| status.terminating_signal().map(|s| 128 + s))
+                    .unwrap_or(255);
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                eprintln!("kiln sandbox: waiting: {e}");
+                return 125;
+            }
+        }
+    }
+}

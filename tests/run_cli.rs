@@ -1,0 +1,140 @@
+//! RUN's sandbox end to end through `kiln debug run`, in a busybox root filesystem made
+//! offline from Debian's busybox-static: exit codes and output, pid/uts/mount isolation,
+//! /proc, /dev and /etc files, `--network=none`, processes left running are killed, and
+//! nothing of the sandbox's own stays in the root. Runs as root and (scripts/test.sh) as an
+//! unprivileged user.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_tests::{kiln, text};
+
+/// A busybox root in a fresh temp dir, or `None` (with a visible line) without busybox.
+fn busybox_root() -> Option<(tempfile::TempDir, PathBuf)> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        println!("run_cli: skipped, /bin/busybox missing (apt-get install busybox-static)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "busybox-static missing under CI"
+        );
+        return None;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    Some((tmp, root))
+}
+
+fn run(root: &Path, extra: &[&str], script: &str) -> (i32, String) {
+    let mut args = vec!["debug", "run"];
+    args.extend_from_slice(extra);
+    let root = root.to_string_lossy().into_owned();
+    args.extend_from_slice(&[root.as_str(), "--", "sh", "-c", script]);
+    let out = kiln(&args, None);
+    let (stdout, stderr) = text(&out);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn exit_codes_and_output() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let (code, out) = run(&root, &[], "echo to-stdout; echo to-stderr >&2; exit 7");
+    assert_eq!(code, 7, "{out}");
+    assert!(
+        out.contains("to-stdout") && out.contains("to-stderr"),
+        "{out}"
+    );
+    let (code, out) = run(&root, &[], "exec /nonexistent");
+    assert_ne!(code, 0, "{out}");
+}
+
+#[test]
+fn isolated_like_a_container() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let (code, out) = run(
+        &root,
+        &["--env", "GREETING=hi there", "--cwd", "/work/dir"],
+        "echo pid=$$; hostname; id -u; pwd; echo \"$GREETING\"; ls /dev; head -1 /etc/hosts; \
+         tr '\\0' ' ' </proc/1/cmdline; echo; echo ok > /dev/null && echo devnull-ok",
+    );
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "pid=2",
+        "\nkiln\n",
+        "\n0\n",
+        "/work/dir",
+        "hi there",
+        "urandom",
+        "shm",
+        "127.0.0.1\tlocalhost",
+        "__kiln-sandbox-pid1",
+        "devnull-ok",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host.contains(&root.to_string_lossy().into_owned()),
+        "a mount leaked to the host"
+    );
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let (code, out) = run(&root, &["--network", "none"], "cat /proc/net/dev");
+    assert_eq!(code, 0, "{out}");
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{out}");
+    let (_, host_net) = run(&root, &[], "cat /proc/net/dev");
+    assert!(host_net.lines().count() >= 3, "{host_net}");
+}
+
+#[test]
+fn processes_left_running_are_killed_and_no_traces_stay() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let marker = format!("{}", 900_000 + std::process::id() % 90_000);
+    let started = Instant::now();
+    let (code, out) = run(&root, &[], &format!("sleep {marker} & echo started"));
+    assert_eq!(code, 0, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains(&format!("sleep {marker}")),
+            "left running: {cmdline}"
+        );
+    }
+    for stub in ["proc", "dev", "etc"] {
+        assert!(
+            !root.join(stub).exists(),
+            "/{stub} created by the sandbox stayed in the root"
+        );
+    }
+}
