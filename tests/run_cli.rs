@@ -95,6 +95,54 @@ fn isolated_like_a_container() {
 }
 
 #[test]
+fn docker_default_capabilities() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let (code, out) = run(&root, &[], "grep -E '^Cap(Bnd|Eff)' /proc/self/status");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+}
+
+#[test]
+fn killing_kiln_ends_the_step() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let marker = format!("{}", 800_000 + std::process::id() % 90_000);
+    let mut child = std::process::Command::new(kiln_tests::kiln_bin())
+        .args(["debug", "run"])
+        .arg(&root)
+        .args(["--", "sleep", &marker])
+        .spawn()
+        .expect("spawn kiln");
+    let sleeping = |m: &str| {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            let c = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&c).replace('\0', " ").trim() == format!("sleep {m}")
+        })
+    };
+    let t = Instant::now();
+    while !sleeping(&marker) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sleeping(&marker), "the step did not start");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let t = Instant::now();
+    while sleeping(&marker) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!sleeping(&marker), "the step outlived kiln");
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host.contains(&root.to_string_lossy().into_owned()),
+        "a mount outlived kiln"
+    );
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let Some((_tmp, root)) = busybox_root() else {
         return;

@@ -19,11 +19,17 @@ pub fn fixture(path: &str) -> PathBuf {
 }
 
 /// The `kiln` binary: `$KILN_BIN`, else `target/<profile>/kiln` next to this test
-/// executable, built with cargo first when it is missing.
+/// executable, brought up to date with cargo once per test process (running one test
+/// crate does not rebuild the CLI by itself).
 pub fn kiln_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KILN_BIN") {
         return PathBuf::from(p);
     }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_kiln).clone()
+}
+
+fn build_kiln() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> -> target/<profile>/kiln
     let profile_dir = exe
@@ -32,7 +38,7 @@ pub fn kiln_bin() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let bin = profile_dir.join("kiln");
-    if !bin.exists() {
+    if std::env::var_os("CARGO").is_some() || !bin.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-p", "kiln-cli", "--bin", "kiln"])

@@ -8,6 +8,7 @@
 //! - [`run`]: one command in a root filesystem with its own pid, mount, uts, ipc (and
 //!   network) namespaces, `/proc`, `/dev` and `/etc` files, after `pivot_root`.
 
+pub mod capabilities;
 mod rootfs;
 pub mod run;
 pub mod subid;

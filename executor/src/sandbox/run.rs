@@ -16,8 +16,11 @@
 //! pivots into the root, runs the command and reaps every process until the command exits;
 //! leaving pid 1 ends the namespace, which kills whatever the command left running.
 //!
-//! Not yet here: the full id mapping through newuidmap, USER switching, capability
-//! dropping, loopback up with `--network=none`, RUN mounts.
+//! The command keeps Docker's default capabilities ([`super::capabilities`]); every
+//! process of the chain dies with its parent, so killing kiln ends the step.
+//!
+//! Not yet here: the full id mapping through newuidmap, USER switching, loopback up with
+//! `--network=none`, RUN mounts.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -216,7 +219,10 @@ pub(super) fn launcher_main(json: &str) -> i32 {
             return 125;
         }
     };
-    match Command::new(exe).arg(PID1_ARG).arg(json).status() {
+    let mut pid1 = Command::new(exe);
+    pid1.arg(PID1_ARG).arg(json);
+    super::userns::die_with_parent(&mut pid1);
+    match pid1.status() {
         Ok(s) => exit_code(s),
         Err(e) => {
             eprintln!("kiln sandbox: starting pid 1: {e}");
@@ -242,6 +248,11 @@ pub(super) fn pid1_main(json: &str) -> i32 {
         eprintln!("kiln sandbox: empty command");
         return 125;
     };
+    if let Err(e) = super::capabilities::restrict_bounding_set(super::capabilities::DOCKER_DEFAULT)
+    {
+        eprintln!("kiln sandbox: dropping capabilities: {e}");
+        return 125;
+    }
     let cwd = if spec.cwd.is_empty() {
         "/"
     } else {

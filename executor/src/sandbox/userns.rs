@@ -43,6 +43,17 @@ pub fn enter_namespaces(cmd: &mut Command, ns: Namespaces) {
     }
 }
 
+/// Makes the process `cmd` starts receive SIGKILL when its parent dies.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is a single async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        });
+    }
+}
+
 /// The code that runs in the child between `fork` and `exec`.
 mod child {
     use std::io;
@@ -97,6 +108,8 @@ mod child {
         /// the caller's), and this function makes only system calls on data owned by
         /// `self`, so it is async-signal-safe.
         pub(super) fn run(&self) -> io::Result<()> {
+            // Die with kiln: a killed build leaves no step running.
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // SAFETY: the child is single-threaded, so no other thread shares the fd
             // table or namespaces being replaced.
             unsafe { rustix::thread::unshare_unsafe(self.flags) }?;
