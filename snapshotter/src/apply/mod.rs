@@ -384,17 +384,7 @@ impl Applier<'_> {
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let fd = openat(
-                    &parent,
-                    base,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(err("creating the file"))?;
+                let fd = create_new_file(&parent, base).map_err(err("creating the file"))?;
                 let mut file = File::from(fd);
                 let n = io::copy(entry, &mut file).map_err(|source| ApplyError::Entry {
                     entry: String::from_utf8_lossy(name).into_owned(),
@@ -593,17 +583,8 @@ impl Applier<'_> {
         match mknodat(parent, hidden, FileType::CharacterDevice, Mode::empty(), 0) {
             Ok(()) => Ok(()),
             Err(Errno::PERM | Errno::ACCESS) => {
-                let fd = openat(
-                    parent,
-                    hidden,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(e("creating the whiteout file"))?;
+                let fd =
+                    create_new_file(parent, hidden).map_err(e("creating the whiteout file"))?;
                 rustix::fs::fsetxattr(&fd, format::WHITEOUT_XATTR_USER, b"y", XattrFlags::empty())
                     .map_err(e("marking the whiteout file"))?;
                 let dir = reopen_dir(parent).map_err(e("opening the parent"))?;
@@ -656,6 +637,17 @@ impl Applier<'_> {
             }
         }
     }
+}
+
+/// Creates `name` in `dir` as a new, empty, private file; never follows a symlink and
+/// never reuses an existing entry.
+fn create_new_file(dir: impl AsFd, name: &[u8]) -> Result<OwnedFd, Errno> {
+    openat(
+        dir,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
 }
 
 /// Reopens an `O_PATH` directory fd as a readable one (for xattrs and listing).
