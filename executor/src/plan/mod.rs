@@ -306,7 +306,7 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
                 (None, Some(default)) => Some(
                     lexer
                         .process_word(default, &globals)
-                        .map_err(|e| source.error(cmd_position(&meta_args, decl), e.message))?,
+                        .map_err(|e| source.error(cmd.position, e.message))?,
                 ),
                 (None, None) => None,
             };
@@ -478,14 +478,6 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
         build_args: opts.build_args.clone(),
         target_platform,
     })
-}
-
-fn cmd_position(meta_args: &[instructions::ArgCommand], decl: &instructions::ArgDecl) -> Position {
-    meta_args
-        .iter()
-        .find(|c| c.args.iter().any(|d| std::ptr::eq(d, decl)))
-        .map(|c| c.position)
-        .unwrap_or_default()
 }
 
 /// Adds or replaces `key` in an ordered variable list.
