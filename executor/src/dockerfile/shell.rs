@@ -693,7 +693,14 @@ impl Pattern {
             let accept = !(start == end && prev_end == Some(start));
             if accept {
                 out.extend(&s[copied..start]);
-                out.push_str(repl);
+                if all {
+                    // BuildKit replaces every match with Go's ReplaceAllString, which
+                    // reads `$` in the replacement as a template.
+                    let whole: String = s[start..end].iter().collect();
+                    out.push_str(&go_template(repl, &whole));
+                } else {
+                    out.push_str(repl);
+                }
                 copied = end;
             }
             pos = if end == start { end + 1 } else { end };
@@ -707,9 +714,69 @@ impl Pattern {
     }
 }
 
+/// Expands a Go regexp replacement template for a pattern without groups: `$$` is `$`,
+/// `$0`/`${0}` the whole match, any other `$name`/`${name}` nothing; a `$` that starts no
+/// name stays as it is.
+fn go_template(repl: &str, whole: &str) -> String {
+    let chars: Vec<char> = repl.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        let (name, next) = if chars.get(i + 1) == Some(&'{') {
+            match chars[i + 2..].iter().position(|c| *c == '}') {
+                Some(close) => (
+                    chars[i + 2..i + 2 + close].iter().collect::<String>(),
+                    i + 3 + close,
+                ),
+                None => (String::new(), i),
+            }
+        } else {
+            let n = chars[i + 1..]
+                .iter()
+                .take_while(|c| c.is_alphanumeric() || **c == '_')
+                .count();
+            (chars[i + 1..i + 1 + n].iter().collect(), i + 1 + n)
+        };
+        if name.is_empty() {
+            out.push('$');
+            i += 1;
+            continue;
+        }
+        if name == "0" {
+            out.push_str(whole);
+        }
+        i = next;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_all_reads_go_templates() {
+        assert_eq!(go_template("<$0>", "ab"), "<ab>");
+        assert_eq!(go_template("$$x${0}$1$", "m"), "$xm$");
+        let env = vec![
+            ("V".to_string(), "a.b.c".to_string()),
+            ("D".to_string(), "$$".to_string()),
+        ];
+        let l = Lexer::new('\\');
+        // The replacement's own expansion happens first, then Go's template rules.
+        assert_eq!(l.process_word("${V//./$D}", &env).unwrap(), "a$b$c");
+        assert_eq!(l.process_word("${V/./$D}", &env).unwrap(), "a$$b.c");
+    }
 
     fn env() -> Vec<(String, String)> {
         vec![
