@@ -39,22 +39,36 @@ for d in "$root_dir/shared/conformance" "$root_dir/../shared/conformance"; do
   if [ -d "$d" ]; then cp -r "$d" "$stage/conformance"; break; fi
 done
 chmod -R a+rX "$stage"
-chown "$user" "$stage/home"
+chmod 1777 "$stage/home"
 
-failed=0
-for exe in "$stage"/bin/*; do
-  name=$(basename "$exe")
-  [ "$name" = kiln ] && continue
-  echo "-- $name (as $user)"
-  if ! (cd "$stage/home" && runuser -u "$user" -- env -i \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" \
-    KILN_CONFORMANCE_DIR="$stage/conformance" "$exe" --quiet); then
-    failed=$((failed + 1))
-  fi
-done
-if [ "$failed" -ne 0 ]; then
-  echo "unprivileged pass: $failed test binaries failed"
+# Runs every test binary as user $1, with extra environment $2.
+run_as() {
+  local as=$1 extra=$2 failed=0
+  for exe in "$stage"/bin/*; do
+    name=$(basename "$exe")
+    [ "$name" = kiln ] && continue
+    echo "-- $name (as $as)"
+    # shellcheck disable=SC2086
+    if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" \
+      KILN_CONFORMANCE_DIR="$stage/conformance" $extra "$exe" --quiet); then
+      failed=$((failed + 1))
+    fi
+  done
+  return "$failed"
+}
+
+if ! run_as "$user" ""; then
+  echo "unprivileged pass ($user): test binaries failed"
   exit 1
+fi
+single=${KILN_TEST_USER_SINGLE:-kiln-ci-single}
+if id "$single" >/dev/null 2>&1; then
+  echo "== cargo test as unprivileged user '$single' (no subordinate ids: single mapping)"
+  if ! run_as "$single" "KILN_TEST_IDS=single"; then
+    echo "unprivileged pass ($single): test binaries failed"
+    exit 1
+  fi
 fi
 echo "unprivileged pass: all test binaries passed"

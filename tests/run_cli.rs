@@ -33,7 +33,26 @@ fn busybox_root() -> Option<(tempfile::TempDir, PathBuf)> {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
     }
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
+    )
+    .unwrap();
     Some((tmp, root))
+}
+
+/// Whether this process can have ids beyond its own in a build: real root, or subordinate
+/// ids (CI's test user has them).
+fn full_ids() -> bool {
+    rustix::process::geteuid().is_root()
+        || (std::env::var_os("CI").is_some()
+            && std::env::var("KILN_TEST_IDS").as_deref() != Ok("single"))
 }
 
 fn run(root: &Path, extra: &[&str], script: &str) -> (i32, String) {
@@ -143,6 +162,69 @@ fn killing_kiln_ends_the_step() {
 }
 
 #[test]
+fn user_and_other_ids_with_a_full_mapping() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    if !full_ids() {
+        println!("run_cli: full-mapping checks skipped (no subordinate ids here)");
+        return;
+    }
+    let (code, out) = run(
+        &root,
+        &[],
+        "touch /f && chown 1234:1234 /f && stat -c '%u:%g' /f",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1234:1234"), "{out}");
+    let (code, out) = run(
+        &root,
+        &["--user", "app"],
+        "id -u; id -G; grep CapEff /proc/self/status",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1000\n1000 2000\n"), "{out}");
+    assert!(
+        out.contains("CapEff:\t0000000000000000"),
+        "a non-root USER has no capabilities: {out}"
+    );
+    let (code, out) = run(&root, &["--user", "4242:77"], "id -u; id -g; id -G");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4242\n77\n77\n"), "{out}");
+    let (code, out) = run(&root, &["--user", "nobody"], "true");
+    assert_eq!(code, 125, "{out}");
+    assert!(out.contains("unable to find user nobody"), "{out}");
+}
+
+#[test]
+fn single_mapping_says_what_it_cannot_do() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    if rustix::process::geteuid().is_root() {
+        println!("run_cli: single-mapping checks skipped as real root (no user namespace)");
+        return;
+    }
+    let (code, out) = run(
+        &root,
+        &["--single-mapping"],
+        "cat /proc/self/uid_map; touch /g; chown 1234 /g",
+    );
+    assert_ne!(code, 0, "chown to an unmapped id must fail: {out}");
+    assert_eq!(
+        out.lines()
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .len(),
+        3
+    );
+    let (code, out) = run(&root, &["--single-mapping", "--user", "app"], "id");
+    assert_eq!(code, 125, "{out}");
+    assert!(out.contains("needs ids other than 0"), "{out}");
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let Some((_tmp, root)) = busybox_root() else {
         return;
@@ -179,7 +261,13 @@ fn processes_left_running_are_killed_and_no_traces_stay() {
             "left running: {cmdline}"
         );
     }
-    for stub in ["proc", "dev", "etc"] {
+    for stub in [
+        "proc",
+        "dev",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ] {
         assert!(
             !root.join(stub).exists(),
             "/{stub} created by the sandbox stayed in the root"

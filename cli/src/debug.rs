@@ -31,6 +31,12 @@ pub enum DebugCommand {
         /// Working directory inside the root.
         #[arg(long, default_value = "/")]
         cwd: String,
+        /// Run as this user (`name[:group]` or `uid[:gid]`, resolved in the root's /etc).
+        #[arg(long)]
+        user: Option<String>,
+        /// Use the single mapping (0 → you) even when subordinate ids are available.
+        #[arg(long)]
+        single_mapping: bool,
         rootfs: PathBuf,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
@@ -74,6 +80,8 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
             network,
             env,
             cwd,
+            user,
+            single_mapping,
             rootfs,
             argv,
         } => {
@@ -94,6 +102,13 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                 cwd,
                 hostname: "kiln".into(),
                 isolated_network,
+                user,
+                mapping: match kiln_executor::sandbox::userns::IdMapping::detect() {
+                    kiln_executor::sandbox::userns::IdMapping::Full { .. } if single_mapping => {
+                        kiln_executor::sandbox::userns::IdMapping::Single
+                    }
+                    m => m,
+                },
                 etc_dir: PathBuf::new(),
             };
             let exe = std::env::current_exe().context("locating the kiln binary")?;

@@ -12,6 +12,7 @@ pub mod capabilities;
 mod rootfs;
 pub mod run;
 pub mod subid;
+pub mod user;
 pub mod userns;
 
 /// Call first thing in `main` of a program that runs builds: when the process was started

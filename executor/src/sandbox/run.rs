@@ -26,7 +26,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::userns::{enter_namespaces, Namespaces};
+use super::userns::{spawn_in_namespaces, IdMapping, Namespaces};
 
 /// What to run and where.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,6 +41,12 @@ pub struct RunSpec {
     pub hostname: String,
     /// Give the command its own network namespace (only loopback).
     pub isolated_network: bool,
+    /// `USER` of the step: `name`, `uid`, `name:group` or `uid:gid`, resolved in the root's
+    /// /etc/passwd and /etc/group; root when `None`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// How ids map; [`IdMapping::detect`] gives the best one.
+    pub mapping: IdMapping,
     /// Directory holding `hosts`, `resolv.conf` and `hostname` for the command; set by
     /// [`run`].
     #[serde(default)]
@@ -148,19 +154,17 @@ fn spawn_and_wait(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    enter_namespaces(
-        &mut cmd,
-        Namespaces {
-            mount: true,
-            pid: true,
-            uts: true,
-            ipc: true,
-            net: spec.isolated_network,
-        },
-    );
-    let mut child = cmd
-        .spawn()
-        .map_err(io(format!("starting {}", helper.display())))?;
+    let ns = Namespaces {
+        mount: true,
+        pid: true,
+        uts: true,
+        ipc: true,
+        net: spec.isolated_network,
+    };
+    let mut child = spawn_in_namespaces(&mut cmd, ns, &spec.mapping).map_err(io(format!(
+        "starting {} in new namespaces",
+        helper.display()
+    )))?;
     let (mut out, mut err) = match (child.stdout.take(), child.stderr.take()) {
         (Some(o), Some(e)) => (o, e),
         _ => return Err(io("capturing output")(std::io::Error::other("no pipes"))),
@@ -212,6 +216,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 /// The launcher: starts pid 1 of the new pid namespace and passes on its exit status.
 pub(super) fn launcher_main(json: &str) -> i32 {
+    if let Err(e) = super::userns::finish_entry() {
+        eprintln!("kiln sandbox: entering the build's namespaces: {e}");
+        return 125;
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -259,8 +267,32 @@ pub(super) fn pid1_main(json: &str) -> i32 {
         spec.cwd.as_str()
     };
     let _ = std::fs::create_dir_all(cwd);
+    let ids = match spec.user.as_deref().filter(|u| !u.is_empty()) {
+        None => None,
+        Some(user) => match super::user::resolve(user, Path::new("/etc")) {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                eprintln!("kiln sandbox: USER {user}: {e}");
+                return 125;
+            }
+        },
+    };
+    if let (Some(ids), IdMapping::Single) = (&ids, &spec.mapping) {
+        if ids.uid != 0 || ids.groups.iter().chain([&ids.gid]).any(|g| *g != 0) {
+            eprintln!(
+                "kiln sandbox: USER {} needs ids other than 0, which exist only with subordinate ids \
+                 (ranges in /etc/subuid and /etc/subgid, and newuidmap/newgidmap); kiln runs with the \
+                 single mapping 0 → your uid",
+                spec.user.as_deref().unwrap_or_default()
+            );
+            return 125;
+        }
+    }
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear().current_dir(cwd);
+    if let Some(ids) = ids {
+        super::user::switch_to(&mut cmd, ids);
+    }
     for kv in &spec.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);

@@ -1,14 +1,219 @@
 //! Starting a process in new namespaces, the rootless way.
 //!
-//! As an unprivileged user the child unshares a user namespace together with the others
-//! it needs, and maps itself: `setgroups` is denied, then `0 → caller` is written to its own
-//! uid and gid maps (the single mapping; a full mapping through `newuidmap` needs a
-//! second process to write the maps and comes with the RUN executor). As real root only the
-//! other namespaces are unshared. Either way mount propagation is made private first, so
-//! nothing mounted inside ever shows in the host's mount table.
+//! Three ways in:
+//! - **real root**: only the other namespaces are unshared;
+//! - **single mapping** (no subordinate ids): the child unshares a user namespace together
+//!   with the others and maps itself: `setgroups` denied, `0 → caller` for uid and gid;
+//! - **full mapping**: the child unshares only a user namespace and waits on a pipe while
+//!   the parent maps `0 → caller, 1… → the subordinate range` with the setuid helpers
+//!   `newuidmap`/`newgidmap`; then it re-executes itself (to regain its capabilities as
+//!   root of the namespace) and unshares the other namespaces ([`finish_entry`]).
+//!
+//! Mount propagation is made private first, so nothing mounted inside ever shows in the
+//! host's mount table, and every child dies with its parent.
 
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use super::subid::{SubIdRange, SubIds};
+
+/// Environment variable carrying the sync pipe's read end to a fully mapped child.
+const SYNC_FD_ENV: &str = "KILN_SANDBOX_SYNC_FD";
+/// Environment variable carrying the namespaces still to unshare after the mapping.
+const UNSHARE_ENV: &str = "KILN_SANDBOX_UNSHARE";
+
+/// How the ids of the build's user namespace map to the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum IdMapping {
+    /// Real root: no user namespace.
+    Root,
+    /// `0 → caller` only; other ids do not exist inside.
+    Single,
+    /// `0 → caller`, `1..=count → start..` of the subordinate ranges.
+    Full {
+        uid: u32,
+        gid: u32,
+        uid_range: (u32, u32),
+        gid_range: (u32, u32),
+        newuidmap: PathBuf,
+        newgidmap: PathBuf,
+    },
+}
+
+impl IdMapping {
+    /// The best mapping this process can have.
+    pub fn detect() -> IdMapping {
+        if is_real_root() {
+            return IdMapping::Root;
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let sub = SubIds::for_user(uid);
+        match (
+            sub.uid_ranges.first(),
+            sub.gid_ranges.first(),
+            sub.newuidmap,
+            sub.newgidmap,
+        ) {
+            (Some(u), Some(g), Some(nu), Some(ng)) => IdMapping::Full {
+                uid,
+                gid,
+                uid_range: range(u),
+                gid_range: range(g),
+                newuidmap: nu,
+                newgidmap: ng,
+            },
+            _ => IdMapping::Single,
+        }
+    }
+}
+
+fn range(r: &SubIdRange) -> (u32, u32) {
+    (r.start, r.count)
+}
+
+fn is_real_root() -> bool {
+    rustix::process::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false)
+}
+
+fn unshare_flags(ns: Namespaces) -> rustix::thread::UnshareFlags {
+    use rustix::thread::UnshareFlags as F;
+    let mut flags = F::empty();
+    for (on, f) in [
+        (ns.mount, F::NEWNS),
+        (ns.pid, F::NEWPID),
+        (ns.uts, F::NEWUTS),
+        (ns.ipc, F::NEWIPC),
+        (ns.net, F::NEWNET),
+    ] {
+        if on {
+            flags |= f;
+        }
+    }
+    flags
+}
+
+/// Starts `cmd` in new namespaces with `mapping`. With [`IdMapping::Full`] the program
+/// must call [`finish_entry`] first thing (the kiln binary does, through
+/// [`super::helper_main`]).
+pub fn spawn_in_namespaces(
+    cmd: &mut Command,
+    ns: Namespaces,
+    mapping: &IdMapping,
+) -> std::io::Result<Child> {
+    let IdMapping::Full {
+        uid,
+        gid,
+        uid_range,
+        gid_range,
+        newuidmap,
+        newgidmap,
+    } = mapping
+    else {
+        // Root and single mapping: the child does everything itself.
+        enter_namespaces(cmd, ns);
+        return cmd.spawn();
+    };
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let raw = read.as_raw_fd();
+    cmd.env(SYNC_FD_ENV, raw.to_string())
+        .env(UNSHARE_ENV, unshare_flags(ns).bits().to_string());
+    // SAFETY: between fork and exec the child only makes system calls (prctl, unshare,
+    // fcntl) on values captured by copy; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            // The child is single-threaded after fork: nobody shares what is unshared.
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER)?;
+            // The read end must survive exec; it was opened close-on-exec.
+            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(read);
+    let pid = child.id().to_string();
+    for (helper, own, (start, count)) in [(newuidmap, uid, uid_range), (newgidmap, gid, gid_range)]
+    {
+        let out = Command::new(helper)
+            .args([
+                pid.as_str(),
+                "0",
+                &own.to_string(),
+                "1",
+                "1",
+                &start.to_string(),
+                &count.to_string(),
+            ])
+            .output();
+        let ok = matches!(&out, Ok(o) if o.status.success());
+        if !ok {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = match out {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(std::io::Error::other(format!(
+                "{} failed: {why}",
+                helper.display()
+            )));
+        }
+    }
+    let mut w = std::fs::File::from(write);
+    w.write_all(b"1")?;
+    Ok(child)
+}
+
+/// The child's half of [`spawn_in_namespaces`] with a full mapping: wait for the maps,
+/// re-execute to gain root's capabilities in the namespace, then unshare the other
+/// namespaces. Must run while the process has a single thread; a no-op otherwise.
+pub fn finish_entry() -> std::io::Result<()> {
+    if let Ok(fd) = std::env::var(SYNC_FD_ENV) {
+        let fd: i32 = fd.parse().map_err(std::io::Error::other)?;
+        // SAFETY: the parent passed us this fd (the pipe's read end) and nothing else
+        // in this process uses it.
+        let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut byte = [0u8; 1];
+        pipe.read_exact(&mut byte)?;
+        drop(pipe);
+        let exe = std::env::current_exe()?;
+        let err = Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env_remove(SYNC_FD_ENV)
+            .exec();
+        return Err(err);
+    }
+    if let Ok(bits) = std::env::var(UNSHARE_ENV) {
+        std::env::remove_var(UNSHARE_ENV);
+        // Gaining root's capabilities at the re-exec was a credential change, which
+        // cleared the parent-death signal: set it again, and leave if kiln is gone already.
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        if rustix::process::getppid().is_none() {
+            return Err(std::io::Error::other("kiln exited"));
+        }
+        let flags = rustix::thread::UnshareFlags::from_bits_retain(
+            bits.parse().map_err(std::io::Error::other)?,
+        );
+        // SAFETY: called first thing in `main`, while the process has one thread.
+        unsafe { rustix::thread::unshare_unsafe(flags) }?;
+        if flags.contains(rustix::thread::UnshareFlags::NEWNS) {
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::PRIVATE
+                    | rustix::mount::MountPropagationFlags::REC,
+            )?;
+        }
+    }
+    Ok(())
+}
 
 /// Namespaces besides the user namespace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,10 +228,7 @@ pub struct Namespaces {
 /// Prepares `cmd` to start in new namespaces: a user namespace with the single mapping
 /// when the caller is not real root, plus `ns`.
 pub fn enter_namespaces(cmd: &mut Command, ns: Namespaces) {
-    let real_root = rustix::process::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-            .unwrap_or(false);
+    let real_root = is_real_root();
     let plan = child::Plan::new(
         ns,
         (!real_root).then(|| {
@@ -72,18 +274,7 @@ mod child {
 
     impl Plan {
         pub(super) fn new(ns: Namespaces, caller: Option<(u32, u32)>) -> Plan {
-            let mut flags = UnshareFlags::empty();
-            for (on, f) in [
-                (ns.mount, UnshareFlags::NEWNS),
-                (ns.pid, UnshareFlags::NEWPID),
-                (ns.uts, UnshareFlags::NEWUTS),
-                (ns.ipc, UnshareFlags::NEWIPC),
-                (ns.net, UnshareFlags::NEWNET),
-            ] {
-                if on {
-                    flags |= f;
-                }
-            }
+            let mut flags = super::unshare_flags(ns);
             if caller.is_some() {
                 flags |= UnshareFlags::NEWUSER;
             }
