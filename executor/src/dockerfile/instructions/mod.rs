@@ -6,6 +6,7 @@
 //! validated now ([`flags`]); `RUN --mount` values are parsed now when they hold no
 //! variable and again at dispatch otherwise ([`mount`]).
 
+pub mod device;
 pub mod duration;
 mod expand;
 pub mod flags;
@@ -13,6 +14,7 @@ pub mod mount;
 
 use std::time::Duration;
 
+pub use device::RunDevice;
 pub use mount::{CacheSharing, MountKind, RunMount};
 
 use self::flags::{parse_flags, FlagKind, FlagValues};
@@ -145,6 +147,11 @@ pub struct RunCommand {
     pub mount_specs: Vec<String>,
     pub network: NetworkMode,
     pub security: SecurityMode,
+    /// `--device` requests (CDI device names), in order, never expanded. BuildKit parses
+    /// them everywhere, but its stable (non-labs) frontend fails the RUN at dispatch when
+    /// any is present: `device feature is only supported in Dockerfile frontend
+    /// 1.14.0-labs or later`.
+    pub devices: Vec<RunDevice>,
 }
 
 /// `RUN --network`.
@@ -505,6 +512,7 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                 ("mount", FlagKind::Strings),
                 ("network", FlagKind::String),
                 ("security", FlagKind::String),
+                ("device", FlagKind::Strings),
             ])?;
             let network = match f.string("network").as_deref() {
                 None | Some("default") => NetworkMode::Default,
@@ -533,6 +541,12 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                 .map(|spec| parse_mount_at_parse_time(spec, escape))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
+            let devices = f
+                .list("device")
+                .iter()
+                .map(|spec| device::parse_device(spec))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
             command(Instruction::Run(RunCommand {
                 command: shell_or_exec(false),
                 heredocs: node.heredocs.clone(),
@@ -540,6 +554,7 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                 mount_specs,
                 network,
                 security,
+                devices,
             }))
         }
         "cmd" => {

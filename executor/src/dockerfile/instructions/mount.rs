@@ -110,7 +110,7 @@ const ALL_KEYS: &[&str] = &[
     "env",
 ];
 
-fn hint(msg: String, value: &str, options: &[&str]) -> String {
+pub(crate) fn hint(msg: String, value: &str, options: &[&str]) -> String {
     match suggest(value, options.iter().copied(), true) {
         Some(s) => format!("{msg} (did you mean {s}?)"),
         None => msg,
@@ -327,7 +327,7 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
 }
 
 /// Splits one CSV record (RFC 4180 quoting: `"a,b"`, `""` for a quote).
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;

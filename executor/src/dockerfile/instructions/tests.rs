@@ -245,6 +245,28 @@ fn run_flags_and_mounts() {
         err("FROM x\nRUN --mount=from=$x,target=/t true\n"),
         "'from' doesn't support variable expansion, define alias stage instead"
     );
+    let Instruction::Run(r) =
+        first("RUN --device=vendor.com/gpu=all,required --device=name=x true")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.devices,
+        vec![
+            RunDevice {
+                name: "vendor.com/gpu=all".into(),
+                required: true
+            },
+            RunDevice {
+                name: "x".into(),
+                required: false
+            },
+        ]
+    );
+    assert_eq!(
+        err("FROM x\nRUN --device=a,b true\n"),
+        "invalid field 'b' must be a key=value pair"
+    );
     let Instruction::Run(r) = first("RUN [\"echo\", \"a b\"]") else {
         panic!()
     };
