@@ -225,6 +225,93 @@ fn single_mapping_says_what_it_cannot_do() {
 }
 
 #[test]
+fn mounts_work_and_leave_no_trace() {
+    let Some((tmp, root)) = busybox_root() else {
+        return;
+    };
+    let ctx = tmp.path().join("context");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "from the context").unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let marker = format!(
+        "kiln-secret-marker-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    );
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, &marker).unwrap();
+    let mounts = |extra: &str| {
+        vec![
+            "--mount".to_string(),
+            "tmpfs:/scratch".to_string(),
+            "--mount".to_string(),
+            format!("bind:{}:/ctx", ctx.display()),
+            "--mount".to_string(),
+            format!("bind:{}:/var/cache/app:rw", cache.display()),
+            "--mount".to_string(),
+            format!("secret:{}:/run/secrets/{extra}", secret.display()),
+        ]
+    };
+    let script = "ls /scratch | wc -l; echo x > /scratch/f; cat /ctx/a; echo; \
+                  (echo y > /ctx/b) 2>/dev/null || echo ctx-read-only; echo run >> /var/cache/app/log; \
+                  stat -c '%a %u' /run/secrets/token; cat /run/secrets/token; echo";
+    for round in 0..2 {
+        let mut all: Vec<String> = vec!["debug".into(), "run".into()];
+        all.extend(mounts("token"));
+        all.push(root.to_string_lossy().into_owned());
+        all.extend(["--", "sh", "-c", script].map(String::from));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = kiln(&all, None);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.starts_with("0\n"),
+            "the tmpfs starts empty every time: {stdout}"
+        );
+        for want in [
+            "from the context",
+            "ctx-read-only",
+            "400 0",
+            marker.as_str(),
+        ] {
+            assert!(
+                stdout.contains(want),
+                "round {round}: missing {want:?} in {stdout}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(cache.join("log")).unwrap(),
+        "run\nrun\n",
+        "the cache persists"
+    );
+    for gone in ["scratch", "ctx", "var", "run"] {
+        assert!(
+            !root.join(gone).exists(),
+            "/{gone} (a mount point) stayed in the root"
+        );
+    }
+    // The secret's bytes are nowhere in the root filesystem.
+    fn scan(dir: &Path, marker: &[u8]) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            if md.is_dir() {
+                scan(&e.path(), marker);
+            } else if md.is_file() {
+                let data = std::fs::read(e.path()).unwrap_or_default();
+                assert!(
+                    !data.windows(marker.len()).any(|w| w == marker),
+                    "secret found in {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    scan(&root, marker.as_bytes());
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let Some((_tmp, root)) = busybox_root() else {
         return;

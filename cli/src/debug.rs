@@ -37,6 +37,10 @@ pub enum DebugCommand {
         /// Use the single mapping (0 → you) even when subordinate ids are available.
         #[arg(long)]
         single_mapping: bool,
+        /// A mount: `tmpfs:TARGET`, `bind:SOURCE:TARGET[:rw]` or `secret:FILE:TARGET`
+        /// (repeatable).
+        #[arg(long = "mount", value_name = "KIND:…")]
+        mounts: Vec<String>,
         rootfs: PathBuf,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
@@ -82,9 +86,42 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
             cwd,
             user,
             single_mapping,
+            mounts,
             rootfs,
             argv,
         } => {
+            use kiln_executor::sandbox::mounts::{MountSource, MountSpec};
+            let mounts = mounts
+                .iter()
+                .map(|m| {
+                    let parts: Vec<&str> = m.split(':').collect();
+                    Ok(match parts.as_slice() {
+                        ["tmpfs", target] => MountSpec {
+                            target: target.to_string(),
+                            source: MountSource::Tmpfs { size: None },
+                        },
+                        ["bind", src, target, rest @ ..] => MountSpec {
+                            target: target.to_string(),
+                            source: MountSource::Bind {
+                                source: std::fs::canonicalize(src)
+                                    .with_context(|| format!("mount source {src}"))?,
+                                readonly: rest != ["rw"],
+                            },
+                        },
+                        ["secret", src, target] => MountSpec {
+                            target: target.to_string(),
+                            source: MountSource::Secret {
+                                source: std::fs::canonicalize(src)
+                                    .with_context(|| format!("secret {src}"))?,
+                                mode: 0o400,
+                                uid: 0,
+                                gid: 0,
+                            },
+                        },
+                        _ => bail!("bad --mount {m:?}: tmpfs:TARGET, bind:SOURCE:TARGET[:rw] or secret:FILE:TARGET"),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let isolated_network = match network.as_str() {
                 "none" => true,
                 "default" | "host" => false,
@@ -102,6 +139,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                 cwd,
                 hostname: "kiln".into(),
                 isolated_network,
+                mounts,
                 user,
                 mapping: match kiln_executor::sandbox::userns::IdMapping::detect() {
                     kiln_executor::sandbox::userns::IdMapping::Full { .. } if single_mapping => {

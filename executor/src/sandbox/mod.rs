@@ -5,10 +5,12 @@
 //! - [`userns`]: starting a process in new user, mount (and other) namespaces with the
 //!   single mapping `0 → caller`, or just a private mount namespace as real root.
 //!
+//! - [`mounts`]: what a RUN mounts (tmpfs, binds for context, stages and caches, secrets).
 //! - [`run`]: one command in a root filesystem with its own pid, mount, uts, ipc (and
 //!   network) namespaces, `/proc`, `/dev` and `/etc` files, after `pivot_root`.
 
 pub mod capabilities;
+pub mod mounts;
 mod rootfs;
 pub mod run;
 pub mod subid;

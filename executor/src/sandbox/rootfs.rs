@@ -111,6 +111,10 @@ pub(super) fn prepare(spec: &RunSpec) -> io::Result<()> {
         mount_bind(spec.etc_dir.join(f), &target).map_err(errno(format!("binding /etc/{f}")))?;
     }
 
+    for (i, m) in spec.mounts.iter().enumerate() {
+        super::mounts::mount_into(root, &dev, i, m)?;
+    }
+
     rustix::process::chdir(root).map_err(errno(format!("entering {}", root.display())))?;
     rustix::process::pivot_root(".", ".").map_err(errno("pivot_root".into()))?;
     unmount(".", UnmountFlags::DETACH).map_err(errno("detaching the old root".into()))?;

@@ -47,6 +47,9 @@ pub struct RunSpec {
     pub user: Option<String>,
     /// How ids map; [`IdMapping::detect`] gives the best one.
     pub mapping: IdMapping,
+    /// What the step mounts (RUN --mount), in order.
+    #[serde(default)]
+    pub mounts: Vec<super::mounts::MountSpec>,
     /// Directory holding `hosts`, `resolv.conf` and `hostname` for the command; set by
     /// [`run`].
     #[serde(default)]
@@ -120,11 +123,17 @@ pub fn run(
 
     // Mount points pid 1 will have to create; removed again afterwards, so that nothing of
     // the sandbox's own reaches the root filesystem (and so a layer).
-    let stubs: Vec<PathBuf> = STUBS
-        .iter()
-        .map(|s| spec.rootfs.join(s))
-        .filter(|p| std::fs::symlink_metadata(p).is_err())
-        .collect();
+    let mut stubs: Vec<PathBuf> = Vec::new();
+    for m in &spec.mounts {
+        stubs.extend(super::mounts::missing_components(&spec.rootfs, &m.target));
+    }
+    stubs.reverse(); // deepest first
+    stubs.extend(
+        STUBS
+            .iter()
+            .map(|s| spec.rootfs.join(s))
+            .filter(|p| std::fs::symlink_metadata(p).is_err()),
+    );
     let outcome = spawn_and_wait(&spec, helper, &mut on_output);
     for p in &stubs {
         let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));

@@ -1,0 +1,162 @@
+//! RUN mounts inside the sandbox, set up by pid 1 before `pivot_root`:
+//! - `Tmpfs`: a fresh tmpfs (optionally size-limited): gone after the step;
+//! - `Bind`: a host directory or file (the build context, another stage's root, a cache
+//!   directory), read-only or writable;
+//! - `Secret`: the secret's bytes are copied onto pid 1's own `/dev` tmpfs (memory, never
+//!   a disk) with the requested mode and owner, bind-mounted at the target, and the
+//!   staging name is unlinked, so the only way to the bytes is the target, for the length
+//!   of the step.
+//!
+//! Mount points that do not exist in the root are created for the step and removed by
+//! [`super::run::run`] afterwards ([`missing_components`]), so no trace of a mount — not
+//! even an empty `/run/secrets` — stays in the root filesystem, and so in a layer.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::mount::{mount, mount_bind, mount_remount, MountFlags};
+
+/// What is mounted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MountSource {
+    Tmpfs {
+        size: Option<u64>,
+    },
+    Bind {
+        source: PathBuf,
+        readonly: bool,
+    },
+    /// `source` is a host file holding the secret (kiln keeps it in memory-backed storage).
+    Secret {
+        source: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// One mount of a step: what, and where inside the root (an absolute path).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountSpec {
+    pub target: String,
+    pub source: MountSource,
+}
+
+/// `target` made relative to the root, with `.` dropped; `None` if it has `..`.
+fn relative(target: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(target).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => return None,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// The paths from `root` down to `target` that do not exist yet, outermost first.
+pub fn missing_components(root: &Path, target: &str) -> Vec<PathBuf> {
+    let Some(rel) = relative(target) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        if fs::symlink_metadata(&p).is_err() {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+fn errno(what: String) -> impl FnOnce(rustix::io::Errno) -> io::Error {
+    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
+/// Creates the mount point `root/target` (a directory, or a file when `file`), refusing
+/// a target that leaves the root or passes through a symlink.
+fn mount_point(root: &Path, target: &str, file: bool) -> io::Result<PathBuf> {
+    let rel = relative(target)
+        .ok_or_else(|| io::Error::other(format!("mount target {target:?} leaves the root")))?;
+    let mut p = root.to_path_buf();
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(md) if md.file_type().is_symlink() => {
+                return Err(io::Error::other(format!(
+                    "mount target {target:?} passes through a symlink"
+                )))
+            }
+            Ok(_) => {}
+            Err(_) if i + 1 == n && file => fs::write(&p, b"")?,
+            Err(_) => fs::create_dir(&p)?,
+        }
+    }
+    Ok(p)
+}
+
+/// Mounts `m` (the `index`-th mount of the step) into `root`; `dev` is pid 1's `/dev`
+/// tmpfs inside the root, used to stage secrets.
+pub(super) fn mount_into(root: &Path, dev: &Path, index: usize, m: &MountSpec) -> io::Result<()> {
+    match &m.source {
+        MountSource::Tmpfs { size } => {
+            let at = mount_point(root, &m.target, false)?;
+            let opts = match size {
+                Some(s) => format!("mode=1777,size={s}"),
+                None => "mode=1777".to_string(),
+            };
+            let data = CString::new(opts).map_err(io::Error::other)?;
+            mount(
+                "tmpfs",
+                &at,
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                data.as_c_str(),
+            )
+            .map_err(errno(format!("mounting a tmpfs at {}", m.target)))
+        }
+        MountSource::Bind { source, readonly } => {
+            let at = mount_point(root, &m.target, !source.is_dir())?;
+            mount_bind(source, &at).map_err(errno(format!(
+                "binding {} at {}",
+                source.display(),
+                m.target
+            )))?;
+            if *readonly {
+                mount_remount(&at, MountFlags::BIND | MountFlags::RDONLY, "")
+                    .map_err(errno(format!("making {} read-only", m.target)))?;
+            }
+            Ok(())
+        }
+        MountSource::Secret {
+            source,
+            mode,
+            uid,
+            gid,
+        } => {
+            let staged = dev.join(format!(".kiln-secret-{index}"));
+            fs::copy(source, &staged)?;
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                &staged,
+                Some(rustix::fs::Uid::from_raw(*uid)),
+                Some(rustix::fs::Gid::from_raw(*gid)),
+                rustix::fs::AtFlags::empty(),
+            )
+            .map_err(errno(format!("setting the owner of secret {}", m.target)))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&staged, fs::Permissions::from_mode(*mode))?;
+            }
+            let at = mount_point(root, &m.target, true)?;
+            mount_bind(&staged, &at).map_err(errno(format!("mounting secret at {}", m.target)))?;
+            let _ = mount_remount(&at, MountFlags::BIND | MountFlags::RDONLY, "");
+            fs::remove_file(&staged)
+        }
+    }
+}
