@@ -318,6 +318,16 @@ fn network_none_has_only_loopback() {
     };
     let (code, out) = run(&root, &["--network", "none"], "cat /proc/net/dev");
     assert_eq!(code, 0, "{out}");
+    let (code, up) = run(
+        &root,
+        &["--network", "none"],
+        "ip link show lo; ping -c 1 -W 2 127.0.0.1 >/dev/null && echo ping-ok",
+    );
+    assert_eq!(code, 0, "{up}");
+    assert!(
+        up.contains(",UP") && up.contains("ping-ok"),
+        "lo must be up: {up}"
+    );
     let ifaces: Vec<&str> = out
         .lines()
         .skip(2)

@@ -10,6 +10,7 @@
 //!   network) namespaces, `/proc`, `/dev` and `/etc` files, after `pivot_root`.
 
 pub mod capabilities;
+mod loopback;
 pub mod mounts;
 mod rootfs;
 pub mod run;

@@ -38,6 +38,10 @@ fn touch(path: &Path) -> io::Result<()> {
 pub(super) fn prepare(spec: &RunSpec) -> io::Result<()> {
     let root = &spec.rootfs;
     let _ = rustix::system::sethostname(spec.hostname.as_bytes());
+    if spec.isolated_network {
+        super::loopback::up()
+            .map_err(|e| io::Error::new(e.kind(), format!("bringing lo up: {e}")))?;
+    }
     mount_bind_recursive(root, root)
         .map_err(errno(format!("binding {} on itself", root.display())))?;
 

@@ -19,8 +19,8 @@
 //! The command keeps Docker's default capabilities ([`super::capabilities`]); every
 //! process of the chain dies with its parent, so killing kiln ends the step.
 //!
-//! Not yet here: the full id mapping through newuidmap, USER switching, loopback up with
-//! `--network=none`, RUN mounts.
+//! With `isolated_network`, the command gets a network namespace whose only interface,
+//! `lo`, is up.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
