@@ -248,13 +248,16 @@ fn mounts_work_and_leave_no_trace() {
             "--mount".to_string(),
             format!("bind:{}:/ctx", ctx.display()),
             "--mount".to_string(),
-            format!("bind:{}:/var/cache/app:rw", cache.display()),
+            format!("bind:{}:/var/cache/app:cache", cache.display()),
+            "--mount".to_string(),
+            format!("bind:{}:/scratch-ctx:rw", ctx.display()),
             "--mount".to_string(),
             format!("secret:{}:/run/secrets/{extra}", secret.display()),
         ]
     };
     let script = "ls /scratch | wc -l; echo x > /scratch/f; cat /ctx/a; echo; \
                   (echo y > /ctx/b) 2>/dev/null || echo ctx-read-only; echo run >> /var/cache/app/log; \
+                  echo thrown-away > /scratch-ctx/new && cat /scratch-ctx/new; \
                   stat -c '%a %u' /run/secrets/token; cat /run/secrets/token; echo";
     for round in 0..2 {
         let mut all: Vec<String> = vec!["debug".into(), "run".into()];
@@ -272,6 +275,7 @@ fn mounts_work_and_leave_no_trace() {
         for want in [
             "from the context",
             "ctx-read-only",
+            "thrown-away",
             "400 0",
             marker.as_str(),
         ] {
@@ -286,7 +290,11 @@ fn mounts_work_and_leave_no_trace() {
         "run\nrun\n",
         "the cache persists"
     );
-    for gone in ["scratch", "ctx", "var", "run"] {
+    assert!(
+        !ctx.join("new").exists(),
+        "writes to an rw bind mount are thrown away"
+    );
+    for gone in ["scratch", "scratch-ctx", "ctx", "var", "run"] {
         assert!(
             !root.join(gone).exists(),
             "/{gone} (a mount point) stayed in the root"

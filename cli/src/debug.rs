@@ -37,7 +37,8 @@ pub enum DebugCommand {
         /// Use the single mapping (0 → you) even when subordinate ids are available.
         #[arg(long)]
         single_mapping: bool,
-        /// A mount: `tmpfs:TARGET`, `bind:SOURCE:TARGET[:rw]` or `secret:FILE:TARGET`
+        /// A mount: `tmpfs:TARGET`, `bind:SOURCE:TARGET[:rw|:cache]` (rw: writes thrown away;
+        /// cache: writes kept) or `secret:FILE:TARGET`
         /// (repeatable).
         #[arg(long = "mount", value_name = "KIND:…")]
         mounts: Vec<String>,
@@ -105,7 +106,8 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                             source: MountSource::Bind {
                                 source: std::fs::canonicalize(src)
                                     .with_context(|| format!("mount source {src}"))?,
-                                readonly: rest != ["rw"],
+                                readonly: rest.is_empty(),
+                                discard_writes: rest == ["rw"],
                             },
                         },
                         ["secret", src, target] => MountSpec {
@@ -118,7 +120,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                                 gid: 0,
                             },
                         },
-                        _ => bail!("bad --mount {m:?}: tmpfs:TARGET, bind:SOURCE:TARGET[:rw] or secret:FILE:TARGET"),
+                        _ => bail!("bad --mount {m:?}: tmpfs:TARGET, bind:SOURCE:TARGET[:rw|:cache] or secret:FILE:TARGET"),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

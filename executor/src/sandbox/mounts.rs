@@ -1,7 +1,7 @@
 //! RUN mounts inside the sandbox, set up by pid 1 before `pivot_root`:
 //! - `Tmpfs`: a fresh tmpfs (optionally size-limited): gone after the step;
 //! - `Bind`: a host directory or file (the build context, another stage's root, a cache
-//!   directory), read-only or writable;
+//!   directory), read-only, writable, or writable with the writes thrown away;
 //! - `Secret`: the secret's bytes are copied onto pid 1's own `/dev` tmpfs (memory, never
 //!   a disk) with the requested mode and owner, bind-mounted at the target, and the
 //!   staging name is unlinked, so the only way to the bytes is the target, for the length
@@ -24,9 +24,13 @@ pub enum MountSource {
     Tmpfs {
         size: Option<u64>,
     },
+    /// `discard_writes` (with `readonly: false`): writes land on a throw-away layer, as
+    /// BuildKit's `type=bind,rw`; without it writes reach `source` (cache directories).
     Bind {
         source: PathBuf,
         readonly: bool,
+        #[serde(default)]
+        discard_writes: bool,
     },
     /// `source` is a host file holding the secret (kiln keeps it in memory-backed storage).
     Secret {
@@ -120,8 +124,43 @@ pub(super) fn mount_into(root: &Path, dev: &Path, index: usize, m: &MountSpec) -
             )
             .map_err(errno(format!("mounting a tmpfs at {}", m.target)))
         }
-        MountSource::Bind { source, readonly } => {
+        MountSource::Bind {
+            source,
+            readonly,
+            discard_writes,
+        } => {
             let at = mount_point(root, &m.target, !source.is_dir())?;
+            if *discard_writes && !*readonly && source.is_dir() {
+                // Writable, but the writes go to an upper on pid 1's /dev tmpfs and vanish
+                // with the step (BuildKit's `rw` bind mounts).
+                let stage = dev.join(format!(".kiln-rw-{index}"));
+                let (upper, work) = (stage.join("upper"), stage.join("work"));
+                fs::create_dir_all(&upper)?;
+                fs::create_dir_all(&work)?;
+                let mut opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    source.display(),
+                    upper.display(),
+                    work.display()
+                );
+                if !crate::sandbox::userns::is_real_root() {
+                    opts.push_str(",userxattr");
+                }
+                let data = CString::new(opts).map_err(io::Error::other)?;
+                mount(
+                    "overlay",
+                    &at,
+                    "overlay",
+                    MountFlags::empty(),
+                    data.as_c_str(),
+                )
+                .map_err(errno(format!(
+                    "mounting a throw-away layer over {} at {}",
+                    source.display(),
+                    m.target
+                )))?;
+                return Ok(());
+            }
             mount_bind(source, &at).map_err(errno(format!(
                 "binding {} at {}",
                 source.display(),

@@ -75,7 +75,8 @@ fn range(r: &SubIdRange) -> (u32, u32) {
     (r.start, r.count)
 }
 
-fn is_real_root() -> bool {
+/// Whether this process is uid 0 in the initial user namespace.
+pub fn is_real_root() -> bool {
     rustix::process::geteuid().is_root()
         && std::fs::read_to_string("/proc/self/uid_map")
             .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
