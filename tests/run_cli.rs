@@ -319,6 +319,50 @@ fn mounts_work_and_leave_no_trace() {
     scan(&root, marker.as_bytes());
 }
 
+/// Inside an unprivileged container (here: a user namespace made by `unshare -Urm`,
+/// where kiln is "root" without real privileges and without subordinate ids), steps run
+/// with the single mapping, and doctor says so.
+#[test]
+fn inside_an_unprivileged_container() {
+    let Some((_tmp, root)) = busybox_root() else {
+        return;
+    };
+    let kiln_bin = kiln_tests::kiln_bin();
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount"])
+        .arg(&kiln_bin)
+        .args(["debug", "run", "--network", "none", "--mount", "tmpfs:/t"])
+        .arg(&root)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "id -u; ip link show lo; touch /t/x && echo tmpfs-ok",
+        ])
+        .output()
+        .expect("unshare");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("0\n") && stdout.contains(",UP") && stdout.contains("tmpfs-ok"),
+        "{stdout}"
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount"])
+        .arg(&kiln_bin)
+        .arg("doctor")
+        .output()
+        .expect("unshare");
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(
+            "ok   user namespaces            an unprivileged user namespace can be created"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL subordinate ids"), "{stdout}");
+}
+
 #[test]
 fn network_none_has_only_loopback() {
     let Some((_tmp, root)) = busybox_root() else {

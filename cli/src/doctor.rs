@@ -66,7 +66,7 @@ pub fn run(out: &mut impl Write) -> Result<()> {
         fix: "",
     });
     let uid = rustix::process::geteuid().as_raw();
-    let root = uid == 0;
+    let root = kiln_executor::sandbox::userns::is_real_root();
     let userns = {
         let mut cmd = Command::new("/bin/true");
         enter_namespaces(&mut cmd, Namespaces::default());
