@@ -75,13 +75,7 @@ fn range(r: &SubIdRange) -> (u32, u32) {
     (r.start, r.count)
 }
 
-/// Whether this process is uid 0 in the initial user namespace.
-pub fn is_real_root() -> bool {
-    rustix::process::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-            .unwrap_or(false)
-}
+pub use kiln_snapshotter::idmap::is_real_root;
 
 fn unshare_flags(ns: Namespaces) -> rustix::thread::UnshareFlags {
     use rustix::thread::UnshareFlags as F;
