@@ -2,6 +2,7 @@
 //! `kiln-executor` library: it parses arguments, renders results and errors, and maps them
 //! to exit codes (0 ok, 1 failed, 2 usage error).
 
+mod build;
 mod debug;
 mod doctor;
 mod layer;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(build::BuildArgs),
     /// Look inside the frontend: how kiln reads a Dockerfile and what it would build.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -39,6 +42,14 @@ enum Command {
 fn main() -> ExitCode {
     // The sandbox's helper processes are this binary, started with a role argument.
     let args: Vec<String> = std::env::args().collect();
+    // Inside the build's namespace with subordinate ids: finish entering it (a no-op
+    // otherwise). Must run while the process has one thread.
+    if std::env::var_os(kiln_executor::sandbox::userns::BUILD_NAMESPACE_ENV).is_some() {
+        if let Err(e) = kiln_executor::sandbox::userns::finish_entry() {
+            eprintln!("error: entering the build's namespace: {e}");
+            return ExitCode::from(1);
+        }
+    }
     if let Some(code) = kiln_executor::sandbox::helper_main(&args) {
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
@@ -51,6 +62,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Build(args) => match build::run(args) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
         Command::Debug(cmd) => debug::run(cmd),
         Command::Doctor => doctor::run(&mut std::io::stdout().lock()),
         Command::ProbeBackend { name, dir } => doctor::probe_backend(&name, dir),

@@ -50,6 +50,10 @@ pub struct RunSpec {
     /// What the step mounts (RUN --mount), in order.
     #[serde(default)]
     pub mounts: Vec<super::mounts::MountSpec>,
+    /// Variables whose values are read from files (secrets) by pid 1, so that they never
+    /// appear in a command line or a log.
+    #[serde(default)]
+    pub secret_env: Vec<(String, PathBuf)>,
     /// Directory holding `hosts`, `resolv.conf` and `hostname` for the command; set by
     /// [`run`].
     #[serde(default)]
@@ -93,7 +97,7 @@ const TAIL: usize = 4096;
 pub fn run(
     spec: &RunSpec,
     helper: &Path,
-    mut on_output: impl FnMut(&[u8]) + Send,
+    mut on_output: impl FnMut(&[u8]),
 ) -> Result<RunOutcome, SandboxError> {
     let etc = tempfile::tempdir().map_err(io("creating the /etc files"))?;
     let mut spec = spec.clone();
@@ -154,7 +158,7 @@ const STUBS: &[&str] = &[
 fn spawn_and_wait(
     spec: &RunSpec,
     helper: &Path,
-    on_output: &mut (impl FnMut(&[u8]) + Send),
+    on_output: &mut impl FnMut(&[u8]),
 ) -> Result<RunOutcome, SandboxError> {
     let json = serde_json::to_string(&spec).map_err(|e| io("encoding the run spec")(e.into()))?;
     let mut cmd = Command::new(helper);
@@ -257,6 +261,16 @@ pub(super) fn pid1_main(json: &str) -> i32 {
             return 125;
         }
     };
+    let mut secret_env = Vec::new();
+    for (name, file) in &spec.secret_env {
+        match std::fs::read(file) {
+            Ok(v) => secret_env.push((name.clone(), v)),
+            Err(e) => {
+                eprintln!("kiln sandbox: reading secret for ${name}: {e}");
+                return 125;
+            }
+        }
+    }
     if let Err(e) = super::rootfs::prepare(&spec) {
         eprintln!("kiln sandbox: preparing the root filesystem: {e}");
         return 125;
@@ -286,7 +300,9 @@ pub(super) fn pid1_main(json: &str) -> i32 {
             }
         },
     };
-    if let (Some(ids), IdMapping::Single) = (&ids, &spec.mapping) {
+    if let (Some(ids), IdMapping::Single | IdMapping::Entered { single: true }) =
+        (&ids, &spec.mapping)
+    {
         if ids.uid != 0 || ids.groups.iter().chain([&ids.gid]).any(|g| *g != 0) {
             eprintln!(
                 "kiln sandbox: USER {} needs ids other than 0, which exist only with subordinate ids \
@@ -305,6 +321,10 @@ pub(super) fn pid1_main(json: &str) -> i32 {
     for kv in &spec.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
+    }
+    for (k, v) in &secret_env {
+        use std::os::unix::ffi::OsStrExt;
+        cmd.env(k, std::ffi::OsStr::from_bytes(v));
     }
     let child = match cmd.spawn() {
         Ok(c) => c,

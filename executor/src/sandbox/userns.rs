@@ -41,6 +41,10 @@ pub enum IdMapping {
         newuidmap: PathBuf,
         newgidmap: PathBuf,
     },
+    /// This process already is root of the build's user namespace (entered with
+    /// [`enter_build_namespace`]); `single` tells whether that namespace has the single
+    /// mapping. Steps unshare their other namespaces without a new user namespace.
+    Entered { single: bool },
 }
 
 impl IdMapping {
@@ -102,6 +106,14 @@ pub fn spawn_in_namespaces(
     ns: Namespaces,
     mapping: &IdMapping,
 ) -> std::io::Result<Child> {
+    if let IdMapping::Entered { .. } = mapping {
+        let plan = child::Plan::new(ns, None);
+        // SAFETY: as in `enter_namespaces`.
+        unsafe {
+            cmd.pre_exec(move || plan.run());
+        }
+        return cmd.spawn();
+    }
     let IdMapping::Full {
         uid,
         gid,
@@ -208,6 +220,46 @@ pub fn finish_entry() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Environment variable telling a kiln process that it runs inside the build's user and
+/// mount namespace, and with which mapping (`root`, `single` or `full`).
+pub const BUILD_NAMESPACE_ENV: &str = "KILN_BUILD_NAMESPACE";
+
+/// Where this process stands: `Some(mapping for the steps)` inside the build's
+/// namespace, `None` outside it.
+pub fn build_namespace() -> Option<IdMapping> {
+    let v = std::env::var(BUILD_NAMESPACE_ENV).ok()?;
+    Some(IdMapping::Entered {
+        single: v == "single",
+    })
+}
+
+/// Runs this program again (same arguments) inside a new user namespace (with the best
+/// mapping available) and mount namespace, and returns its exit code: everything the
+/// build mounts lives and dies there. The program must call [`finish_entry`] first thing
+/// in `main` when [`BUILD_NAMESPACE_ENV`] is set.
+pub fn enter_build_namespace(mapping: &IdMapping) -> std::io::Result<i32> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    let kind = match mapping {
+        IdMapping::Root | IdMapping::Entered { single: false } => "root",
+        IdMapping::Single | IdMapping::Entered { single: true } => "single",
+        IdMapping::Full { .. } => "full",
+    };
+    cmd.env(BUILD_NAMESPACE_ENV, kind);
+    let ns = Namespaces {
+        mount: true,
+        ..Namespaces::default()
+    };
+    let mut child = spawn_in_namespaces(&mut cmd, ns, mapping)?;
+    let status = child.wait()?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255))
 }
 
 /// Namespaces besides the user namespace.

@@ -1,0 +1,310 @@
+//! `kiln build`: Docker/buildx-compatible options in, an image out.
+//!
+//! The command runs twice: first as the caller, which checks nothing but starts itself
+//! again inside the build's user and mount namespace; then inside, where the build runs
+//! and mounts live and die with the process.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use kiln_executor::build::{self, BuildOptions, Event, NamedContext, Output, SnapshotterChoice};
+use kiln_executor::mounts::secret::SecretSource;
+use kiln_executor::sandbox::userns;
+use kiln_snapshotter::layer::LayerCompression;
+
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+    Uncompressed,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum Snapshotter {
+    #[default]
+    Auto,
+    Fuse,
+    Overlay,
+    Copy,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Tag the image (repeatable).
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long)]
+    target: Option<String>,
+    /// Build argument `KEY=VALUE`, or `KEY` to take it from the environment.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// Secret for RUN --mount=type=secret: `id=ID,src=PATH` or `id=ID,env=VAR`.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// ssh agent for RUN --mount=type=ssh: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
+    /// Named context `NAME=PATH`, `NAME=oci-layout://PATH[:TAG]` or `NAME=docker-image://REF`.
+    #[arg(long = "build-context")]
+    build_contexts: Vec<String>,
+    /// Output: `type=oci|docker|local|tar,dest=PATH` (repeatable).
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
+    /// Write the image id (config digest) to this file.
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Label `KEY=VALUE` added to the image (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Target platform (only this machine's for now).
+    #[arg(long)]
+    platform: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    compression: Compression,
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// How stage filesystems are mounted.
+    #[arg(long, value_enum, default_value_t)]
+    snapshotter: Snapshotter,
+    /// kiln's data directory (default: $KILN_ROOT, $XDG_DATA_HOME/kiln, ~/.local/share/kiln,
+    /// or /var/lib/kiln for root).
+    #[arg(long, env = "KILN_ROOT")]
+    root: Option<PathBuf>,
+    /// Print only the image id.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Extra privileges (`security.insecure`).
+    #[arg(long = "allow")]
+    allow: Vec<String>,
+    /// The build context directory.
+    context: PathBuf,
+}
+
+fn default_root() -> PathBuf {
+    if kiln_snapshotter::idmap::is_real_root() && std::env::var_os("XDG_DATA_HOME").is_none() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("kiln");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/kiln")
+}
+
+fn key_value(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+/// Runs `kiln build`; returns the process exit code.
+pub fn run(args: BuildArgs) -> Result<i32> {
+    let Some(mapping) = userns::build_namespace() else {
+        if !args.context.is_dir() {
+            bail!("context {}: not a directory", args.context.display());
+        }
+        let mapping = userns::IdMapping::detect();
+        return userns::enter_build_namespace(&mapping).context("entering the build's user namespace");
+    };
+    let context = std::fs::canonicalize(&args.context)
+        .with_context(|| format!("context {}", args.context.display()))?;
+    let (dockerfile, dockerfile_name) = match &args.file {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b).context("reading the Dockerfile from stdin")?;
+            (b, "Dockerfile".to_string())
+        }
+        Some(p) => (
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => {
+            let p = context.join("Dockerfile");
+            (
+                std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                "Dockerfile".to_string(),
+            )
+        }
+    };
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = key_value(l, "--label")?;
+        labels.insert(k, v);
+    }
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| SecretSource::parse(s).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ssh = BTreeMap::new();
+    for s in &args.ssh {
+        let (id, path) = kiln_executor::mounts::ssh::parse_ssh_spec(s).map_err(anyhow::Error::msg)?;
+        ssh.insert(id, path);
+    }
+    let mut named_contexts = BTreeMap::new();
+    for c in &args.build_contexts {
+        let (name, value) = key_value(c, "--build-context")?;
+        let ctx = if let Some(rest) = value.strip_prefix("oci-layout://") {
+            // PATH[:TAG] — the tag is after the last colon that follows the last slash.
+            let (path, tag) = match rest.rfind(':') {
+                Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+                _ => (rest, None),
+            };
+            NamedContext::OciLayout { path: PathBuf::from(path), tag }
+        } else if let Some(r) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(r.to_string())
+        } else if value.contains("://") {
+            bail!("--build-context {c}: only local directories, oci-layout:// and docker-image:// are supported");
+        } else {
+            NamedContext::Dir(std::fs::canonicalize(&value).with_context(|| format!("--build-context {name}={value}"))?)
+        };
+        named_contexts.insert(name, ctx);
+    }
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let docker_out = outputs.iter().any(|o| matches!(o, Output::Docker { .. }));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let compression = match (args.compression, docker_out) {
+        (Compression::Uncompressed, _) => LayerCompression::None,
+        (Compression::Gzip, _) | (Compression::Zstd, true) => LayerCompression::Gzip {
+            level: args.compression_level.unwrap_or(6).clamp(0, 9) as u32,
+        },
+        (Compression::Zstd, false) => LayerCompression::Zstd {
+            level: args.compression_level.unwrap_or(3),
+            threads,
+        },
+    };
+    let source_date_epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().with_context(|| format!("SOURCE_DATE_EPOCH {s:?} is not a number")))
+        .transpose()?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln_executor::plan::Platform::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let opts = BuildOptions {
+        root: args.root.clone().unwrap_or_else(default_root),
+        context,
+        dockerfile,
+        dockerfile_name,
+        target: args.target.clone(),
+        build_args,
+        labels,
+        tags: args.tags.clone(),
+        secrets,
+        ssh,
+        named_contexts,
+        compression,
+        snapshotter: match args.snapshotter {
+            Snapshotter::Auto => SnapshotterChoice::Auto,
+            Snapshotter::Fuse => SnapshotterChoice::Fuse,
+            Snapshotter::Overlay => SnapshotterChoice::Overlay,
+            Snapshotter::Copy => SnapshotterChoice::Copy,
+        },
+        source_date_epoch,
+        mapping,
+        helper: std::env::current_exe().context("locating the kiln binary")?,
+        outputs,
+        allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
+        platform,
+    };
+    std::fs::create_dir_all(&opts.root).with_context(|| format!("creating {}", opts.root.display()))?;
+    let quiet = args.quiet;
+    let mut err = std::io::stderr();
+    let mut at_line_start: BTreeMap<usize, bool> = BTreeMap::new();
+    let mut render = |e: Event| {
+        if quiet {
+            if let Event::Warning(w) = &e {
+                let _ = writeln!(err, "WARNING: {w}");
+            }
+            return;
+        }
+        let _ = match e {
+            Event::Warning(w) => writeln!(err, "WARNING: {w}"),
+            Event::StepStarted { id, stage, index, total, text } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
+            Event::Output { id, bytes } => {
+                let start = at_line_start.entry(id).or_insert(true);
+                let mut out = String::new();
+                for ch in String::from_utf8_lossy(&bytes).chars() {
+                    if *start {
+                        out.push_str(&format!("#{id} "));
+                        *start = false;
+                    }
+                    out.push(ch);
+                    if ch == '\n' {
+                        *start = true;
+                    }
+                }
+                write!(err, "{out}")
+            }
+            Event::StepDone { id, layer, seconds } => {
+                if !at_line_start.get(&id).copied().unwrap_or(true) {
+                    let _ = writeln!(err);
+                }
+                match layer {
+                    Some(l) => writeln!(err, "#{id} DONE {seconds:.1}s (layer {})", short(&l)),
+                    None => writeln!(err, "#{id} DONE {seconds:.1}s"),
+                }
+            }
+            Event::ImageWritten { manifest, config, tags } => {
+                let _ = writeln!(err, "writing image {config} (manifest {manifest})");
+                if tags.is_empty() {
+                    Ok(())
+                } else {
+                    writeln!(err, "naming to {}", tags.join(", "))
+                }
+            }
+            Event::Exported(what) => writeln!(err, "exported {what}"),
+        };
+    };
+    let result = match build::build(&opts, &mut render) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &result.config_digest).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if quiet {
+        println!("{}", result.config_digest);
+    }
+    Ok(0)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+

@@ -1,0 +1,446 @@
+//! COPY and ADD (local sources): files from the context or another stage's filesystem into
+//! the stage's mounted root, with BuildKit's rules:
+//! - sources are relative to their root and never leave it; wildcards match per path
+//!   component (`pattern`), and a wildcard matching nothing copies nothing;
+//! - a directory source copies its contents; a file goes to `dest` or, when `dest` ends
+//!   in `/` or is an existing directory, into it; several sources need a `dest/`;
+//! - `dest` is relative to WORKDIR; missing parents are created (0755);
+//! - ownership: `--chown` for everything copied and created, else 0:0 for context files
+//!   and the source's owner for files from a stage; modes and mtimes are kept; `--chmod`
+//!   replaces modes;
+//! - the destination is written beneath the stage root (`openat2(RESOLVE_IN_ROOT)`): a
+//!   symlink in the image resolves inside it, never to the host.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{openat2, AtFlags, Mode, OFlags, ResolveFlags, Timestamps, Timespec};
+
+use super::pattern::{has_wildcard, match_path};
+
+/// Why a COPY failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("{0:?}: not found")]
+    NotFound(String),
+    #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
+    DestNotDir,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> CopyError {
+    let context = context.into();
+    move |source| CopyError::Io { context, source }
+}
+
+fn errno(context: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> CopyError {
+    let context = context.into();
+    move |e| CopyError::Io {
+        context,
+        source: e.into(),
+    }
+}
+
+/// A file made from a heredoc (`COPY <<EOF /dest`).
+#[derive(Debug, Clone)]
+pub struct InlineSource {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// One COPY/ADD.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    /// Patterns relative to `src_root`.
+    pub sources: Vec<String>,
+    pub inline: Vec<InlineSource>,
+    pub dest: String,
+    pub src_root: PathBuf,
+    /// Context sources belong to root unless `chown` says otherwise.
+    pub from_context: bool,
+    pub chown: Option<(u32, u32)>,
+    pub chmod: Option<u32>,
+    pub workdir: String,
+    pub excludes: Vec<String>,
+    pub parents: bool,
+}
+
+/// The stage's root, opened once; every write resolves beneath it.
+struct RootDir {
+    fd: OwnedFd,
+}
+
+impl RootDir {
+    fn open(path: &Path) -> Result<RootDir, CopyError> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno(format!("opening {}", path.display())))?;
+        Ok(RootDir { fd })
+    }
+
+    fn resolve(&self, rel: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let rel = if rel.is_empty() { "." } else { rel };
+        openat2(
+            &self.fd,
+            rel,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    /// Creates `rel` and its parents as directories (0755, `owner`); returns it opened.
+    fn mkdir_all(&self, rel: &str, owner: (u32, u32)) -> Result<OwnedFd, CopyError> {
+        let mut cur = String::new();
+        let mut fd = self
+            .resolve("", OFlags::DIRECTORY | OFlags::RDONLY)
+            .map_err(errno("opening the stage root"))?;
+        for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if !cur.is_empty() {
+                cur.push('/');
+            }
+            cur.push_str(part);
+            match self.resolve(&cur, OFlags::DIRECTORY | OFlags::RDONLY) {
+                Ok(f) => fd = f,
+                Err(rustix::io::Errno::NOENT) => {
+                    rustix::fs::mkdirat(&fd, part, Mode::from_raw_mode(0o755))
+                        .map_err(errno(format!("creating /{cur}")))?;
+                    let _ = rustix::fs::chownat(
+                        &fd,
+                        part,
+                        Some(rustix::fs::Uid::from_raw(owner.0)),
+                        Some(rustix::fs::Gid::from_raw(owner.1)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    );
+                    fd = self
+                        .resolve(&cur, OFlags::DIRECTORY | OFlags::RDONLY)
+                        .map_err(errno(format!("opening /{cur}")))?;
+                }
+                Err(e) => return Err(errno(format!("opening /{cur}"))(e)),
+            }
+        }
+        Ok(fd)
+    }
+
+    fn is_dir(&self, rel: &str) -> bool {
+        self.resolve(rel, OFlags::DIRECTORY | OFlags::PATH).is_ok()
+    }
+}
+
+fn clean(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// Matches of one source pattern: relative paths in `root`.
+fn expand_source(root: &Path, pattern: &str) -> Result<Vec<String>, CopyError> {
+    let pat = clean(pattern);
+    if !has_wildcard(&pat) {
+        let p = crate::mounts::resolve_beneath(root, &pat).map_err(|_| CopyError::NotFound(format!("/{pat}")))?;
+        if fs::symlink_metadata(&p).is_err() {
+            return Err(CopyError::NotFound(format!("/{pat}")));
+        }
+        return Ok(vec![pat]);
+    }
+    let mut out = Vec::new();
+    let depth_limited = !pat.contains("**");
+    let depth = pat.split('/').count();
+    walk(root, "", &mut |rel, _| {
+        if match_path(&pat, rel) {
+            out.push(rel.to_string());
+        }
+        !depth_limited || rel.split('/').count() < depth
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+/// Walks `root/rel` depth first, calling `f(rel_path, metadata)`; `f` returns whether to
+/// descend into a directory.
+fn walk(root: &Path, rel: &str, f: &mut dyn FnMut(&str, &fs::Metadata) -> bool) -> Result<(), CopyError> {
+    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .map_err(io_err(format!("reading {}", dir.display())))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let md = e.metadata().map_err(io_err(format!("reading {child}")))?;
+        if f(&child, &md) && md.is_dir() {
+            walk(root, &child, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `req` into the stage root `root`.
+pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
+    let dest_root = RootDir::open(root)?;
+    let dest_abs = if req.dest.starts_with('/') {
+        req.dest.clone()
+    } else {
+        format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
+    };
+    let dest_is_dir_syntax = req.dest.ends_with('/') || req.dest.ends_with("/.") || req.dest == "." ;
+    let dest = clean(&dest_abs);
+    let mut matches: Vec<String> = Vec::new();
+    for s in &req.sources {
+        matches.extend(expand_source(&req.src_root, s)?);
+    }
+    let count = matches.len() + req.inline.len();
+    let wildcard = req.sources.iter().any(|s| has_wildcard(s));
+    if count == 0 {
+        return Ok(());
+    }
+    let dest_is_dir = dest_is_dir_syntax || dest.is_empty() || dest_root.is_dir(&dest);
+    if (count > 1 || (wildcard && count > 1)) && !dest_is_dir {
+        return Err(CopyError::DestNotDir);
+    }
+    let dir_owner = req.chown.unwrap_or((0, 0));
+    for rel in &matches {
+        let src = crate::mounts::resolve_beneath(&req.src_root, rel)
+            .map_err(|_| CopyError::NotFound(format!("/{rel}")))?;
+        let md = fs::metadata(&src).map_err(io_err(format!("reading /{rel}")))?;
+        let base = rel.rsplit('/').next().unwrap_or(rel);
+        if md.is_dir() {
+            let target = if req.parents { format!("{dest}/{rel}") } else { dest.clone() };
+            let t = clean(&target);
+            let fd = dest_root.mkdir_all(&t, dir_owner)?;
+            let dir_target = (rel.is_empty() || req.parents).then_some(());
+            let _ = dir_target;
+            apply_meta(&fd, None, &md, req)?;
+            copy_tree(&dest_root, &src, &t, req)?;
+        } else {
+            let target = if req.parents {
+                format!("{dest}/{rel}")
+            } else if dest_is_dir {
+                format!("{dest}/{base}")
+            } else {
+                dest.clone()
+            };
+            copy_entry(&dest_root, &src, &clean(&target), &md, req, dir_owner)?;
+        }
+    }
+    for f in &req.inline {
+        let target = if dest_is_dir { format!("{dest}/{}", f.name) } else { dest.clone() };
+        let target = clean(&target);
+        let (parent, name) = split(&target);
+        let pfd = dest_root.mkdir_all(parent, dir_owner)?;
+        let _ = rustix::fs::unlinkat(&pfd, name, AtFlags::empty());
+        let fd = rustix::fs::openat(
+            &pfd,
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(errno(format!("creating /{target}")))?;
+        let mut file = fs::File::from(fd);
+        io::Write::write_all(&mut file, &f.data).map_err(io_err(format!("writing /{target}")))?;
+        let (uid, gid) = req.chown.unwrap_or((0, 0));
+        rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+            .map_err(errno(format!("chown /{target}")))?;
+        let mode = req.chmod.unwrap_or(0o644);
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(errno(format!("chmod /{target}")))?;
+    }
+    Ok(())
+}
+
+/// Creates directory `path` (absolute in the root) and its parents, owned by `owner`.
+pub fn make_dir(root: &Path, path: &str, owner: (u32, u32)) -> Result<(), CopyError> {
+    RootDir::open(root)?.mkdir_all(&clean(path), owner).map(drop)
+}
+
+fn split(target: &str) -> (&str, &str) {
+    match target.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", target),
+    }
+}
+
+fn excluded(req: &CopyRequest, rel_in_source: &str) -> bool {
+    req.excludes.iter().any(|p| match_path(p, rel_in_source))
+}
+
+fn copy_tree(dest_root: &RootDir, src_dir: &Path, dest: &str, req: &CopyRequest) -> Result<(), CopyError> {
+    let dir_owner = req.chown.unwrap_or((0, 0));
+    let mut result = Ok(());
+    walk(src_dir, "", &mut |rel, md| {
+        if result.is_err() || excluded(req, rel) {
+            return false;
+        }
+        let target = clean(&format!("{dest}/{rel}"));
+        let r = if md.is_dir() {
+            dest_root
+                .mkdir_all(&target, dir_owner)
+                .and_then(|fd| apply_meta(&fd, None, md, req))
+        } else {
+            copy_entry(dest_root, &src_dir.join(rel), &target, md, req, dir_owner)
+        };
+        if let Err(e) = r {
+            result = Err(e);
+            return false;
+        }
+        true
+    })?;
+    result
+}
+
+/// Copies one non-directory entry to `target` (relative to the root).
+fn copy_entry(
+    dest_root: &RootDir,
+    src: &Path,
+    target: &str,
+    md: &fs::Metadata,
+    req: &CopyRequest,
+    dir_owner: (u32, u32),
+) -> Result<(), CopyError> {
+    let (parent, name) = split(target);
+    let pfd = dest_root.mkdir_all(parent, dir_owner)?;
+    if name.is_empty() {
+        return Ok(());
+    }
+    match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => {
+            // A file onto a directory: BuildKit replaces it only when empty.
+            rustix::fs::unlinkat(&pfd, name, AtFlags::REMOVEDIR).map_err(errno(format!("replacing directory /{target}")))?;
+        }
+        Ok(_) => {
+            rustix::fs::unlinkat(&pfd, name, AtFlags::empty()).map_err(errno(format!("replacing /{target}")))?;
+        }
+        Err(_) => {}
+    }
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let link = fs::read_link(src).map_err(io_err(format!("reading link {}", src.display())))?;
+        rustix::fs::symlinkat(&link, &pfd, name).map_err(errno(format!("creating /{target}")))?;
+        let (uid, gid) = owner_of(md, req);
+        let _ = rustix::fs::chownat(
+            &pfd,
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        );
+        return Ok(());
+    }
+    if !ft.is_file() {
+        // FIFOs, sockets and devices are not copied (BuildKit copies FIFOs; rare in contexts).
+        tracing::warn!(path = %src.display(), "skipping a special file in COPY");
+        return Ok(());
+    }
+    let mut input = fs::File::open(src).map_err(io_err(format!("opening {}", src.display())))?;
+    let fd = rustix::fs::openat(
+        &pfd,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(errno(format!("creating /{target}")))?;
+    let mut out = fs::File::from(fd);
+    io::copy(&mut input, &mut out).map_err(io_err(format!("copying to /{target}")))?;
+    apply_meta(&out.as_fd(), Some(target), md, req)
+}
+
+fn owner_of(md: &fs::Metadata, req: &CopyRequest) -> (u32, u32) {
+    match req.chown {
+        Some(o) => o,
+        None if req.from_context => (0, 0),
+        None => (md.uid(), md.gid()),
+    }
+}
+
+fn apply_meta(fd: &impl AsFd, what: Option<&str>, md: &fs::Metadata, req: &CopyRequest) -> Result<(), CopyError> {
+    let what = what.unwrap_or("a directory");
+    let (uid, gid) = owner_of(md, req);
+    rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+        .map_err(errno(format!("setting the owner of {what} to {uid}:{gid}")))?;
+    let mode = match req.chmod {
+        Some(m) => m,
+        None => md.permissions().mode() & 0o7777,
+    };
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(errno(format!("chmod {what}")))?;
+    let t = Timespec {
+        tv_sec: md.mtime(),
+        tv_nsec: md.mtime_nsec() as _,
+    };
+    rustix::fs::futimens(fd, &Timestamps { last_access: t, last_modification: t })
+        .map_err(errno(format!("setting times of {what}")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(src: &Path, sources: &[&str], dest: &str) -> CopyRequest {
+        let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        CopyRequest {
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            inline: Vec::new(),
+            dest: dest.into(),
+            src_root: src.to_path_buf(),
+            from_context: true,
+            chown: Some(me),
+            chmod: None,
+            workdir: "/".into(),
+            excludes: Vec::new(),
+            parents: false,
+        }
+    }
+
+    #[test]
+    fn files_dirs_and_wildcards_land_where_docker_puts_them() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("a.txt"), "a").unwrap();
+        fs::write(src.path().join("b.txt"), "b").unwrap();
+        fs::create_dir_all(src.path().join("dir/sub")).unwrap();
+        fs::write(src.path().join("dir/sub/c"), "c").unwrap();
+        copy_into(dst.path(), &req(src.path(), &["a.txt"], "/renamed")).unwrap();
+        assert_eq!(fs::read_to_string(dst.path().join("renamed")).unwrap(), "a");
+        copy_into(dst.path(), &req(src.path(), &["*.txt"], "/many/")).unwrap();
+        assert!(dst.path().join("many/b.txt").exists());
+        copy_into(dst.path(), &req(src.path(), &["dir"], "/d")).unwrap();
+        assert_eq!(fs::read_to_string(dst.path().join("d/sub/c")).unwrap(), "c");
+        assert!(matches!(
+            copy_into(dst.path(), &req(src.path(), &["*.txt"], "/file")),
+            Err(CopyError::DestNotDir)
+        ));
+        assert!(matches!(
+            copy_into(dst.path(), &req(src.path(), &["missing"], "/x")),
+            Err(CopyError::NotFound(_))
+        ));
+        copy_into(dst.path(), &req(src.path(), &["nomatch*"], "/x")).unwrap();
+    }
+
+    #[test]
+    fn destination_symlinks_resolve_inside_the_root() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("f"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dst.path().join("link")).unwrap();
+        copy_into(dst.path(), &req(src.path(), &["f"], "/link/")).unwrap();
+        assert!(!outside.path().join("f").exists(), "wrote outside the root");
+        let inside = dst.path().join(outside.path().strip_prefix("/").unwrap()).join("f");
+        assert!(inside.exists());
+    }
+}

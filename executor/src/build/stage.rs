@@ -1,0 +1,905 @@
+//! Running the planned stages, step by step, on snapshots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_snapshotter::backend::{Backend, MountGuard};
+use kiln_snapshotter::diff::DiffOptions;
+use kiln_snapshotter::layer::{write_layer, Layer};
+use kiln_snapshotter::store::{Active, ChainId, Store};
+
+use super::copy::{copy_into, CopyRequest, InlineSource};
+use super::{setup, BuildError, BuildOptions, BuildResult, Event, NamedContext};
+use crate::dockerfile::ast::Document;
+use crate::dockerfile::instructions::{Instruction, NetworkMode, RunCommand, SecurityMode, ShellOrExec};
+use crate::dockerfile::{DockerfileError, Position, Source};
+use crate::image::history::{self, go_list, go_quoted_list};
+use crate::image::{Healthcheck, History, ImageConfig};
+use crate::mounts::{MountInputs, SecretStore};
+use crate::plan::scope::{EvaluatedCommand, StageScope, DEFAULT_PATH};
+use crate::plan::{Base, StageGraph};
+use crate::store::{normalize_reference, ImageStore};
+
+/// A layer of an image being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LayerRef {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Where a stage stands: its filesystem (a snapshot chain), config and layers.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StageState {
+    pub chain: Option<ChainId>,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRef>,
+    /// ARGs declared so far, with values (for RUN's history text).
+    pub build_args: Vec<(String, String)>,
+    /// Whether this stage (not its base) set CMD: ENTRYPOINT keeps only such a CMD.
+    pub cmd_set: bool,
+}
+
+/// A read-only look at a snapshot chain, mounted for the length of a step.
+struct View {
+    // Field order matters: the mount goes before its snapshot.
+    _guard: Option<Box<dyn MountGuard>>,
+    _active: Option<Active>,
+    _empty: Option<tempfile::TempDir>,
+    root: PathBuf,
+}
+
+pub(super) struct Session<'a> {
+    opts: &'a BuildOptions,
+    snapshots: Store,
+    pub(super) images: ImageStore,
+    backend: Arc<dyn Backend>,
+    scratch: PathBuf,
+    secrets: SecretStore,
+    created: String,
+    step_id: usize,
+    results: BTreeMap<usize, StageState>,
+    bases: BTreeMap<String, StageState>,
+    source: Arc<Source>,
+    held: Vec<View>,
+}
+
+/// A private tmpfs for the build's secrets and sockets; plain directory when the mount
+/// is refused (outside a mount namespace).
+fn scratch_dir(root: &Path) -> Result<(PathBuf, bool), BuildError> {
+    let base = std::env::temp_dir().join(format!("kiln-build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).map_err(|e| setup("creating the build's scratch directory")(e.to_string()))?;
+    let _ = root;
+    let ok = rustix::mount::mount("tmpfs", &base, "tmpfs", rustix::mount::MountFlags::NODEV, c"mode=0700").is_ok();
+    Ok((base, ok))
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn open(opts: &'a BuildOptions, doc: &Document, on_event: &mut dyn FnMut(Event)) -> Result<Session<'a>, BuildError> {
+        let snapshots = Store::open(&opts.root).map_err(|e| setup("opening the snapshot store")(e.to_string()))?;
+        let images = ImageStore::open(&opts.root).map_err(|e| setup("opening the image store")(e.to_string()))?;
+        let (scratch, on_tmpfs) = scratch_dir(&opts.root)?;
+        if !on_tmpfs && !opts.secrets.is_empty() {
+            on_event(Event::Warning("secrets are kept in a plain directory: no private tmpfs could be mounted".into()));
+        }
+        let backend = super::backend_for(opts.snapshotter, &scratch).map_err(setup("choosing a snapshotter"))?;
+        let secrets = SecretStore::load(&scratch, &opts.secrets).map_err(|e| setup("loading secrets")(e.to_string()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let created = match opts.source_date_epoch {
+            Some(e) => crate::image::rfc3339(e, 0),
+            None => crate::image::rfc3339(now.as_secs(), now.subsec_nanos()),
+        };
+        Ok(Session {
+            opts,
+            snapshots,
+            images,
+            backend,
+            scratch,
+            secrets,
+            created,
+            step_id: 0,
+            results: BTreeMap::new(),
+            bases: BTreeMap::new(),
+            source: doc.source.clone(),
+            held: Vec::new(),
+        })
+    }
+
+    pub(super) fn opts(&self) -> &'a BuildOptions {
+        self.opts
+    }
+
+    pub(super) fn created(&self) -> &str {
+        &self.created
+    }
+
+    /// Mounts `st`'s filesystem read-only until [`Session::drop_views`]; returns its root.
+    pub(super) fn view_of(&mut self, st: &StageState) -> Result<PathBuf, String> {
+        let v = self.view(st.chain.as_ref())?;
+        let root = v.root.clone();
+        self.held.push(v);
+        Ok(root)
+    }
+
+    pub(super) fn drop_views(&mut self) {
+        self.held.clear();
+    }
+
+    fn err_at(&self, pos: Position, msg: impl Into<String>) -> BuildError {
+        BuildError::Step(self.source.error(pos, msg))
+    }
+
+    fn dferr(&self, pos: Position, msg: impl Into<String>) -> DockerfileError {
+        self.source.error(pos, msg)
+    }
+
+    pub(super) fn run(&mut self, graph: &StageGraph, doc: &Document, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
+        let _ = doc;
+        // Base images first: their Env feeds the evaluation of the stages.
+        for s in graph.stages.iter().filter(|s| s.needed) {
+            if let Base::Image(r) = &s.base {
+                if !self.bases.contains_key(r) {
+                    let st = self.resolve_image(r).map_err(|m| self.err_at(s.position, m))?;
+                    self.bases.insert(r.clone(), st);
+                }
+            }
+        }
+        let bases = self.bases.clone();
+        let env_of = move |r: &str| bases.get(r).map(|s| s.config.env_pairs()).unwrap_or_default();
+        let evals = graph.evaluate(&self.source, &env_of)?;
+        for i in graph.execution_order() {
+            let Some(eval) = evals.get(&i) else { continue };
+            let st = self.run_stage(graph, i, &eval.commands, on_event)?;
+            self.results.insert(i, st);
+        }
+        let mut target = self
+            .results
+            .get(&graph.target)
+            .cloned()
+            .ok_or_else(|| setup("building")("the target stage was not built".into()))?;
+        for (k, v) in &self.opts.labels {
+            target.config.config.labels.insert(k.clone(), v.clone());
+        }
+        super::export::finish(self, &target, on_event)
+    }
+
+    fn platform_config(&self) -> ImageConfig {
+        let p = self.opts.platform.clone().unwrap_or_else(crate::plan::Platform::host);
+        ImageConfig {
+            architecture: p.architecture,
+            os: p.os,
+            variant: p.variant,
+            config: crate::image::RunConfig {
+                env: vec![format!("PATH={DEFAULT_PATH}")],
+                working_dir: "/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// An image reference: a named context, or the local store.
+    fn resolve_image(&mut self, reference: &str) -> Result<StageState, String> {
+        let wanted = normalize_reference(reference);
+        let named = self
+            .opts
+            .named_contexts
+            .iter()
+            .find(|(k, _)| k.as_str() == reference || normalize_reference(k) == wanted)
+            .map(|(_, v)| v.clone());
+        match named {
+            Some(NamedContext::Dir(dir)) => self.state_from_dir(&dir),
+            Some(NamedContext::OciLayout { path, tag }) => {
+                let layout = ImageStore::open(&path).map_err(|e| e.to_string())?;
+                let index = layout.index().map_err(|e| e.to_string())?;
+                let desc = match &tag {
+                    Some(t) => layout.resolve(t).map_err(|e| e.to_string())?,
+                    None if index.manifests().len() == 1 => index.manifests().first().cloned(),
+                    None => None,
+                }
+                .ok_or_else(|| format!("{}: no image {} in this OCI layout", path.display(), tag.as_deref().unwrap_or("(give a tag: oci-layout://PATH:TAG)")))?;
+                self.import_image(&layout, &desc)
+            }
+            Some(NamedContext::Image(r)) => self.resolve_image(&r),
+            None => {
+                let desc = self.images.resolve(reference).map_err(|e| e.to_string())?.ok_or_else(|| {
+                    format!(
+                        "{reference}: the image is not in the local store ({}) and pulling from registries is not available yet; \
+                         build it with `kiln build -t {reference}`, or pass --build-context {reference}=oci-layout://PATH",
+                        self.opts.root.display()
+                    )
+                })?;
+                let images = self.images.clone();
+                self.import_image(&images, &desc)
+            }
+        }
+    }
+
+    /// Makes snapshots of an image's layers (copying its blobs into the store).
+    fn import_image(&mut self, from: &ImageStore, desc: &oci_spec::image::Descriptor) -> Result<StageState, String> {
+        let img = from.load(desc).map_err(|e| e.to_string())?;
+        let mut st = StageState {
+            config: img.config.clone(),
+            ..Default::default()
+        };
+        for (i, l) in img.manifest.layers().iter().enumerate() {
+            let digest = l.digest().to_string();
+            let src = from.blob_path(&digest);
+            let dst = self.images.blob_path(&digest);
+            if src != dst && !dst.exists() {
+                let tmp = dst.with_extension("tmp-import");
+                std::fs::copy(&src, &tmp).map_err(|e| format!("copying layer {digest}: {e}"))?;
+                std::fs::rename(&tmp, &dst).map_err(|e| format!("copying layer {digest}: {e}"))?;
+            }
+            let diff_id = img.config.rootfs.diff_ids.get(i).cloned().unwrap_or_default();
+            let id = ChainId::new(st.chain.as_ref(), &digest);
+            if !self.snapshots.exists(&id) {
+                let f = std::fs::File::open(&dst).map_err(|e| format!("reading layer {digest}: {e}"))?;
+                self.snapshots
+                    .apply(st.chain.as_ref(), &digest, std::io::BufReader::new(f), &Default::default())
+                    .map_err(|e| format!("applying layer {digest}: {e}"))?;
+            }
+            st.chain = Some(id);
+            st.layers.push(LayerRef {
+                digest,
+                diff_id,
+                size: l.size(),
+                media_type: l.media_type().to_string(),
+            });
+        }
+        Ok(st)
+    }
+
+    /// A directory as a one-layer base filesystem.
+    fn state_from_dir(&mut self, dir: &Path) -> Result<StageState, String> {
+        let mut st = StageState {
+            config: self.platform_config(),
+            ..Default::default()
+        };
+        let active = self.snapshots.prepare(None).map_err(|e| e.to_string())?;
+        kiln_snapshotter::backend::copy::materialize(&[dir.to_path_buf()], active.upper()).map_err(|e| format!("copying {}: {e}", dir.display()))?;
+        let guard = active.mount(self.backend.as_ref()).map_err(|e| e.to_string())?;
+        let layer = self.layer_of(guard.as_ref()).map_err(|e| e.to_string())?;
+        drop(guard);
+        if let Some(layer) = layer {
+            self.commit(&mut st, active, layer).map_err(|e| e.to_string())?;
+        }
+        Ok(st)
+    }
+
+    fn layer_of(&self, guard: &dyn MountGuard) -> Result<Option<Layer>, String> {
+        let diff = DiffOptions {
+            source_date_epoch: self.opts.source_date_epoch,
+            ..Default::default()
+        };
+        write_layer(guard, &diff, &self.images.blob_dir(), self.opts.compression).map_err(|e| e.to_string())
+    }
+
+    fn commit(&self, st: &mut StageState, active: Active, layer: Layer) -> Result<(), String> {
+        let id = ChainId::new(st.chain.as_ref(), &layer.digest);
+        active.commit(&id).map_err(|e| e.to_string())?;
+        st.chain = Some(id);
+        st.config.rootfs.diff_ids.push(layer.diff_id.clone());
+        st.layers.push(LayerRef {
+            digest: layer.digest,
+            diff_id: layer.diff_id,
+            size: layer.size,
+            media_type: layer.media_type.to_string(),
+        });
+        Ok(())
+    }
+
+    fn history(&self, st: &mut StageState, created_by: String, layer: bool) {
+        st.config.history.push(History {
+            created: Some(self.created.clone()),
+            created_by,
+            comment: history::COMMENT.into(),
+            empty_layer: !layer,
+        });
+    }
+
+    /// A mounted read-only view of a chain.
+    fn view(&self, chain: Option<&ChainId>) -> Result<View, String> {
+        match chain {
+            None => {
+                let d = tempfile::tempdir_in(&self.scratch).map_err(|e| e.to_string())?;
+                Ok(View {
+                    root: d.path().to_path_buf(),
+                    _guard: None,
+                    _active: None,
+                    _empty: Some(d),
+                })
+            }
+            Some(c) => {
+                let active = self.snapshots.prepare(Some(c)).map_err(|e| e.to_string())?;
+                let guard = active.mount(self.backend.as_ref()).map_err(|e| e.to_string())?;
+                Ok(View {
+                    root: guard.root().to_path_buf(),
+                    _guard: Some(guard),
+                    _active: Some(active),
+                    _empty: None,
+                })
+            }
+        }
+    }
+
+    /// What `--from=NAME` (COPY) or `from=NAME` (RUN --mount) points at.
+    fn from_view(&mut self, graph: &StageGraph, from: &str) -> Result<View, String> {
+        let lower = from.to_ascii_lowercase();
+        let stage = graph
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+            .map(|s| s.index)
+            .or_else(|| from.parse::<usize>().ok().filter(|i| *i < graph.stages.len()));
+        if let Some(j) = stage {
+            let st = self.results.get(&j).ok_or_else(|| format!("stage {from:?} has not been built"))?;
+            let chain = st.chain.clone();
+            return self.view(chain.as_ref());
+        }
+        if let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(from) {
+            return Ok(View {
+                root: d.clone(),
+                _guard: None,
+                _active: None,
+                _empty: None,
+            });
+        }
+        let st = match self.bases.get(from) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.resolve_image(from)?;
+                self.bases.insert(from.to_string(), s.clone());
+                s
+            }
+        };
+        self.view(st.chain.as_ref())
+    }
+
+    fn run_stage(&mut self, graph: &StageGraph, index: usize, commands: &[EvaluatedCommand], on_event: &mut dyn FnMut(Event)) -> Result<StageState, BuildError> {
+        let planned = &graph.stages[index];
+        let mut st = match &planned.base {
+            Base::Scratch => self.platform_config_state(),
+            Base::Stage(j) => self.results.get(j).cloned().unwrap_or_default(),
+            Base::Image(r) => self.bases.get(r).cloned().unwrap_or_default(),
+        };
+        st.config.config.on_build.clear();
+        st.cmd_set = false;
+        if st.config.config.env_has_no_path() {
+            st.config.config.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        if !matches!(planned.base, Base::Stage(_)) {
+            st.build_args.clear();
+        }
+        let total = commands.len();
+        for (k, cmd) in commands.iter().enumerate() {
+            self.step_id += 1;
+            let id = self.step_id;
+            let text = self.source.line(cmd.position.line).trim().to_string();
+            on_event(Event::StepStarted {
+                id,
+                stage: planned.label.clone(),
+                index: k + 1,
+                total,
+                text,
+            });
+            let started = Instant::now();
+            let layer = self.step(graph, &mut st, cmd, id, on_event)?;
+            on_event(Event::StepDone {
+                id,
+                layer,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        Ok(st)
+    }
+
+    fn platform_config_state(&self) -> StageState {
+        StageState {
+            config: self.platform_config(),
+            ..Default::default()
+        }
+    }
+
+    /// One instruction; returns the digest of the layer it made.
+    fn step(&mut self, graph: &StageGraph, st: &mut StageState, cmd: &EvaluatedCommand, id: usize, on_event: &mut dyn FnMut(Event)) -> Result<Option<String>, BuildError> {
+        let pos = cmd.position;
+        match &cmd.instruction {
+            Instruction::Env(kvs) => {
+                let mut msg = String::from("ENV");
+                for kv in kvs {
+                    st.config.set_env(&kv.key, &kv.value);
+                    msg.push_str(&format!(" {}={}", kv.key, kv.value));
+                }
+                self.history(st, msg, false);
+            }
+            Instruction::Label(kvs) => {
+                let mut msg = String::from("LABEL");
+                for kv in kvs {
+                    st.config.config.labels.insert(kv.key.clone(), kv.value.clone());
+                    msg.push_str(&format!(" {}={}", kv.key, kv.value));
+                }
+                self.history(st, msg, false);
+            }
+            Instruction::Maintainer(m) => {
+                st.config.author = m.clone();
+                self.history(st, format!("MAINTAINER {m}"), false);
+            }
+            Instruction::Arg(a) => {
+                let lexer = crate::dockerfile::shell::Lexer::new(graph.escape);
+                let mut parts = Vec::new();
+                for d in &a.args {
+                    let value = match self.opts.build_args.get(&d.key) {
+                        Some(v) => Some(v.clone()),
+                        None => match &d.value {
+                            Some(raw) => Some(lexer.process_word(raw, &cmd.env).map_err(|e| self.err_at(pos, e.message))?),
+                            None => graph.global_args.iter().find(|(k, _)| *k == d.key).map(|(_, v)| v.clone()),
+                        },
+                    };
+                    parts.push(match &value {
+                        Some(v) => format!("{}={v}", d.key),
+                        None => d.key.clone(),
+                    });
+                    let shown = value.unwrap_or_default();
+                    match st.build_args.iter_mut().find(|(k, _)| *k == d.key) {
+                        Some(slot) => slot.1 = shown,
+                        None => st.build_args.push((d.key.clone(), shown)),
+                    }
+                }
+                self.history(st, format!("ARG {}", parts.join(" ")), false);
+            }
+            Instruction::Cmd(form) => {
+                let args = self.with_shell(&st.config, form);
+                st.config.config.cmd = Some(args.clone());
+                st.config.config.args_escaped = true;
+                st.cmd_set = true;
+                self.history(st, format!("CMD {}", go_quoted_list(&args)), false);
+            }
+            Instruction::Entrypoint(form) => {
+                let args = self.with_shell(&st.config, form);
+                st.config.config.entrypoint = Some(args.clone());
+                // An ENTRYPOINT resets a CMD inherited from the base (not one set here).
+                if !st.cmd_set {
+                    st.config.config.cmd = None;
+                }
+                self.history(st, format!("ENTRYPOINT {}", go_quoted_list(&args)), false);
+            }
+            Instruction::Shell(sh) => {
+                st.config.config.shell = sh.clone();
+                self.history(st, format!("SHELL {}", go_list(sh)), false);
+            }
+            Instruction::Expose(ports) => {
+                let mut list = Vec::new();
+                for p in ports {
+                    list.extend(parse_port(p).map_err(|m| self.err_at(pos, m))?);
+                }
+                for p in &list {
+                    st.config.config.exposed_ports.insert(p.clone(), serde_json::json!({}));
+                }
+                self.history(st, format!("EXPOSE {}", go_list(&list)), false);
+            }
+            Instruction::Volume(vols) => {
+                for v in vols {
+                    if v.is_empty() {
+                        return Err(self.err_at(pos, "VOLUME specified can not be an empty string"));
+                    }
+                    st.config.config.volumes.insert(v.clone(), serde_json::json!({}));
+                }
+                self.history(st, format!("VOLUME {}", go_list(vols)), false);
+            }
+            Instruction::User(u) => {
+                st.config.config.user = u.clone();
+                self.history(st, format!("USER {u}"), false);
+            }
+            Instruction::Stopsignal(s) => {
+                st.config.config.stop_signal = s.clone();
+                self.history(st, format!("STOPSIGNAL {s}"), false);
+            }
+            Instruction::Healthcheck(h) => {
+                let ns = |d: Option<std::time::Duration>| d.map_or(0, |d| d.as_nanos() as u64);
+                let hc = Healthcheck {
+                    test: h.test.clone(),
+                    interval: ns(h.interval),
+                    timeout: ns(h.timeout),
+                    start_period: ns(h.start_period),
+                    start_interval: ns(h.start_interval),
+                    retries: h.retries.unwrap_or(0) as u64,
+                };
+                let msg = history::healthcheck(&hc);
+                st.config.config.healthcheck = Some(hc);
+                self.history(st, msg, false);
+            }
+            Instruction::Onbuild(ob) => {
+                st.config.config.on_build.push(ob.expression.clone());
+            }
+            Instruction::Workdir(w) => {
+                let wd = if w.starts_with('/') {
+                    clean_abs(w)
+                } else {
+                    clean_abs(&format!("{}/{w}", st.config.config.working_dir))
+                };
+                st.config.config.working_dir = wd.clone();
+                let mut layer = None;
+                if wd != "/" {
+                    let user = st.config.config.user.clone();
+                    layer = self.fs_step(st, |root| {
+                        let (uid, gid) = owner_in(root, &user)?;
+                        super::copy::make_dir(root, &wd, (uid, gid)).map_err(|e| e.to_string())
+                    }).map_err(|m| self.err_at(pos, m))?;
+                }
+                let made = layer.is_some();
+                self.history(st, format!("WORKDIR {wd}"), made);
+                return Ok(layer);
+            }
+            Instruction::Run(run) => return self.run_step(graph, st, cmd, run, id, on_event),
+            Instruction::Copy(cp) => {
+                let req = CopyRequest {
+                    sources: cp.sources.clone(),
+                    inline: cp.inline_files.iter().map(|f| InlineSource { name: f.name.clone(), data: f.data.clone().into_bytes() }).collect(),
+                    dest: cp.dest.clone(),
+                    src_root: PathBuf::new(),
+                    from_context: cp.from.is_none(),
+                    chown: None,
+                    chmod: parse_chmod(cp.chmod.as_deref()).map_err(|m| self.err_at(pos, m))?,
+                    workdir: st.config.config.working_dir.clone(),
+                    excludes: cp.excludes.clone(),
+                    parents: cp.parents,
+                };
+                let msg = copy_message("COPY", cp.parents, cp.chown.as_deref(), cp.chmod.as_deref(), &cp.sources, &cp.inline_files, &cp.dest);
+                return self.copy_step(graph, st, req, cp.from.as_deref(), cp.chown.as_deref(), msg, pos);
+            }
+            Instruction::Add(add) => {
+                for s in &add.sources {
+                    if s.contains("://") || s.starts_with("git@") {
+                        return Err(self.err_at(pos, format!("ADD {s}: remote sources (URLs, git) are not supported yet")));
+                    }
+                }
+                let req = CopyRequest {
+                    sources: add.sources.clone(),
+                    inline: add.inline_files.iter().map(|f| InlineSource { name: f.name.clone(), data: f.data.clone().into_bytes() }).collect(),
+                    dest: add.dest.clone(),
+                    src_root: PathBuf::new(),
+                    from_context: true,
+                    chown: None,
+                    chmod: parse_chmod(add.chmod.as_deref()).map_err(|m| self.err_at(pos, m))?,
+                    workdir: st.config.config.working_dir.clone(),
+                    excludes: add.excludes.clone(),
+                    parents: false,
+                };
+                for s in &add.sources {
+                    if add.unpack != Some(false) && is_archive(&self.opts.context, s) {
+                        return Err(self.err_at(pos, format!("ADD {s}: extracting local archives is not supported yet")));
+                    }
+                }
+                let msg = copy_message("ADD", false, add.chown.as_deref(), add.chmod.as_deref(), &add.sources, &add.inline_files, &add.dest);
+                return self.copy_step(graph, st, req, None, add.chown.as_deref(), msg, pos);
+            }
+        }
+        Ok(None)
+    }
+
+    fn with_shell(&self, config: &ImageConfig, form: &ShellOrExec) -> Vec<String> {
+        match form {
+            ShellOrExec::Exec(a) => a.clone(),
+            ShellOrExec::Shell(s) => {
+                let mut sh = if config.config.shell.is_empty() {
+                    vec!["/bin/sh".to_string(), "-c".to_string()]
+                } else {
+                    config.config.shell.clone()
+                };
+                sh.push(s.clone());
+                sh
+            }
+        }
+    }
+
+    /// A filesystem step: mount, mutate, diff, commit.
+    fn fs_step(&mut self, st: &mut StageState, f: impl FnOnce(&Path) -> Result<(), String>) -> Result<Option<String>, String> {
+        let active = self.snapshots.prepare(st.chain.as_ref()).map_err(|e| e.to_string())?;
+        let guard = active.mount(self.backend.as_ref()).map_err(|e| e.to_string())?;
+        f(guard.root())?;
+        let layer = self.layer_of(guard.as_ref())?;
+        drop(guard);
+        Ok(match layer {
+            Some(l) => {
+                let d = l.digest.clone();
+                self.commit(st, active, l)?;
+                Some(d)
+            }
+            None => None,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_step(&mut self, graph: &StageGraph, st: &mut StageState, mut req: CopyRequest, from: Option<&str>, chown: Option<&str>, msg: String, pos: Position) -> Result<Option<String>, BuildError> {
+        let view = match from {
+            Some(f) => Some(self.from_view(graph, f).map_err(|m| self.err_at(pos, m))?),
+            None => None,
+        };
+        req.src_root = match &view {
+            Some(v) => v.root.clone(),
+            None => self.opts.context.clone(),
+        };
+        let chown = chown.map(str::to_string);
+        let layer = self
+            .fs_step(st, |root| {
+                if let Some(c) = &chown {
+                    req.chown = Some(owner_in(root, c)?);
+                }
+                copy_into(root, &req).map_err(|e| e.to_string())
+            })
+            .map_err(|m| self.err_at(pos, m))?;
+        drop(view);
+        self.history(st, format!("{msg} # buildkit"), layer.is_some());
+        Ok(layer)
+    }
+
+    fn run_step(&mut self, graph: &StageGraph, st: &mut StageState, cmd: &EvaluatedCommand, run: &RunCommand, id: usize, on_event: &mut dyn FnMut(Event)) -> Result<Option<String>, BuildError> {
+        let pos = cmd.position;
+        if run.security == SecurityMode::Insecure {
+            return Err(self.err_at(
+                pos,
+                "RUN --security=insecure is refused: kiln runs rootless, inside a user namespace, where a step cannot be given the host privileges insecure mode means",
+            ));
+        }
+        if !run.devices.is_empty() {
+            return Err(self.err_at(pos, "device feature is only supported in Dockerfile frontend 1.14.0-labs or later"));
+        }
+        let mut argv = self.with_shell(&st.config, &run.command);
+        let mut extra_mounts = Vec::new();
+        if let (ShellOrExec::Shell(line), false) = (&run.command, run.heredocs.is_empty()) {
+            let body = |h: &crate::dockerfile::ast::Heredoc| -> String {
+                if h.chomp {
+                    h.content.lines().map(|l| format!("{}\n", l.trim_start_matches('\t'))).collect()
+                } else {
+                    h.content.clone()
+                }
+            };
+            let lone = run.heredocs.len() == 1 && crate::dockerfile::parser::parse_heredoc_word(line.trim()).ok().flatten().is_some();
+            if lone {
+                let h = &run.heredocs[0];
+                let text = body(h);
+                if text.starts_with("#!") {
+                    let file = self.scratch.join(format!("heredoc-{id}"));
+                    std::fs::write(&file, &text).map_err(|e| self.err_at(pos, e.to_string()))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755));
+                    let target = format!("/dev/pipes/{}", h.name);
+                    extra_mounts.push(crate::sandbox::mounts::MountSpec {
+                        target: target.clone(),
+                        source: crate::sandbox::mounts::MountSource::Bind { source: file, readonly: true, discard_writes: false },
+                    });
+                    argv = vec![target];
+                } else {
+                    argv.pop();
+                    argv.push(text);
+                }
+            } else {
+                let mut script = line.clone();
+                script.push('\n');
+                for h in &run.heredocs {
+                    script.push_str(&body(h));
+                    script.push_str(&h.name);
+                    script.push('\n');
+                }
+                argv.pop();
+                argv.push(script);
+            }
+        }
+        let history_text = history::run(&self.with_shell(&st.config, &run.command), &st.build_args);
+
+        let active = self.snapshots.prepare(st.chain.as_ref()).map_err(|e| self.err_at(pos, e.to_string()))?;
+        let guard = active.mount(self.backend.as_ref()).map_err(|e| self.err_at(pos, e.to_string()))?;
+        // Views of other stages for `from=` mounts, kept for the step.
+        let mut views: BTreeMap<String, View> = BTreeMap::new();
+        for m in &run.mounts {
+            if let Some(f) = &m.from {
+                if !views.contains_key(f) {
+                    let v = self.from_view(graph, f).map_err(|e| self.err_at(pos, e))?;
+                    views.insert(f.clone(), v);
+                }
+            }
+        }
+        let from_dir = |f: &str| -> Result<PathBuf, crate::mounts::MountError> {
+            views.get(f).map(|v| v.root.clone()).ok_or_else(|| crate::mounts::MountError::BadSource {
+                path: f.to_string(),
+                target: String::new(),
+                why: "unknown stage".into(),
+            })
+        };
+        let workdir = st.config.config.working_dir.clone();
+        let inputs = MountInputs {
+            secrets: &self.secrets,
+            ssh: &self.opts.ssh,
+            cache_root: &self.opts.root.join("cache").join("mounts"),
+            context_dir: &self.opts.context,
+            from_dir: &from_dir,
+            scratch: &self.scratch,
+            workdir: if workdir.is_empty() { "/" } else { &workdir },
+        };
+        let prepared = crate::mounts::prepare(&run.mounts, &inputs).map_err(|e| self.err_at(pos, e.to_string()))?;
+        let mut env: Vec<String> = StageScope::run_env(&cmd.env, &self.opts.build_args)
+            .into_iter()
+            .chain(prepared.env.iter().cloned())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let mut mounts = prepared.specs.clone();
+        mounts.extend(extra_mounts);
+        let spec = crate::sandbox::run::RunSpec {
+            rootfs: guard.root().to_path_buf(),
+            argv: argv.clone(),
+            env,
+            cwd: if workdir.is_empty() { "/".into() } else { workdir.clone() },
+            hostname: "buildkitsandbox".into(),
+            isolated_network: run.network == NetworkMode::None,
+            user: Some(st.config.config.user.clone()).filter(|u| !u.is_empty()),
+            mapping: self.opts.mapping.clone(),
+            mounts,
+            secret_env: prepared.secret_env.clone(),
+            etc_dir: PathBuf::new(),
+        };
+        let outcome = crate::sandbox::run::run(&spec, &self.opts.helper, |chunk| {
+            on_event(Event::Output { id, bytes: chunk.to_vec() })
+        })
+        .map_err(|e| self.err_at(pos, e.to_string()))?;
+        drop(prepared);
+        drop(views);
+        if outcome.exit_code != 0 {
+            return Err(BuildError::RunFailed {
+                at: self.dferr(pos, format!("RUN failed with exit code {}", outcome.exit_code)),
+                command: argv.join(" "),
+                exit_code: outcome.exit_code,
+                output_tail: outcome.output_tail,
+            });
+        }
+        let layer = self.layer_of(guard.as_ref()).map_err(|m| self.err_at(pos, m))?;
+        drop(guard);
+        let digest = match layer {
+            Some(l) => {
+                let d = l.digest.clone();
+                self.commit(st, active, l).map_err(|m| self.err_at(pos, m))?;
+                Some(d)
+            }
+            None => None,
+        };
+        self.history(st, history_text, digest.is_some());
+        Ok(digest)
+    }
+}
+
+impl crate::image::RunConfig {
+    fn env_has_no_path(&self) -> bool {
+        !self.env.iter().any(|e| e.starts_with("PATH="))
+    }
+}
+
+fn clean_abs(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// `user[:group]` resolved in the stage root's /etc (numbers pass through).
+fn owner_in(root: &Path, user: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let etc = crate::mounts::resolve_beneath(root, "etc").unwrap_or_else(|_| root.join("etc"));
+    crate::sandbox::user::resolve(user, &etc)
+        .map(|ids| (ids.uid, ids.gid))
+        .map_err(|e| format!("user {user:?}: {e}"))
+}
+
+fn parse_chmod(s: Option<&str>) -> Result<Option<u32>, String> {
+    match s {
+        None => Ok(None),
+        Some(s) => u32::from_str_radix(s, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(Some)
+            .ok_or_else(|| format!("invalid chmod parameter {s:?}: only octal modes are supported yet")),
+    }
+}
+
+fn is_archive(context: &Path, source: &str) -> bool {
+    if super::pattern::has_wildcard(source) {
+        return false;
+    }
+    let Ok(p) = crate::mounts::resolve_beneath(context, source) else {
+        return false;
+    };
+    let mut head = [0u8; 262];
+    let Ok(mut f) = std::fs::File::open(&p) else { return false };
+    if !p.is_file() {
+        return false;
+    }
+    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(b"BZh")
+        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+fn copy_message(
+    name: &str,
+    parents: bool,
+    chown: Option<&str>,
+    chmod: Option<&str>,
+    sources: &[String],
+    inline: &[crate::dockerfile::instructions::InlineFile],
+    dest: &str,
+) -> String {
+    let mut m = String::from(name);
+    if parents {
+        m.push_str(" --parents");
+    }
+    if let Some(c) = chown {
+        m.push_str(&format!(" --chown={c}"));
+    }
+    if let Some(c) = chmod {
+        m.push_str(&format!(" --chmod={c}"));
+    }
+    for s in sources {
+        m.push(' ');
+        m.push_str(s);
+    }
+    for f in inline {
+        m.push_str(&format!(" <<{}", f.name));
+    }
+    m.push(' ');
+    m.push_str(dest);
+    m
+}
+
+/// `EXPOSE` words → `port/proto` entries (ranges expanded, ip/host parts dropped).
+fn parse_port(raw: &str) -> Result<Vec<String>, String> {
+    let (port, proto) = match raw.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (raw, "tcp".to_string()),
+    };
+    let container = port.rsplit(':').next().unwrap_or(port);
+    let bad = || format!("invalid containerPort: {container}");
+    let (lo, hi) = match container.split_once('-') {
+        Some((a, b)) => (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?),
+        None => {
+            let p = container.parse::<u32>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if hi < lo || hi > 65535 {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_expand() {
+        assert_eq!(parse_port("80").unwrap(), ["80/tcp"]);
+        assert_eq!(parse_port("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(parse_port("8000-8001").unwrap(), ["8000/tcp", "8001/tcp"]);
+        assert!(parse_port("x").is_err());
+    }
+}

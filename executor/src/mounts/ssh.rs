@@ -1,0 +1,157 @@
+//! `RUN --mount=type=ssh`: the step sees a socket of its own (owner and mode as the mount
+//! asks, 0600 by default) that forwards every connection to the agent socket given with
+//! `--ssh` (`default` is `$SSH_AUTH_SOCK`). The agent's keys never leave the agent: only
+//! the agent protocol crosses, so nothing of a key can reach a layer.
+
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{io_err, MountError};
+
+/// Parses the CLI's `--ssh ID[=SOCKET]`; `default` without a path means `$SSH_AUTH_SOCK`.
+pub fn parse_ssh_spec(spec: &str) -> Result<(String, PathBuf), String> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), p.split(',').next().unwrap_or(p).to_string()),
+        None => (spec.to_string(), String::new()),
+    };
+    if id.is_empty() {
+        return Err(format!("invalid --ssh {spec:?}: empty id"));
+    }
+    let path = if path.is_empty() {
+        std::env::var("SSH_AUTH_SOCK").map_err(|_| {
+            format!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set (start an agent, or pass --ssh {id}=SOCKET)")
+        })?
+    } else {
+        path
+    };
+    let p = PathBuf::from(&path);
+    match std::fs::metadata(&p) {
+        Ok(md) if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) => Ok((id, p)),
+        Ok(_) => Err(format!(
+            "--ssh {id}={path}: not an agent socket (private key files are not supported yet; load the key into ssh-agent and pass its socket)"
+        )),
+        Err(e) => Err(format!("--ssh {id}={path}: {e}")),
+    }
+}
+
+/// A listening socket that forwards connections to an agent, until dropped.
+pub struct AgentProxy {
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl AgentProxy {
+    /// Listens at `socket` (owner `uid:gid`, `mode`) and forwards to `agent`.
+    pub fn start(agent: &Path, socket: &Path, uid: u32, gid: u32, mode: u32) -> Result<AgentProxy, MountError> {
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket)
+            .map_err(io_err(format!("creating the ssh socket {}", socket.display())))?;
+        rustix::fs::chown(
+            socket,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| io_err(format!("giving the ssh socket to {uid}:{gid}"))(e.into()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err("setting the ssh socket's mode"))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let agent = agent.to_path_buf();
+        let stop2 = stop.clone();
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                match UnixStream::connect(&agent) {
+                    Ok(upstream) => {
+                        std::thread::spawn(move || forward(client, upstream));
+                    }
+                    Err(e) => tracing::warn!("ssh agent {}: {e}", agent.display()),
+                }
+            }
+        });
+        Ok(AgentProxy {
+            socket: socket.to_path_buf(),
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+fn forward(client: UnixStream, upstream: UnixStream) {
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let (mut c, mut u) = (client, upstream);
+    let up = std::thread::spawn(move || {
+        let _ = io::copy(&mut c, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = io::copy(&mut u, &mut c2);
+    let _ = c2.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+}
+
+impl Drop for AgentProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn forwards_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_path = dir.path().join("agent");
+        let agent = UnixListener::bind(&agent_path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = agent.accept().unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf.map(|b| b + 1)).unwrap();
+        });
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let proxy = AgentProxy::start(&agent_path, &dir.path().join("p"), uid, gid, 0o600).unwrap();
+        let mut c = UnixStream::connect(proxy.socket()).unwrap();
+        c.write_all(b"abcd").unwrap();
+        let mut got = [0u8; 4];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"bcde");
+        server.join().unwrap();
+        drop(proxy);
+        assert!(!dir.path().join("p").exists());
+    }
+
+    #[test]
+    fn key_files_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "x").unwrap();
+        let err = parse_ssh_spec(&format!("default={}", key.display())).unwrap_err();
+        assert!(err.contains("not an agent socket"), "{err}");
+    }
+}

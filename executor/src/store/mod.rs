@@ -1,0 +1,324 @@
+//! The local image store: an OCI image layout directory (the kiln root itself), so
+//! `skopeo copy oci:$KILN_ROOT:NAME …` and `umoci` read it directly.
+//!
+//! ```text
+//! oci-layout            {"imageLayoutVersion":"1.0.0"}
+//! index.json            one manifest descriptor per tag (annotation org.opencontainers.image.ref.name)
+//! blobs/sha256/<hex>    layers, configs, manifests
+//! ```
+//! Blobs are written to a temporary name, synced and renamed; `index.json` is rewritten the
+//! same way under the store's lock file, so concurrent kiln processes and crashes never
+//! leave a half-written tag list.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
+use sha2::{Digest as _, Sha256};
+
+use crate::image::ImageConfig;
+
+/// The annotation that names a tag in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Why the image store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageStoreError {
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} {path} is not valid: {why}")]
+    Invalid {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+fn io_at(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError {
+    let path = path.to_path_buf();
+    move |source| ImageStoreError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// An image in the store: its manifest descriptor, manifest and config.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    pub descriptor: Descriptor,
+    pub manifest: ImageManifest,
+    pub config: ImageConfig,
+}
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+/// `name` with Docker's defaults made explicit: `busybox` → `docker.io/library/busybox:latest`.
+pub fn normalize_reference(name: &str) -> String {
+    let (name, digest) = match name.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (name, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let mut out = if last.contains(':') {
+        name.to_string()
+    } else if digest.is_some() {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    };
+    let first = out.split('/').next().unwrap_or("");
+    let has_registry =
+        out.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if !has_registry {
+        out = if out.contains('/') {
+            format!("docker.io/{out}")
+        } else {
+            format!("docker.io/library/{out}")
+        };
+    }
+    match digest {
+        Some(d) => format!("{out}@{d}"),
+        None => out,
+    }
+}
+
+/// A tag as the store records it: `name` with `:latest` added when it has no tag.
+pub fn tag_name(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || name.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the layout at `root`.
+    pub fn open(root: &Path) -> Result<ImageStore, ImageStoreError> {
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(io_at("creating", &blobs))?;
+        let store = ImageStore {
+            root: root.to_path_buf(),
+        };
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            store.write_atomic(&index, br#"{"schemaVersion":2,"manifests":[]}"#)?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where blobs live (`blobs/sha256`).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// The file of blob `digest` (`sha256:<hex>`).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.blob_dir().join(hex)
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), ImageStoreError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_at("writing in", dir))?;
+        tmp.write_all(bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io_at("writing", path))?;
+        tmp.persist(path)
+            .map_err(|e| io_at("writing", path)(e.error))?;
+        Ok(())
+    }
+
+    /// Stores `bytes` as a blob and returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<String, ImageStoreError> {
+        let hex = sha256_hex(bytes);
+        let path = self.blob_dir().join(&hex);
+        if !path.exists() {
+            self.write_atomic(&path, bytes)?;
+        }
+        Ok(format!("sha256:{hex}"))
+    }
+
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageStoreError> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(io_at("reading blob", &path))
+    }
+
+    fn lock(&self) -> Result<File, ImageStoreError> {
+        let path = self.root.join("index.lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_at("opening", &path))?;
+        rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_at("locking", &path)(e.into()))?;
+        Ok(f)
+    }
+
+    /// The layout's `index.json`.
+    pub fn index(&self) -> Result<ImageIndex, ImageStoreError> {
+        let path = self.root.join("index.json");
+        let f = File::open(&path).map_err(io_at("reading", &path))?;
+        ImageIndex::from_reader(f).map_err(|e| ImageStoreError::Invalid {
+            what: "image index",
+            path,
+            why: e.to_string(),
+        })
+    }
+
+    /// Points tag `name` at `manifest` (replacing what it pointed at).
+    pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), ImageStoreError> {
+        let _lock = self.lock()?;
+        let index = self.index()?;
+        let name = tag_name(name);
+        let wanted = normalize_reference(&name);
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_none_or(|n| normalize_reference(n) != wanted)
+            })
+            .cloned()
+            .collect();
+        let mut d = manifest.clone();
+        d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name)])));
+        manifests.push(d);
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .map_err(|e| ImageStoreError::Invalid {
+                what: "image index",
+                path: self.root.join("index.json"),
+                why: e.to_string(),
+            })?;
+        let json = index.to_string().map_err(|e| ImageStoreError::Invalid {
+            what: "image index",
+            path: self.root.join("index.json"),
+            why: e.to_string(),
+        })?;
+        self.write_atomic(&self.root.join("index.json"), json.as_bytes())
+    }
+
+    /// The manifest descriptor tagged `name` (any spelling of the same reference).
+    pub fn resolve(&self, name: &str) -> Result<Option<Descriptor>, ImageStoreError> {
+        let wanted = normalize_reference(name);
+        let index = self.index()?;
+        Ok(index
+            .manifests()
+            .iter()
+            .rev()
+            .find(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|n| n == name || normalize_reference(n) == wanted)
+            })
+            .cloned())
+    }
+
+    /// Reads the manifest and config of `descriptor`.
+    pub fn load(&self, descriptor: &Descriptor) -> Result<StoredImage, ImageStoreError> {
+        let digest = descriptor.digest().to_string();
+        let bytes = self.read_blob(&digest)?;
+        let manifest =
+            ImageManifest::from_reader(&bytes[..]).map_err(|e| ImageStoreError::Invalid {
+                what: "manifest",
+                path: self.blob_path(&digest),
+                why: e.to_string(),
+            })?;
+        let cfg_digest = manifest.config().digest().to_string();
+        let cfg_bytes = self.read_blob(&cfg_digest)?;
+        let config: ImageConfig =
+            serde_json::from_slice(&cfg_bytes).map_err(|e| ImageStoreError::Invalid {
+                what: "image config",
+                path: self.blob_path(&cfg_digest),
+                why: e.to_string(),
+            })?;
+        Ok(StoredImage {
+            descriptor: descriptor.clone(),
+            manifest,
+            config,
+        })
+    }
+}
+
+/// A descriptor for a blob whose digest is `sha256:<hex>`.
+pub fn descriptor(
+    media_type: MediaType,
+    digest: &str,
+    size: u64,
+) -> Result<Descriptor, ImageStoreError> {
+    let d = Digest::from_str(digest).map_err(|e| ImageStoreError::Invalid {
+        what: "digest",
+        path: PathBuf::from(digest),
+        why: e.to_string(),
+    })?;
+    Ok(Descriptor::new(media_type, size, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_normalize_like_docker() {
+        assert_eq!(normalize_reference("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(normalize_reference("me/app:1"), "docker.io/me/app:1");
+        assert_eq!(
+            normalize_reference("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(normalize_reference("quay.io/a/b:2"), "quay.io/a/b:2");
+    }
+
+    #[test]
+    fn tags_replace_and_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let d1 = store.put_blob(b"one").unwrap();
+        let d2 = store.put_blob(b"two").unwrap();
+        store
+            .tag("app", &descriptor(MediaType::ImageManifest, &d1, 3).unwrap())
+            .unwrap();
+        store
+            .tag("docker.io/library/app:latest", &descriptor(MediaType::ImageManifest, &d2, 3).unwrap())
+            .unwrap();
+        assert_eq!(store.index().unwrap().manifests().len(), 1);
+        let got = store.resolve("app:latest").unwrap().unwrap();
+        assert_eq!(got.digest().to_string(), d2);
+        assert!(store.resolve("other").unwrap().is_none());
+    }
+}
