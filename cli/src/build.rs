@@ -95,7 +95,9 @@ fn default_root() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(x).join("kiln");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/share/kiln")
 }
 
@@ -113,14 +115,17 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             bail!("context {}: not a directory", args.context.display());
         }
         let mapping = userns::IdMapping::detect();
-        return userns::enter_build_namespace(&mapping).context("entering the build's user namespace");
+        return userns::enter_build_namespace(&mapping)
+            .context("entering the build's user namespace");
     };
     let context = std::fs::canonicalize(&args.context)
         .with_context(|| format!("context {}", args.context.display()))?;
     let (dockerfile, dockerfile_name) = match &args.file {
         Some(p) if p.as_os_str() == "-" => {
             let mut b = Vec::new();
-            std::io::stdin().read_to_end(&mut b).context("reading the Dockerfile from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .context("reading the Dockerfile from stdin")?;
             (b, "Dockerfile".to_string())
         }
         Some(p) => (
@@ -160,7 +165,8 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let mut ssh = BTreeMap::new();
     for s in &args.ssh {
-        let (id, path) = kiln_executor::mounts::ssh::parse_ssh_spec(s).map_err(anyhow::Error::msg)?;
+        let (id, path) =
+            kiln_executor::mounts::ssh::parse_ssh_spec(s).map_err(anyhow::Error::msg)?;
         ssh.insert(id, path);
     }
     let mut named_contexts = BTreeMap::new();
@@ -169,16 +175,24 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         let ctx = if let Some(rest) = value.strip_prefix("oci-layout://") {
             // PATH[:TAG] — the tag is after the last colon that follows the last slash.
             let (path, tag) = match rest.rfind(':') {
-                Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+                Some(i) if !rest[i..].contains('/') => {
+                    (&rest[..i], Some(rest[i + 1..].to_string()))
+                }
                 _ => (rest, None),
             };
-            NamedContext::OciLayout { path: PathBuf::from(path), tag }
+            NamedContext::OciLayout {
+                path: PathBuf::from(path),
+                tag,
+            }
         } else if let Some(r) = value.strip_prefix("docker-image://") {
             NamedContext::Image(r.to_string())
         } else if value.contains("://") {
             bail!("--build-context {c}: only local directories, oci-layout:// and docker-image:// are supported");
         } else {
-            NamedContext::Dir(std::fs::canonicalize(&value).with_context(|| format!("--build-context {name}={value}"))?)
+            NamedContext::Dir(
+                std::fs::canonicalize(&value)
+                    .with_context(|| format!("--build-context {name}={value}"))?,
+            )
         };
         named_contexts.insert(name, ctx);
     }
@@ -204,7 +218,10 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         .cloned()
         .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u64>().with_context(|| format!("SOURCE_DATE_EPOCH {s:?} is not a number")))
+        .map(|s| {
+            s.parse::<u64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH {s:?} is not a number"))
+        })
         .transpose()?;
     let platform = args
         .platform
@@ -238,7 +255,8 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         platform,
     };
-    std::fs::create_dir_all(&opts.root).with_context(|| format!("creating {}", opts.root.display()))?;
+    std::fs::create_dir_all(&opts.root)
+        .with_context(|| format!("creating {}", opts.root.display()))?;
     let quiet = args.quiet;
     let mut err = std::io::stderr();
     let mut at_line_start: BTreeMap<usize, bool> = BTreeMap::new();
@@ -251,7 +269,13 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         }
         let _ = match e {
             Event::Warning(w) => writeln!(err, "WARNING: {w}"),
-            Event::StepStarted { id, stage, index, total, text } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
+            Event::StepStarted {
+                id,
+                stage,
+                index,
+                total,
+                text,
+            } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
             Event::Output { id, bytes } => {
                 let start = at_line_start.entry(id).or_insert(true);
                 let mut out = String::new();
@@ -276,7 +300,11 @@ pub fn run(args: BuildArgs) -> Result<i32> {
                     None => writeln!(err, "#{id} DONE {seconds:.1}s"),
                 }
             }
-            Event::ImageWritten { manifest, config, tags } => {
+            Event::ImageWritten {
+                manifest,
+                config,
+                tags,
+            } => {
                 let _ = writeln!(err, "writing image {config} (manifest {manifest})");
                 if tags.is_empty() {
                     Ok(())
@@ -295,7 +323,8 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         }
     };
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &result.config_digest).with_context(|| format!("writing {}", f.display()))?;
+        std::fs::write(f, &result.config_digest)
+            .with_context(|| format!("writing {}", f.display()))?;
     }
     if quiet {
         println!("{}", result.config_digest);
@@ -307,4 +336,3 @@ fn short(digest: &str) -> &str {
     let hex = digest.trim_start_matches("sha256:");
     &hex[..hex.len().min(12)]
 }
-

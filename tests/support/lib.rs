@@ -85,3 +85,55 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A build context holding `rootfs/`: Debian's static busybox with its applets linked,
+/// and `/etc/passwd` and `/etc/group` with root, `app` (1000) and group `extra` (2000).
+/// Dockerfiles start with `FROM scratch` + `COPY rootfs/ /` ([`BUSYBOX_BASE`]).
+/// `None` (with a visible line) when busybox is missing outside CI.
+pub fn busybox_context() -> Option<tempfile::TempDir> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        println!("skipped: /bin/busybox missing (apt-get install busybox-static)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "busybox-static missing under CI"
+        );
+        return None;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("link");
+        }
+    }
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir etc");
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
+    )
+    .expect("group");
+    Some(tmp)
+}
+
+/// The first lines of a Dockerfile built on [`busybox_context`].
+pub const BUSYBOX_BASE: &str = "FROM scratch\nCOPY rootfs/ /\n";
+
+/// Whether builds here have ids beyond the caller's: real root, or CI's user with
+/// subordinate ids (not the single-mapping user, `KILN_TEST_IDS=single`).
+pub fn full_ids() -> bool {
+    rustix::process::geteuid().is_root()
+        || (std::env::var_os("CI").is_some()
+            && std::env::var("KILN_TEST_IDS").as_deref() != Ok("single"))
+}

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{openat2, AtFlags, Mode, OFlags, ResolveFlags, Timestamps, Timespec};
+use rustix::fs::{openat2, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
 use super::pattern::{has_wildcard, match_path};
 
@@ -80,8 +80,12 @@ struct RootDir {
 
 impl RootDir {
     fn open(path: &Path) -> Result<RootDir, CopyError> {
-        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno(format!("opening {}", path.display())))?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno(format!("opening {}", path.display())))?;
         Ok(RootDir { fd })
     }
 
@@ -96,37 +100,78 @@ impl RootDir {
         )
     }
 
-    /// Creates `rel` and its parents as directories (0755, `owner`); returns it opened.
+    /// Creates `rel` and its parents as directories (0755, `owner`), following symlinks
+    /// inside the root as the container would (a link to a missing directory gets that
+    /// directory made, inside the root); returns it opened.
     fn mkdir_all(&self, rel: &str, owner: (u32, u32)) -> Result<OwnedFd, CopyError> {
-        let mut cur = String::new();
-        let mut fd = self
-            .resolve("", OFlags::DIRECTORY | OFlags::RDONLY)
-            .map_err(errno("opening the stage root"))?;
-        for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            if !cur.is_empty() {
-                cur.push('/');
+        let mut pending: std::collections::VecDeque<String> = rel
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .map(str::to_string)
+            .collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop_front() {
+            if part == ".." {
+                done.pop();
+                continue;
             }
-            cur.push_str(part);
-            match self.resolve(&cur, OFlags::DIRECTORY | OFlags::RDONLY) {
-                Ok(f) => fd = f,
+            let parent = self
+                .resolve(&done.join("/"), OFlags::DIRECTORY | OFlags::RDONLY)
+                .map_err(errno(format!("opening /{}", done.join("/"))))?;
+            let shown = format!(
+                "/{}",
+                [done.join("/"), part.clone()]
+                    .join("/")
+                    .trim_start_matches('/')
+            );
+            match rustix::fs::statat(&parent, part.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                    rustix::fs::FileType::Directory => done.push(part),
+                    rustix::fs::FileType::Symlink => {
+                        hops += 1;
+                        if hops > 40 {
+                            return Err(errno(format!("resolving {shown}"))(
+                                rustix::io::Errno::LOOP,
+                            ));
+                        }
+                        let target = rustix::fs::readlinkat(&parent, part.as_str(), Vec::new())
+                            .map_err(errno(format!("reading link {shown}")))?;
+                        let target = target.to_string_lossy().into_owned();
+                        if target.starts_with('/') {
+                            done.clear();
+                        }
+                        for p in target
+                            .split('/')
+                            .filter(|p| !p.is_empty() && *p != ".")
+                            .rev()
+                        {
+                            pending.push_front(p.to_string());
+                        }
+                    }
+                    _ => {
+                        return Err(errno(format!("{shown} is not a directory"))(
+                            rustix::io::Errno::NOTDIR,
+                        ))
+                    }
+                },
                 Err(rustix::io::Errno::NOENT) => {
-                    rustix::fs::mkdirat(&fd, part, Mode::from_raw_mode(0o755))
-                        .map_err(errno(format!("creating /{cur}")))?;
+                    rustix::fs::mkdirat(&parent, part.as_str(), Mode::from_raw_mode(0o755))
+                        .map_err(errno(format!("creating {shown}")))?;
                     let _ = rustix::fs::chownat(
-                        &fd,
-                        part,
+                        &parent,
+                        part.as_str(),
                         Some(rustix::fs::Uid::from_raw(owner.0)),
                         Some(rustix::fs::Gid::from_raw(owner.1)),
                         AtFlags::SYMLINK_NOFOLLOW,
                     );
-                    fd = self
-                        .resolve(&cur, OFlags::DIRECTORY | OFlags::RDONLY)
-                        .map_err(errno(format!("opening /{cur}")))?;
+                    done.push(part);
                 }
-                Err(e) => return Err(errno(format!("opening /{cur}"))(e)),
+                Err(e) => return Err(errno(format!("looking up {shown}"))(e)),
             }
         }
-        Ok(fd)
+        self.resolve(&done.join("/"), OFlags::DIRECTORY | OFlags::RDONLY)
+            .map_err(errno(format!("opening /{}", done.join("/"))))
     }
 
     fn is_dir(&self, rel: &str) -> bool {
@@ -152,7 +197,8 @@ fn clean(p: &str) -> String {
 fn expand_source(root: &Path, pattern: &str) -> Result<Vec<String>, CopyError> {
     let pat = clean(pattern);
     if !has_wildcard(&pat) {
-        let p = crate::mounts::resolve_beneath(root, &pat).map_err(|_| CopyError::NotFound(format!("/{pat}")))?;
+        let p = crate::mounts::resolve_beneath(root, &pat)
+            .map_err(|_| CopyError::NotFound(format!("/{pat}")))?;
         if fs::symlink_metadata(&p).is_err() {
             return Err(CopyError::NotFound(format!("/{pat}")));
         }
@@ -173,8 +219,16 @@ fn expand_source(root: &Path, pattern: &str) -> Result<Vec<String>, CopyError> {
 
 /// Walks `root/rel` depth first, calling `f(rel_path, metadata)`; `f` returns whether to
 /// descend into a directory.
-fn walk(root: &Path, rel: &str, f: &mut dyn FnMut(&str, &fs::Metadata) -> bool) -> Result<(), CopyError> {
-    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+fn walk(
+    root: &Path,
+    rel: &str,
+    f: &mut dyn FnMut(&str, &fs::Metadata) -> bool,
+) -> Result<(), CopyError> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     let mut entries: Vec<_> = fs::read_dir(&dir)
         .map_err(io_err(format!("reading {}", dir.display())))?
         .filter_map(Result::ok)
@@ -182,7 +236,11 @@ fn walk(root: &Path, rel: &str, f: &mut dyn FnMut(&str, &fs::Metadata) -> bool) 
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
-        let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let md = e.metadata().map_err(io_err(format!("reading {child}")))?;
         if f(&child, &md) && md.is_dir() {
             walk(root, &child, f)?;
@@ -199,19 +257,18 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
     } else {
         format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
     };
-    let dest_is_dir_syntax = req.dest.ends_with('/') || req.dest.ends_with("/.") || req.dest == "." ;
+    let dest_is_dir_syntax = req.dest.ends_with('/') || req.dest.ends_with("/.") || req.dest == ".";
     let dest = clean(&dest_abs);
     let mut matches: Vec<String> = Vec::new();
     for s in &req.sources {
         matches.extend(expand_source(&req.src_root, s)?);
     }
     let count = matches.len() + req.inline.len();
-    let wildcard = req.sources.iter().any(|s| has_wildcard(s));
     if count == 0 {
         return Ok(());
     }
     let dest_is_dir = dest_is_dir_syntax || dest.is_empty() || dest_root.is_dir(&dest);
-    if (count > 1 || (wildcard && count > 1)) && !dest_is_dir {
+    if count > 1 && !dest_is_dir {
         return Err(CopyError::DestNotDir);
     }
     let dir_owner = req.chown.unwrap_or((0, 0));
@@ -221,7 +278,11 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         let md = fs::metadata(&src).map_err(io_err(format!("reading /{rel}")))?;
         let base = rel.rsplit('/').next().unwrap_or(rel);
         if md.is_dir() {
-            let target = if req.parents { format!("{dest}/{rel}") } else { dest.clone() };
+            let target = if req.parents {
+                format!("{dest}/{rel}")
+            } else {
+                dest.clone()
+            };
             let t = clean(&target);
             let fd = dest_root.mkdir_all(&t, dir_owner)?;
             let dir_target = (rel.is_empty() || req.parents).then_some(());
@@ -240,7 +301,11 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         }
     }
     for f in &req.inline {
-        let target = if dest_is_dir { format!("{dest}/{}", f.name) } else { dest.clone() };
+        let target = if dest_is_dir {
+            format!("{dest}/{}", f.name)
+        } else {
+            dest.clone()
+        };
         let target = clean(&target);
         let (parent, name) = split(&target);
         let pfd = dest_root.mkdir_all(parent, dir_owner)?;
@@ -255,17 +320,24 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         let mut file = fs::File::from(fd);
         io::Write::write_all(&mut file, &f.data).map_err(io_err(format!("writing /{target}")))?;
         let (uid, gid) = req.chown.unwrap_or((0, 0));
-        rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-            .map_err(errno(format!("chown /{target}")))?;
+        rustix::fs::fchown(
+            &file,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(errno(format!("chown /{target}")))?;
         let mode = req.chmod.unwrap_or(0o644);
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(errno(format!("chmod /{target}")))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+            .map_err(errno(format!("chmod /{target}")))?;
     }
     Ok(())
 }
 
 /// Creates directory `path` (absolute in the root) and its parents, owned by `owner`.
 pub fn make_dir(root: &Path, path: &str, owner: (u32, u32)) -> Result<(), CopyError> {
-    RootDir::open(root)?.mkdir_all(&clean(path), owner).map(drop)
+    RootDir::open(root)?
+        .mkdir_all(&clean(path), owner)
+        .map(drop)
 }
 
 fn split(target: &str) -> (&str, &str) {
@@ -279,7 +351,12 @@ fn excluded(req: &CopyRequest, rel_in_source: &str) -> bool {
     req.excludes.iter().any(|p| match_path(p, rel_in_source))
 }
 
-fn copy_tree(dest_root: &RootDir, src_dir: &Path, dest: &str, req: &CopyRequest) -> Result<(), CopyError> {
+fn copy_tree(
+    dest_root: &RootDir,
+    src_dir: &Path,
+    dest: &str,
+    req: &CopyRequest,
+) -> Result<(), CopyError> {
     let dir_owner = req.chown.unwrap_or((0, 0));
     let mut result = Ok(());
     walk(src_dir, "", &mut |rel, md| {
@@ -318,12 +395,17 @@ fn copy_entry(
         return Ok(());
     }
     match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::Directory =>
+        {
             // A file onto a directory: BuildKit replaces it only when empty.
-            rustix::fs::unlinkat(&pfd, name, AtFlags::REMOVEDIR).map_err(errno(format!("replacing directory /{target}")))?;
+            rustix::fs::unlinkat(&pfd, name, AtFlags::REMOVEDIR)
+                .map_err(errno(format!("replacing directory /{target}")))?;
         }
         Ok(_) => {
-            rustix::fs::unlinkat(&pfd, name, AtFlags::empty()).map_err(errno(format!("replacing /{target}")))?;
+            rustix::fs::unlinkat(&pfd, name, AtFlags::empty())
+                .map_err(errno(format!("replacing /{target}")))?;
         }
         Err(_) => {}
     }
@@ -367,11 +449,20 @@ fn owner_of(md: &fs::Metadata, req: &CopyRequest) -> (u32, u32) {
     }
 }
 
-fn apply_meta(fd: &impl AsFd, what: Option<&str>, md: &fs::Metadata, req: &CopyRequest) -> Result<(), CopyError> {
+fn apply_meta(
+    fd: &impl AsFd,
+    what: Option<&str>,
+    md: &fs::Metadata,
+    req: &CopyRequest,
+) -> Result<(), CopyError> {
     let what = what.unwrap_or("a directory");
     let (uid, gid) = owner_of(md, req);
-    rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-        .map_err(errno(format!("setting the owner of {what} to {uid}:{gid}")))?;
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(errno(format!("setting the owner of {what} to {uid}:{gid}")))?;
     let mode = match req.chmod {
         Some(m) => m,
         None => md.permissions().mode() & 0o7777,
@@ -381,8 +472,14 @@ fn apply_meta(fd: &impl AsFd, what: Option<&str>, md: &fs::Metadata, req: &CopyR
         tv_sec: md.mtime(),
         tv_nsec: md.mtime_nsec() as _,
     };
-    rustix::fs::futimens(fd, &Timestamps { last_access: t, last_modification: t })
-        .map_err(errno(format!("setting times of {what}")))?;
+    rustix::fs::futimens(
+        fd,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )
+    .map_err(errno(format!("setting times of {what}")))?;
     Ok(())
 }
 
@@ -391,7 +488,10 @@ mod tests {
     use super::*;
 
     fn req(src: &Path, sources: &[&str], dest: &str) -> CopyRequest {
-        let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
         CopyRequest {
             sources: sources.iter().map(|s| s.to_string()).collect(),
             inline: Vec::new(),
@@ -440,7 +540,10 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dst.path().join("link")).unwrap();
         copy_into(dst.path(), &req(src.path(), &["f"], "/link/")).unwrap();
         assert!(!outside.path().join("f").exists(), "wrote outside the root");
-        let inside = dst.path().join(outside.path().strip_prefix("/").unwrap()).join("f");
+        let inside = dst
+            .path()
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("f");
         assert!(inside.exists());
     }
 }

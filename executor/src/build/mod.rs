@@ -25,7 +25,7 @@ use kiln_snapshotter::layer::LayerCompression;
 
 use crate::dockerfile::{DockerfileError, Source};
 use crate::mounts::SecretSource;
-use crate::plan::{Platform, PlanError};
+use crate::plan::{PlanError, Platform};
 use crate::sandbox::userns::IdMapping;
 
 pub use export::Output;
@@ -120,26 +120,55 @@ pub struct BuildResult {
     pub config_digest: String,
 }
 
+/// A RUN that exited non-zero: where, what, how, and the end of what it printed.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub at: DockerfileError,
+    pub command: String,
+    pub exit_code: i32,
+    pub output_tail: String,
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\nprocess {:?} did not complete successfully: exit code: {}{}",
+            self.at,
+            self.command,
+            self.exit_code,
+            tail_text(&self.output_tail)
+        )
+    }
+}
+
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("{0}")]
-    Dockerfile(#[from] DockerfileError),
+    Dockerfile(Box<DockerfileError>),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(Box<PlanError>),
     /// A RUN exited non-zero.
-    #[error("{at}\nprocess {command:?} did not complete successfully: exit code: {exit_code}{}", tail_text(.output_tail))]
-    RunFailed {
-        at: DockerfileError,
-        command: String,
-        exit_code: i32,
-        output_tail: String,
-    },
+    #[error("{0}")]
+    RunFailed(Box<RunFailure>),
     /// A step failed for another reason (the message says why).
     #[error("{0}")]
-    Step(DockerfileError),
+    Step(Box<DockerfileError>),
     #[error("{context}: {message}")]
     Setup { context: String, message: String },
+}
+
+impl From<DockerfileError> for BuildError {
+    fn from(e: DockerfileError) -> Self {
+        BuildError::Dockerfile(Box::new(e))
+    }
+}
+
+impl From<PlanError> for BuildError {
+    fn from(e: PlanError) -> Self {
+        BuildError::Plan(Box::new(e))
+    }
 }
 
 fn tail_text(tail: &str) -> String {
@@ -161,18 +190,27 @@ pub fn backend_for(choice: SnapshotterChoice, scratch: &Path) -> Result<Arc<dyn 
     match choice {
         SnapshotterChoice::Overlay => Ok(Arc::new(OverlayBackend)),
         SnapshotterChoice::Copy => Ok(Arc::new(CopyBackend)),
-        SnapshotterChoice::Fuse => Err("the FUSE snapshotter is not available yet; use --snapshotter overlay or copy".into()),
+        SnapshotterChoice::Fuse => Err(
+            "the FUSE snapshotter is not available yet; use --snapshotter overlay or copy".into(),
+        ),
         SnapshotterChoice::Auto => {
             let probe = scratch.join("probe-overlay");
             let ok = OverlayBackend.probe(&probe).is_ok();
             let _ = std::fs::remove_dir_all(&probe);
-            Ok(if ok { Arc::new(OverlayBackend) } else { Arc::new(CopyBackend) })
+            Ok(if ok {
+                Arc::new(OverlayBackend)
+            } else {
+                Arc::new(CopyBackend)
+            })
         }
     }
 }
 
 /// Runs a build. `on_event` receives progress, in order.
-pub fn build(opts: &BuildOptions, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
+pub fn build(
+    opts: &BuildOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<BuildResult, BuildError> {
     let source = Source::new(opts.dockerfile_name.clone(), &opts.dockerfile);
     let doc = crate::dockerfile::parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
     let _ = source;

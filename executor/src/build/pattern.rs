@@ -72,8 +72,14 @@ fn class(p: &[char], c: char) -> Option<(bool, usize)> {
 
 /// Matches a `/`-separated relative path against a pattern with `**` support.
 pub fn match_path(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
-    let n: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let p: Vec<&str> = pattern
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    let n: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     match_parts(&p, &n)
 }
 

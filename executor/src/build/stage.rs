@@ -13,7 +13,9 @@ use kiln_snapshotter::store::{Active, ChainId, Store};
 use super::copy::{copy_into, CopyRequest, InlineSource};
 use super::{setup, BuildError, BuildOptions, BuildResult, Event, NamedContext};
 use crate::dockerfile::ast::Document;
-use crate::dockerfile::instructions::{Instruction, NetworkMode, RunCommand, SecurityMode, ShellOrExec};
+use crate::dockerfile::instructions::{
+    Instruction, NetworkMode, RunCommand, SecurityMode, ShellOrExec,
+};
 use crate::dockerfile::{DockerfileError, Position, Source};
 use crate::image::history::{self, go_list, go_quoted_list};
 use crate::image::{Healthcheck, History, ImageConfig};
@@ -72,22 +74,40 @@ pub(super) struct Session<'a> {
 fn scratch_dir(root: &Path) -> Result<(PathBuf, bool), BuildError> {
     let base = std::env::temp_dir().join(format!("kiln-build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).map_err(|e| setup("creating the build's scratch directory")(e.to_string()))?;
+    std::fs::create_dir_all(&base)
+        .map_err(|e| setup("creating the build's scratch directory")(e.to_string()))?;
     let _ = root;
-    let ok = rustix::mount::mount("tmpfs", &base, "tmpfs", rustix::mount::MountFlags::NODEV, c"mode=0700").is_ok();
+    let ok = rustix::mount::mount(
+        "tmpfs",
+        &base,
+        "tmpfs",
+        rustix::mount::MountFlags::NODEV,
+        c"mode=0700",
+    )
+    .is_ok();
     Ok((base, ok))
 }
 
 impl<'a> Session<'a> {
-    pub(super) fn open(opts: &'a BuildOptions, doc: &Document, on_event: &mut dyn FnMut(Event)) -> Result<Session<'a>, BuildError> {
-        let snapshots = Store::open(&opts.root).map_err(|e| setup("opening the snapshot store")(e.to_string()))?;
-        let images = ImageStore::open(&opts.root).map_err(|e| setup("opening the image store")(e.to_string()))?;
+    pub(super) fn open(
+        opts: &'a BuildOptions,
+        doc: &Document,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Session<'a>, BuildError> {
+        let snapshots = Store::open(&opts.root)
+            .map_err(|e| setup("opening the snapshot store")(e.to_string()))?;
+        let images = ImageStore::open(&opts.root)
+            .map_err(|e| setup("opening the image store")(e.to_string()))?;
         let (scratch, on_tmpfs) = scratch_dir(&opts.root)?;
         if !on_tmpfs && !opts.secrets.is_empty() {
-            on_event(Event::Warning("secrets are kept in a plain directory: no private tmpfs could be mounted".into()));
+            on_event(Event::Warning(
+                "secrets are kept in a plain directory: no private tmpfs could be mounted".into(),
+            ));
         }
-        let backend = super::backend_for(opts.snapshotter, &scratch).map_err(setup("choosing a snapshotter"))?;
-        let secrets = SecretStore::load(&scratch, &opts.secrets).map_err(|e| setup("loading secrets")(e.to_string()))?;
+        let backend = super::backend_for(opts.snapshotter, &scratch)
+            .map_err(setup("choosing a snapshotter"))?;
+        let secrets = SecretStore::load(&scratch, &opts.secrets)
+            .map_err(|e| setup("loading secrets")(e.to_string()))?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -132,26 +152,38 @@ impl<'a> Session<'a> {
     }
 
     fn err_at(&self, pos: Position, msg: impl Into<String>) -> BuildError {
-        BuildError::Step(self.source.error(pos, msg))
+        BuildError::Step(Box::new(self.source.error(pos, msg)))
     }
 
     fn dferr(&self, pos: Position, msg: impl Into<String>) -> DockerfileError {
         self.source.error(pos, msg)
     }
 
-    pub(super) fn run(&mut self, graph: &StageGraph, doc: &Document, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
+    pub(super) fn run(
+        &mut self,
+        graph: &StageGraph,
+        doc: &Document,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<BuildResult, BuildError> {
         let _ = doc;
         // Base images first: their Env feeds the evaluation of the stages.
         for s in graph.stages.iter().filter(|s| s.needed) {
             if let Base::Image(r) = &s.base {
                 if !self.bases.contains_key(r) {
-                    let st = self.resolve_image(r).map_err(|m| self.err_at(s.position, m))?;
+                    let st = self
+                        .resolve_image(r)
+                        .map_err(|m| self.err_at(s.position, m))?;
                     self.bases.insert(r.clone(), st);
                 }
             }
         }
         let bases = self.bases.clone();
-        let env_of = move |r: &str| bases.get(r).map(|s| s.config.env_pairs()).unwrap_or_default();
+        let env_of = move |r: &str| {
+            bases
+                .get(r)
+                .map(|s| s.config.env_pairs())
+                .unwrap_or_default()
+        };
         let evals = graph.evaluate(&self.source, &env_of)?;
         for i in graph.execution_order() {
             let Some(eval) = evals.get(&i) else { continue };
@@ -170,7 +202,11 @@ impl<'a> Session<'a> {
     }
 
     fn platform_config(&self) -> ImageConfig {
-        let p = self.opts.platform.clone().unwrap_or_else(crate::plan::Platform::host);
+        let p = self
+            .opts
+            .platform
+            .clone()
+            .unwrap_or_else(crate::plan::Platform::host);
         ImageConfig {
             architecture: p.architecture,
             os: p.os,
@@ -203,7 +239,14 @@ impl<'a> Session<'a> {
                     None if index.manifests().len() == 1 => index.manifests().first().cloned(),
                     None => None,
                 }
-                .ok_or_else(|| format!("{}: no image {} in this OCI layout", path.display(), tag.as_deref().unwrap_or("(give a tag: oci-layout://PATH:TAG)")))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{}: no image {} in this OCI layout",
+                        path.display(),
+                        tag.as_deref()
+                            .unwrap_or("(give a tag: oci-layout://PATH:TAG)")
+                    )
+                })?;
                 self.import_image(&layout, &desc)
             }
             Some(NamedContext::Image(r)) => self.resolve_image(&r),
@@ -222,7 +265,11 @@ impl<'a> Session<'a> {
     }
 
     /// Makes snapshots of an image's layers (copying its blobs into the store).
-    fn import_image(&mut self, from: &ImageStore, desc: &oci_spec::image::Descriptor) -> Result<StageState, String> {
+    fn import_image(
+        &mut self,
+        from: &ImageStore,
+        desc: &oci_spec::image::Descriptor,
+    ) -> Result<StageState, String> {
         let img = from.load(desc).map_err(|e| e.to_string())?;
         let mut st = StageState {
             config: img.config.clone(),
@@ -237,12 +284,24 @@ impl<'a> Session<'a> {
                 std::fs::copy(&src, &tmp).map_err(|e| format!("copying layer {digest}: {e}"))?;
                 std::fs::rename(&tmp, &dst).map_err(|e| format!("copying layer {digest}: {e}"))?;
             }
-            let diff_id = img.config.rootfs.diff_ids.get(i).cloned().unwrap_or_default();
+            let diff_id = img
+                .config
+                .rootfs
+                .diff_ids
+                .get(i)
+                .cloned()
+                .unwrap_or_default();
             let id = ChainId::new(st.chain.as_ref(), &digest);
             if !self.snapshots.exists(&id) {
-                let f = std::fs::File::open(&dst).map_err(|e| format!("reading layer {digest}: {e}"))?;
+                let f = std::fs::File::open(&dst)
+                    .map_err(|e| format!("reading layer {digest}: {e}"))?;
                 self.snapshots
-                    .apply(st.chain.as_ref(), &digest, std::io::BufReader::new(f), &Default::default())
+                    .apply(
+                        st.chain.as_ref(),
+                        &digest,
+                        std::io::BufReader::new(f),
+                        &Default::default(),
+                    )
                     .map_err(|e| format!("applying layer {digest}: {e}"))?;
             }
             st.chain = Some(id);
@@ -263,12 +322,16 @@ impl<'a> Session<'a> {
             ..Default::default()
         };
         let active = self.snapshots.prepare(None).map_err(|e| e.to_string())?;
-        kiln_snapshotter::backend::copy::materialize(&[dir.to_path_buf()], active.upper()).map_err(|e| format!("copying {}: {e}", dir.display()))?;
-        let guard = active.mount(self.backend.as_ref()).map_err(|e| e.to_string())?;
+        kiln_snapshotter::backend::copy::materialize(&[dir.to_path_buf()], active.upper())
+            .map_err(|e| format!("copying {}: {e}", dir.display()))?;
+        let guard = active
+            .mount(self.backend.as_ref())
+            .map_err(|e| e.to_string())?;
         let layer = self.layer_of(guard.as_ref()).map_err(|e| e.to_string())?;
         drop(guard);
         if let Some(layer) = layer {
-            self.commit(&mut st, active, layer).map_err(|e| e.to_string())?;
+            self.commit(&mut st, active, layer)
+                .map_err(|e| e.to_string())?;
         }
         Ok(st)
     }
@@ -278,11 +341,24 @@ impl<'a> Session<'a> {
             source_date_epoch: self.opts.source_date_epoch,
             ..Default::default()
         };
-        write_layer(guard, &diff, &self.images.blob_dir(), self.opts.compression).map_err(|e| e.to_string())
+        write_layer(guard, &diff, &self.images.blob_dir(), self.opts.compression)
+            .map_err(|e| e.to_string())
     }
 
     fn commit(&self, st: &mut StageState, active: Active, layer: Layer) -> Result<(), String> {
         let id = ChainId::new(st.chain.as_ref(), &layer.digest);
+        if self.backend.name() == "copy" && !self.snapshots.exists(&id) {
+            // The copy backend writes into a full copy, not an upper directory: the
+            // snapshot is the layer itself, applied (its cost is the change's size).
+            let f = std::fs::File::open(&layer.path)
+                .map_err(|e| format!("reading {}: {e}", layer.path.display()))?;
+            kiln_snapshotter::apply::apply_layer(
+                std::io::BufReader::new(f),
+                active.upper(),
+                &Default::default(),
+            )
+            .map_err(|e| format!("recording the step's changes: {e}"))?;
+        }
         active.commit(&id).map_err(|e| e.to_string())?;
         st.chain = Some(id);
         st.config.rootfs.diff_ids.push(layer.diff_id.clone());
@@ -318,7 +394,9 @@ impl<'a> Session<'a> {
             }
             Some(c) => {
                 let active = self.snapshots.prepare(Some(c)).map_err(|e| e.to_string())?;
-                let guard = active.mount(self.backend.as_ref()).map_err(|e| e.to_string())?;
+                let guard = active
+                    .mount(self.backend.as_ref())
+                    .map_err(|e| e.to_string())?;
                 Ok(View {
                     root: guard.root().to_path_buf(),
                     _guard: Some(guard),
@@ -330,16 +408,23 @@ impl<'a> Session<'a> {
     }
 
     /// What `--from=NAME` (COPY) or `from=NAME` (RUN --mount) points at.
-    fn from_view(&mut self, graph: &StageGraph, from: &str) -> Result<View, String> {
+    fn view_of_source(&mut self, graph: &StageGraph, from: &str) -> Result<View, String> {
         let lower = from.to_ascii_lowercase();
         let stage = graph
             .stages
             .iter()
             .find(|s| s.name.as_deref() == Some(lower.as_str()))
             .map(|s| s.index)
-            .or_else(|| from.parse::<usize>().ok().filter(|i| *i < graph.stages.len()));
+            .or_else(|| {
+                from.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < graph.stages.len())
+            });
         if let Some(j) = stage {
-            let st = self.results.get(&j).ok_or_else(|| format!("stage {from:?} has not been built"))?;
+            let st = self
+                .results
+                .get(&j)
+                .ok_or_else(|| format!("stage {from:?} has not been built"))?;
             let chain = st.chain.clone();
             return self.view(chain.as_ref());
         }
@@ -362,7 +447,13 @@ impl<'a> Session<'a> {
         self.view(st.chain.as_ref())
     }
 
-    fn run_stage(&mut self, graph: &StageGraph, index: usize, commands: &[EvaluatedCommand], on_event: &mut dyn FnMut(Event)) -> Result<StageState, BuildError> {
+    fn run_stage(
+        &mut self,
+        graph: &StageGraph,
+        index: usize,
+        commands: &[EvaluatedCommand],
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<StageState, BuildError> {
         let planned = &graph.stages[index];
         let mut st = match &planned.base {
             Base::Scratch => self.platform_config_state(),
@@ -408,7 +499,14 @@ impl<'a> Session<'a> {
     }
 
     /// One instruction; returns the digest of the layer it made.
-    fn step(&mut self, graph: &StageGraph, st: &mut StageState, cmd: &EvaluatedCommand, id: usize, on_event: &mut dyn FnMut(Event)) -> Result<Option<String>, BuildError> {
+    fn step(
+        &mut self,
+        graph: &StageGraph,
+        st: &mut StageState,
+        cmd: &EvaluatedCommand,
+        id: usize,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Option<String>, BuildError> {
         let pos = cmd.position;
         match &cmd.instruction {
             Instruction::Env(kvs) => {
@@ -422,7 +520,10 @@ impl<'a> Session<'a> {
             Instruction::Label(kvs) => {
                 let mut msg = String::from("LABEL");
                 for kv in kvs {
-                    st.config.config.labels.insert(kv.key.clone(), kv.value.clone());
+                    st.config
+                        .config
+                        .labels
+                        .insert(kv.key.clone(), kv.value.clone());
                     msg.push_str(&format!(" {}={}", kv.key, kv.value));
                 }
                 self.history(st, msg, false);
@@ -438,8 +539,16 @@ impl<'a> Session<'a> {
                     let value = match self.opts.build_args.get(&d.key) {
                         Some(v) => Some(v.clone()),
                         None => match &d.value {
-                            Some(raw) => Some(lexer.process_word(raw, &cmd.env).map_err(|e| self.err_at(pos, e.message))?),
-                            None => graph.global_args.iter().find(|(k, _)| *k == d.key).map(|(_, v)| v.clone()),
+                            Some(raw) => Some(
+                                lexer
+                                    .process_word(raw, &cmd.env)
+                                    .map_err(|e| self.err_at(pos, e.message))?,
+                            ),
+                            None => graph
+                                .global_args
+                                .iter()
+                                .find(|(k, _)| *k == d.key)
+                                .map(|(_, v)| v.clone()),
                         },
                     };
                     parts.push(match &value {
@@ -480,7 +589,10 @@ impl<'a> Session<'a> {
                     list.extend(parse_port(p).map_err(|m| self.err_at(pos, m))?);
                 }
                 for p in &list {
-                    st.config.config.exposed_ports.insert(p.clone(), serde_json::json!({}));
+                    st.config
+                        .config
+                        .exposed_ports
+                        .insert(p.clone(), serde_json::json!({}));
                 }
                 self.history(st, format!("EXPOSE {}", go_list(&list)), false);
             }
@@ -489,7 +601,10 @@ impl<'a> Session<'a> {
                     if v.is_empty() {
                         return Err(self.err_at(pos, "VOLUME specified can not be an empty string"));
                     }
-                    st.config.config.volumes.insert(v.clone(), serde_json::json!({}));
+                    st.config
+                        .config
+                        .volumes
+                        .insert(v.clone(), serde_json::json!({}));
                 }
                 self.history(st, format!("VOLUME {}", go_list(vols)), false);
             }
@@ -528,10 +643,12 @@ impl<'a> Session<'a> {
                 let mut layer = None;
                 if wd != "/" {
                     let user = st.config.config.user.clone();
-                    layer = self.fs_step(st, |root| {
-                        let (uid, gid) = owner_in(root, &user)?;
-                        super::copy::make_dir(root, &wd, (uid, gid)).map_err(|e| e.to_string())
-                    }).map_err(|m| self.err_at(pos, m))?;
+                    layer = self
+                        .fs_step(st, |root| {
+                            let (uid, gid) = owner_in(root, &user)?;
+                            super::copy::make_dir(root, &wd, (uid, gid)).map_err(|e| e.to_string())
+                        })
+                        .map_err(|m| self.err_at(pos, m))?;
                 }
                 let made = layer.is_some();
                 self.history(st, format!("WORKDIR {wd}"), made);
@@ -541,7 +658,14 @@ impl<'a> Session<'a> {
             Instruction::Copy(cp) => {
                 let req = CopyRequest {
                     sources: cp.sources.clone(),
-                    inline: cp.inline_files.iter().map(|f| InlineSource { name: f.name.clone(), data: f.data.clone().into_bytes() }).collect(),
+                    inline: cp
+                        .inline_files
+                        .iter()
+                        .map(|f| InlineSource {
+                            name: f.name.clone(),
+                            data: f.data.clone().into_bytes(),
+                        })
+                        .collect(),
                     dest: cp.dest.clone(),
                     src_root: PathBuf::new(),
                     from_context: cp.from.is_none(),
@@ -551,18 +675,44 @@ impl<'a> Session<'a> {
                     excludes: cp.excludes.clone(),
                     parents: cp.parents,
                 };
-                let msg = copy_message("COPY", cp.parents, cp.chown.as_deref(), cp.chmod.as_deref(), &cp.sources, &cp.inline_files, &cp.dest);
-                return self.copy_step(graph, st, req, cp.from.as_deref(), cp.chown.as_deref(), msg, pos);
+                let msg = copy_message(
+                    "COPY",
+                    cp.parents,
+                    cp.chown.as_deref(),
+                    cp.chmod.as_deref(),
+                    &cp.sources,
+                    &cp.inline_files,
+                    &cp.dest,
+                );
+                return self.copy_step(
+                    graph,
+                    st,
+                    req,
+                    cp.from.as_deref(),
+                    cp.chown.as_deref(),
+                    msg,
+                    pos,
+                );
             }
             Instruction::Add(add) => {
                 for s in &add.sources {
                     if s.contains("://") || s.starts_with("git@") {
-                        return Err(self.err_at(pos, format!("ADD {s}: remote sources (URLs, git) are not supported yet")));
+                        return Err(self.err_at(
+                            pos,
+                            format!("ADD {s}: remote sources (URLs, git) are not supported yet"),
+                        ));
                     }
                 }
                 let req = CopyRequest {
                     sources: add.sources.clone(),
-                    inline: add.inline_files.iter().map(|f| InlineSource { name: f.name.clone(), data: f.data.clone().into_bytes() }).collect(),
+                    inline: add
+                        .inline_files
+                        .iter()
+                        .map(|f| InlineSource {
+                            name: f.name.clone(),
+                            data: f.data.clone().into_bytes(),
+                        })
+                        .collect(),
                     dest: add.dest.clone(),
                     src_root: PathBuf::new(),
                     from_context: true,
@@ -574,10 +724,21 @@ impl<'a> Session<'a> {
                 };
                 for s in &add.sources {
                     if add.unpack != Some(false) && is_archive(&self.opts.context, s) {
-                        return Err(self.err_at(pos, format!("ADD {s}: extracting local archives is not supported yet")));
+                        return Err(self.err_at(
+                            pos,
+                            format!("ADD {s}: extracting local archives is not supported yet"),
+                        ));
                     }
                 }
-                let msg = copy_message("ADD", false, add.chown.as_deref(), add.chmod.as_deref(), &add.sources, &add.inline_files, &add.dest);
+                let msg = copy_message(
+                    "ADD",
+                    false,
+                    add.chown.as_deref(),
+                    add.chmod.as_deref(),
+                    &add.sources,
+                    &add.inline_files,
+                    &add.dest,
+                );
                 return self.copy_step(graph, st, req, None, add.chown.as_deref(), msg, pos);
             }
         }
@@ -600,9 +761,18 @@ impl<'a> Session<'a> {
     }
 
     /// A filesystem step: mount, mutate, diff, commit.
-    fn fs_step(&mut self, st: &mut StageState, f: impl FnOnce(&Path) -> Result<(), String>) -> Result<Option<String>, String> {
-        let active = self.snapshots.prepare(st.chain.as_ref()).map_err(|e| e.to_string())?;
-        let guard = active.mount(self.backend.as_ref()).map_err(|e| e.to_string())?;
+    fn fs_step(
+        &mut self,
+        st: &mut StageState,
+        f: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<Option<String>, String> {
+        let active = self
+            .snapshots
+            .prepare(st.chain.as_ref())
+            .map_err(|e| e.to_string())?;
+        let guard = active
+            .mount(self.backend.as_ref())
+            .map_err(|e| e.to_string())?;
         f(guard.root())?;
         let layer = self.layer_of(guard.as_ref())?;
         drop(guard);
@@ -617,9 +787,21 @@ impl<'a> Session<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn copy_step(&mut self, graph: &StageGraph, st: &mut StageState, mut req: CopyRequest, from: Option<&str>, chown: Option<&str>, msg: String, pos: Position) -> Result<Option<String>, BuildError> {
+    fn copy_step(
+        &mut self,
+        graph: &StageGraph,
+        st: &mut StageState,
+        mut req: CopyRequest,
+        from: Option<&str>,
+        chown: Option<&str>,
+        msg: String,
+        pos: Position,
+    ) -> Result<Option<String>, BuildError> {
         let view = match from {
-            Some(f) => Some(self.from_view(graph, f).map_err(|m| self.err_at(pos, m))?),
+            Some(f) => Some(
+                self.view_of_source(graph, f)
+                    .map_err(|m| self.err_at(pos, m))?,
+            ),
             None => None,
         };
         req.src_root = match &view {
@@ -640,7 +822,15 @@ impl<'a> Session<'a> {
         Ok(layer)
     }
 
-    fn run_step(&mut self, graph: &StageGraph, st: &mut StageState, cmd: &EvaluatedCommand, run: &RunCommand, id: usize, on_event: &mut dyn FnMut(Event)) -> Result<Option<String>, BuildError> {
+    fn run_step(
+        &mut self,
+        graph: &StageGraph,
+        st: &mut StageState,
+        cmd: &EvaluatedCommand,
+        run: &RunCommand,
+        id: usize,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Option<String>, BuildError> {
         let pos = cmd.position;
         if run.security == SecurityMode::Insecure {
             return Err(self.err_at(
@@ -649,19 +839,29 @@ impl<'a> Session<'a> {
             ));
         }
         if !run.devices.is_empty() {
-            return Err(self.err_at(pos, "device feature is only supported in Dockerfile frontend 1.14.0-labs or later"));
+            return Err(self.err_at(
+                pos,
+                "device feature is only supported in Dockerfile frontend 1.14.0-labs or later",
+            ));
         }
         let mut argv = self.with_shell(&st.config, &run.command);
         let mut extra_mounts = Vec::new();
         if let (ShellOrExec::Shell(line), false) = (&run.command, run.heredocs.is_empty()) {
             let body = |h: &crate::dockerfile::ast::Heredoc| -> String {
                 if h.chomp {
-                    h.content.lines().map(|l| format!("{}\n", l.trim_start_matches('\t'))).collect()
+                    h.content
+                        .lines()
+                        .map(|l| format!("{}\n", l.trim_start_matches('\t')))
+                        .collect()
                 } else {
                     h.content.clone()
                 }
             };
-            let lone = run.heredocs.len() == 1 && crate::dockerfile::parser::parse_heredoc_word(line.trim()).ok().flatten().is_some();
+            let lone = run.heredocs.len() == 1
+                && crate::dockerfile::parser::parse_heredoc_word(line.trim())
+                    .ok()
+                    .flatten()
+                    .is_some();
             if lone {
                 let h = &run.heredocs[0];
                 let text = body(h);
@@ -673,7 +873,11 @@ impl<'a> Session<'a> {
                     let target = format!("/dev/pipes/{}", h.name);
                     extra_mounts.push(crate::sandbox::mounts::MountSpec {
                         target: target.clone(),
-                        source: crate::sandbox::mounts::MountSource::Bind { source: file, readonly: true, discard_writes: false },
+                        source: crate::sandbox::mounts::MountSource::Bind {
+                            source: file,
+                            readonly: true,
+                            discard_writes: false,
+                        },
                     });
                     argv = vec![target];
                 } else {
@@ -694,23 +898,32 @@ impl<'a> Session<'a> {
         }
         let history_text = history::run(&self.with_shell(&st.config, &run.command), &st.build_args);
 
-        let active = self.snapshots.prepare(st.chain.as_ref()).map_err(|e| self.err_at(pos, e.to_string()))?;
-        let guard = active.mount(self.backend.as_ref()).map_err(|e| self.err_at(pos, e.to_string()))?;
+        let active = self
+            .snapshots
+            .prepare(st.chain.as_ref())
+            .map_err(|e| self.err_at(pos, e.to_string()))?;
+        let guard = active
+            .mount(self.backend.as_ref())
+            .map_err(|e| self.err_at(pos, e.to_string()))?;
         // Views of other stages for `from=` mounts, kept for the step.
         let mut views: BTreeMap<String, View> = BTreeMap::new();
         for m in &run.mounts {
             if let Some(f) = &m.from {
                 if !views.contains_key(f) {
-                    let v = self.from_view(graph, f).map_err(|e| self.err_at(pos, e))?;
+                    let v = self
+                        .view_of_source(graph, f)
+                        .map_err(|e| self.err_at(pos, e))?;
                     views.insert(f.clone(), v);
                 }
             }
         }
         let from_dir = |f: &str| -> Result<PathBuf, crate::mounts::MountError> {
-            views.get(f).map(|v| v.root.clone()).ok_or_else(|| crate::mounts::MountError::BadSource {
-                path: f.to_string(),
-                target: String::new(),
-                why: "unknown stage".into(),
+            views.get(f).map(|v| v.root.clone()).ok_or_else(|| {
+                crate::mounts::MountError::BadSource {
+                    path: f.to_string(),
+                    target: String::new(),
+                    why: "unknown stage".into(),
+                }
             })
         };
         let workdir = st.config.config.working_dir.clone();
@@ -723,7 +936,8 @@ impl<'a> Session<'a> {
             scratch: &self.scratch,
             workdir: if workdir.is_empty() { "/" } else { &workdir },
         };
-        let prepared = crate::mounts::prepare(&run.mounts, &inputs).map_err(|e| self.err_at(pos, e.to_string()))?;
+        let prepared = crate::mounts::prepare(&run.mounts, &inputs)
+            .map_err(|e| self.err_at(pos, e.to_string()))?;
         let mut env: Vec<String> = StageScope::run_env(&cmd.env, &self.opts.build_args)
             .into_iter()
             .chain(prepared.env.iter().cloned())
@@ -738,7 +952,11 @@ impl<'a> Session<'a> {
             rootfs: guard.root().to_path_buf(),
             argv: argv.clone(),
             env,
-            cwd: if workdir.is_empty() { "/".into() } else { workdir.clone() },
+            cwd: if workdir.is_empty() {
+                "/".into()
+            } else {
+                workdir.clone()
+            },
             hostname: "buildkitsandbox".into(),
             isolated_network: run.network == NetworkMode::None,
             user: Some(st.config.config.user.clone()).filter(|u| !u.is_empty()),
@@ -748,25 +966,34 @@ impl<'a> Session<'a> {
             etc_dir: PathBuf::new(),
         };
         let outcome = crate::sandbox::run::run(&spec, &self.opts.helper, |chunk| {
-            on_event(Event::Output { id, bytes: chunk.to_vec() })
+            on_event(Event::Output {
+                id,
+                bytes: chunk.to_vec(),
+            })
         })
         .map_err(|e| self.err_at(pos, e.to_string()))?;
         drop(prepared);
         drop(views);
         if outcome.exit_code != 0 {
-            return Err(BuildError::RunFailed {
-                at: self.dferr(pos, format!("RUN failed with exit code {}", outcome.exit_code)),
+            return Err(BuildError::RunFailed(Box::new(super::RunFailure {
+                at: self.dferr(
+                    pos,
+                    format!("RUN failed with exit code {}", outcome.exit_code),
+                ),
                 command: argv.join(" "),
                 exit_code: outcome.exit_code,
                 output_tail: outcome.output_tail,
-            });
+            })));
         }
-        let layer = self.layer_of(guard.as_ref()).map_err(|m| self.err_at(pos, m))?;
+        let layer = self
+            .layer_of(guard.as_ref())
+            .map_err(|m| self.err_at(pos, m))?;
         drop(guard);
         let digest = match layer {
             Some(l) => {
                 let d = l.digest.clone();
-                self.commit(st, active, l).map_err(|m| self.err_at(pos, m))?;
+                self.commit(st, active, l)
+                    .map_err(|m| self.err_at(pos, m))?;
                 Some(d)
             }
             None => None,
@@ -814,7 +1041,9 @@ fn parse_chmod(s: Option<&str>) -> Result<Option<u32>, String> {
             .ok()
             .filter(|m| *m <= 0o7777)
             .map(Some)
-            .ok_or_else(|| format!("invalid chmod parameter {s:?}: only octal modes are supported yet")),
+            .ok_or_else(|| {
+                format!("invalid chmod parameter {s:?}: only octal modes are supported yet")
+            }),
     }
 }
 
@@ -826,7 +1055,9 @@ fn is_archive(context: &Path, source: &str) -> bool {
         return false;
     };
     let mut head = [0u8; 262];
-    let Ok(mut f) = std::fs::File::open(&p) else { return false };
+    let Ok(mut f) = std::fs::File::open(&p) else {
+        return false;
+    };
     if !p.is_file() {
         return false;
     }
@@ -879,7 +1110,10 @@ fn parse_port(raw: &str) -> Result<Vec<String>, String> {
     let container = port.rsplit(':').next().unwrap_or(port);
     let bad = || format!("invalid containerPort: {container}");
     let (lo, hi) = match container.split_once('-') {
-        Some((a, b)) => (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.parse::<u32>().map_err(|_| bad())?,
+            b.parse::<u32>().map_err(|_| bad())?,
+        ),
         None => {
             let p = container.parse::<u32>().map_err(|_| bad())?;
             (p, p)

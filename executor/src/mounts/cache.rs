@@ -68,7 +68,11 @@ impl CacheDir {
             CacheSharing::Private => {
                 let mut n = 0u32;
                 loop {
-                    let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+                    let suffix = if n == 0 {
+                        String::new()
+                    } else {
+                        format!(".{n}")
+                    };
                     let lock = open_lock(&root.join(format!("{name}{suffix}.lock")))?;
                     if flock(lock.as_fd(), FlockOperation::NonBlockingLockExclusive).is_ok() {
                         // A shared user of the same id holds the main lock shared: wait for
@@ -169,7 +173,9 @@ mod tests {
             let _b = CacheDir::acquire(&r, "l", CacheSharing::Locked, me(), None).unwrap();
             tx.send(()).unwrap();
         });
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_err());
         drop(a);
         rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         t.join().unwrap();

@@ -118,7 +118,11 @@ pub fn resolve_beneath(base: &Path, source: &str) -> std::io::Result<PathBuf> {
     if rel.is_empty() || rel == "." {
         return Ok(base.to_path_buf());
     }
-    let dir = rustix::fs::open(base, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let dir = rustix::fs::open(
+        base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let fd = openat2(
         &dir,
         rel,
@@ -127,27 +131,32 @@ pub fn resolve_beneath(base: &Path, source: &str) -> std::io::Result<PathBuf> {
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )?;
     let _ = CWD;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))?;
+    let link = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))?;
     Ok(link)
 }
 
 /// Resolves `mounts` for one step.
-pub fn prepare(mounts: &[RunMount], inputs: &MountInputs<'_>) -> Result<PreparedMounts, MountError> {
+pub fn prepare(
+    mounts: &[RunMount],
+    inputs: &MountInputs<'_>,
+) -> Result<PreparedMounts, MountError> {
     let mut out = PreparedMounts::default();
     let mut ssh_index = 0usize;
     for m in mounts {
         match m.kind {
             MountKind::Secret => {
-                let id = m
-                    .id
-                    .clone()
-                    .or_else(|| m.source.clone())
-                    .or_else(|| {
-                        m.target
-                            .as_deref()
-                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                    })
-                    .unwrap_or_default();
+                let id =
+                    m.id.clone()
+                        .or_else(|| m.source.clone())
+                        .or_else(|| {
+                            m.target
+                                .as_deref()
+                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                        })
+                        .unwrap_or_default();
                 let Some(file) = inputs.secrets.file(&id) else {
                     if m.required {
                         return Err(MountError::MissingSecret { id });
@@ -191,7 +200,9 @@ pub fn prepare(mounts: &[RunMount], inputs: &MountInputs<'_>) -> Result<Prepared
                 };
                 let proxy = ssh::AgentProxy::start(
                     agent,
-                    &inputs.scratch.join(format!("ssh-{}-{ssh_index}.sock", std::process::id())),
+                    &inputs
+                        .scratch
+                        .join(format!("ssh-{}-{ssh_index}.sock", std::process::id())),
                     m.uid.unwrap_or(0),
                     m.gid.unwrap_or(0),
                     m.mode.unwrap_or(0o600),
@@ -242,11 +253,14 @@ pub fn prepare(mounts: &[RunMount], inputs: &MountInputs<'_>) -> Result<Prepared
                 let target = absolute_target(m.target.as_deref().unwrap_or(""), inputs.workdir)?;
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
                 let seed = match &m.from {
-                    Some(f) => Some(resolve_beneath(&(inputs.from_dir)(f)?, m.source.as_deref().unwrap_or("/")).map_err(|e| MountError::BadSource {
-                        path: m.source.clone().unwrap_or_default(),
-                        target: target.clone(),
-                        why: e.to_string(),
-                    })?),
+                    Some(f) => Some(
+                        resolve_beneath(&(inputs.from_dir)(f)?, m.source.as_deref().unwrap_or("/"))
+                            .map_err(|e| MountError::BadSource {
+                                path: m.source.clone().unwrap_or_default(),
+                                target: target.clone(),
+                                why: e.to_string(),
+                            })?,
+                    ),
                     None => None,
                 };
                 let lease = cache::CacheDir::acquire(
@@ -263,7 +277,8 @@ pub fn prepare(mounts: &[RunMount], inputs: &MountInputs<'_>) -> Result<Prepared
                 let source = match (&m.from, &m.source) {
                     (None, Some(sub)) => {
                         let p = lease.path().join(sub.trim_start_matches('/'));
-                        std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
+                        std::fs::create_dir_all(&p)
+                            .map_err(io_err(format!("creating {}", p.display())))?;
                         resolve_beneath(lease.path(), sub).map_err(io_err("cache source"))?
                     }
                     _ => lease.path().to_path_buf(),

@@ -77,14 +77,17 @@ impl SecretStore {
         let mut files = BTreeMap::new();
         for (i, (id, source)) in secrets.iter().enumerate() {
             let bytes = match source {
-                SecretSource::File(p) => {
-                    fs::read(p).map_err(io_err(format!("reading secret {id:?} from {}", p.display())))?
-                }
+                SecretSource::File(p) => fs::read(p).map_err(io_err(format!(
+                    "reading secret {id:?} from {}",
+                    p.display()
+                )))?,
                 SecretSource::Env(var) => std::env::var_os(var)
                     .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
                     .ok_or_else(|| MountError::Io {
                         context: format!("secret {id:?}"),
-                        source: std::io::Error::other(format!("environment variable {var} is not set")),
+                        source: std::io::Error::other(format!(
+                            "environment variable {var} is not set"
+                        )),
                     })?,
             };
             let path = dir.join(format!("secret-{i}"));
@@ -139,7 +142,10 @@ mod tests {
         let s = SecretStore::load(&store_dir, &[("a".into(), SecretSource::File(src))]).unwrap();
         let f = s.file("a").unwrap();
         assert_eq!(fs::read(&f).unwrap(), b"s3cr3t");
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o400
+        );
         assert!(s.file("b").is_none());
     }
 }

@@ -47,10 +47,18 @@ pub struct AgentProxy {
 
 impl AgentProxy {
     /// Listens at `socket` (owner `uid:gid`, `mode`) and forwards to `agent`.
-    pub fn start(agent: &Path, socket: &Path, uid: u32, gid: u32, mode: u32) -> Result<AgentProxy, MountError> {
+    pub fn start(
+        agent: &Path,
+        socket: &Path,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result<AgentProxy, MountError> {
         let _ = std::fs::remove_file(socket);
-        let listener = UnixListener::bind(socket)
-            .map_err(io_err(format!("creating the ssh socket {}", socket.display())))?;
+        let listener = UnixListener::bind(socket).map_err(io_err(format!(
+            "creating the ssh socket {}",
+            socket.display()
+        )))?;
         rustix::fs::chown(
             socket,
             Some(rustix::fs::Uid::from_raw(uid)),

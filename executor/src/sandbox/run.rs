@@ -138,9 +138,43 @@ pub fn run(
             .map(|s| spec.rootfs.join(s))
             .filter(|p| std::fs::symlink_metadata(p).is_err()),
     );
+    // The parents of the stubs get their times back afterwards, so that a step that
+    // changed nothing leaves their directories as they were (as BuildKit's stub cleaner).
+    let mut parents: Vec<(PathBuf, rustix::fs::Stat)> = Vec::new();
+    for p in &stubs {
+        if let Some(parent) = p.parent() {
+            if parents.iter().all(|(q, _)| q != parent) {
+                if let Ok(st) = rustix::fs::lstat(parent) {
+                    parents.push((parent.to_path_buf(), st));
+                }
+            }
+        }
+    }
     let outcome = spawn_and_wait(&spec, helper, &mut on_output);
     for p in &stubs {
         let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+    }
+    // Deepest first, so restoring a child does not touch its parent's times again.
+    parents.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (dir, st) in &parents {
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            let ts = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime as _,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                dir,
+                &ts,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
+        }
     }
     outcome
 }

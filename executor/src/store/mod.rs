@@ -17,7 +17,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
+use oci_spec::image::{
+    Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::image::ImageConfig;
@@ -73,9 +75,7 @@ pub fn normalize_reference(name: &str) -> String {
         None => (name, None),
     };
     let last = name.rsplit('/').next().unwrap_or(name);
-    let mut out = if last.contains(':') {
-        name.to_string()
-    } else if digest.is_some() {
+    let mut out = if last.contains(':') || digest.is_some() {
         name.to_string()
     } else {
         format!("{name}:latest")
@@ -295,7 +295,10 @@ mod tests {
 
     #[test]
     fn references_normalize_like_docker() {
-        assert_eq!(normalize_reference("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            normalize_reference("busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(normalize_reference("me/app:1"), "docker.io/me/app:1");
         assert_eq!(
             normalize_reference("localhost:5000/app"),
@@ -311,10 +314,16 @@ mod tests {
         let d1 = store.put_blob(b"one").unwrap();
         let d2 = store.put_blob(b"two").unwrap();
         store
-            .tag("app", &descriptor(MediaType::ImageManifest, &d1, 3).unwrap())
+            .tag(
+                "app",
+                &descriptor(MediaType::ImageManifest, &d1, 3).unwrap(),
+            )
             .unwrap();
         store
-            .tag("docker.io/library/app:latest", &descriptor(MediaType::ImageManifest, &d2, 3).unwrap())
+            .tag(
+                "docker.io/library/app:latest",
+                &descriptor(MediaType::ImageManifest, &d2, 3).unwrap(),
+            )
             .unwrap();
         assert_eq!(store.index().unwrap().manifests().len(), 1);
         let got = store.resolve("app:latest").unwrap().unwrap();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use super::{Backend, BackendError, MountGuard};
-use crate::diff::{write_diff, DiffError, DiffOptions, DiffStats};
+use crate::diff::{write_upper_diff, DiffError, DiffOptions, DiffStats};
 
 /// Options longer than this are flattened (the kernel's limit is one 4 KiB page).
 const MAX_OPTIONS: usize = 3800;
@@ -29,6 +29,7 @@ pub struct OverlayBackend;
 struct OverlayMount {
     root: PathBuf,
     upper: PathBuf,
+    lowers: Vec<PathBuf>,
 }
 
 impl Drop for OverlayMount {
@@ -44,7 +45,7 @@ impl MountGuard for OverlayMount {
         &self.root
     }
     fn write_diff(&self, opts: &DiffOptions, out: &mut dyn Write) -> Result<DiffStats, DiffError> {
-        write_diff(&self.upper, opts, out)
+        write_upper_diff(&self.upper, &self.lowers, opts, out)
     }
 }
 
@@ -142,6 +143,7 @@ impl Backend for OverlayBackend {
         Ok(Box::new(OverlayMount {
             root: target.to_path_buf(),
             upper: upper.to_path_buf(),
+            lowers,
         }))
     }
 }

@@ -74,7 +74,20 @@ pub fn write_diff<W: Write>(
     opts: &DiffOptions,
     out: W,
 ) -> Result<DiffStats, DiffError> {
-    run(upper, None, opts, out)
+    run(upper, None, None, opts, out)
+}
+
+/// Writes the OCI tar of an overlay `upper` whose lowers are `lowers` (top first): as
+/// [`write_diff`], but a directory that was only copied up (same owner, mode, times and
+/// xattrs as in the lowers, not opaque) is not written itself, as containerd's and
+/// BuildKit's differs leave it out; what changed inside it is.
+pub fn write_upper_diff<W: Write>(
+    upper: &Path,
+    lowers: &[PathBuf],
+    opts: &DiffOptions,
+    out: W,
+) -> Result<DiffStats, DiffError> {
+    run(upper, None, Some(lowers::LowerView { lowers }), opts, out)
 }
 
 /// Writes the OCI tar of what differs between the full tree `merged` and the merged view
@@ -86,12 +99,13 @@ pub fn write_diff_against_lowers<W: Write>(
     opts: &DiffOptions,
     out: W,
 ) -> Result<DiffStats, DiffError> {
-    run(merged, Some(lowers::LowerView { lowers }), opts, out)
+    run(merged, Some(lowers::LowerView { lowers }), None, opts, out)
 }
 
 fn run<W: Write>(
     root: &Path,
     base: Option<lowers::LowerView<'_>>,
+    upper_lowers: Option<lowers::LowerView<'_>>,
     opts: &DiffOptions,
     out: W,
 ) -> Result<DiffStats, DiffError> {
@@ -101,6 +115,7 @@ fn run<W: Write>(
         stats: DiffStats::default(),
         links: HashMap::new(),
         base,
+        upper_lowers,
     };
     d.dir(root, Vec::new())?;
     d.tar.finish().map_err(|source| DiffError {
@@ -113,6 +128,8 @@ fn run<W: Write>(
 struct Differ<'a, W: Write> {
     /// The lowers to compare against (copy backend); `None` for an overlay upper.
     base: Option<lowers::LowerView<'a>>,
+    /// An overlay upper's lowers, to leave out directories that were only copied up.
+    upper_lowers: Option<lowers::LowerView<'a>>,
     opts: &'a DiffOptions,
     tar: TarWriter<W>,
     stats: DiffStats,
@@ -250,6 +267,18 @@ impl<W: Write> Differ<'_, W> {
                         continue;
                     }
                 } else if unchanged {
+                    continue;
+                }
+            }
+            if let (Some(ul), true) = (&self.upper_lowers, md.is_dir()) {
+                let copied_up = !is_opaque(&path)
+                    && ul.lookup(&child).is_some_and(|(lp, lmd)| {
+                        lmd.is_dir() && lowers::same_entry(&path, &md, &lp, &lmd)
+                    });
+                if copied_up {
+                    let mut dir_path = child.clone();
+                    dir_path.push(b'/');
+                    self.dir(&path, dir_path)?;
                     continue;
                 }
             }

@@ -1,0 +1,756 @@
+//! `kiln build` end to end, from a busybox base made offline: multi-stage builds, the
+//! image config and history, RUN's environment, users and network, every RUN mount type,
+//! secrets and ssh agents that never reach a blob, cache mounts across builds, failures
+//! that say where and why, reproducible digests across snapshotters, outputs, and a
+//! killed build that leaves nothing behind. Runs as root and (scripts/test.sh) as
+//! unprivileged users with and without subordinate ids.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_tests::{busybox_context, full_ids, kiln_bin, BUSYBOX_BASE};
+
+/// A kiln root and a build context for one test.
+struct Fixture {
+    root: tempfile::TempDir,
+    ctx: tempfile::TempDir,
+}
+
+struct Built {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        Some(Fixture {
+            root: tempfile::tempdir().expect("root"),
+            ctx: busybox_context()?,
+        })
+    }
+
+    fn ctx(&self) -> &Path {
+        self.ctx.path()
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn build_with(&self, dockerfile: &str, args: &[&str], env: &[(&str, &str)]) -> Built {
+        std::fs::write(self.ctx().join("Dockerfile"), dockerfile).expect("Dockerfile");
+        let mut cmd = Command::new(kiln_bin());
+        cmd.arg("build").args(args).arg(self.ctx());
+        cmd.env("KILN_ROOT", self.root());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("running kiln build");
+        Built {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn build(&self, dockerfile: &str, args: &[&str]) -> Built {
+        self.build_with(dockerfile, args, &[])
+    }
+
+    /// Builds and asserts success; returns stderr (the progress).
+    fn ok(&self, dockerfile: &str, args: &[&str]) -> String {
+        let b = self.build(dockerfile, args);
+        assert_eq!(b.code, 0, "build failed:\n{}{}", b.stdout, b.stderr);
+        b.stderr
+    }
+
+    /// The manifest and config of tag `name` in the store.
+    fn image(&self, name: &str) -> (serde_json::Value, serde_json::Value) {
+        let index: serde_json::Value = read_json(&self.root().join("index.json"));
+        let m = index["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+            .unwrap_or_else(|| panic!("no tag {name} in {index}"))
+            .clone();
+        let manifest = read_json(&blob(self.root(), m["digest"].as_str().expect("digest")));
+        let config = read_json(&blob(
+            self.root(),
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config digest"),
+        ));
+        (manifest, config)
+    }
+}
+
+fn blob(root: &Path, digest: &str) -> PathBuf {
+    root.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("json")
+}
+
+/// A blob's bytes, decompressed when it is a zstd or gzip stream.
+fn decompressed(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::stream::read::Decoder::new(bytes)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .expect("zstd blob");
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .expect("gzip blob");
+    } else {
+        out = bytes.to_vec();
+    }
+    out
+}
+
+/// Every blob of a root, decompressed.
+fn all_blobs(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = root.join("blobs/sha256");
+    std::fs::read_dir(&dir)
+        .expect("blobs")
+        .map(|e| {
+            let e = e.expect("entry");
+            let bytes = std::fs::read(e.path()).expect("blob");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                decompressed(&bytes),
+            )
+        })
+        .collect()
+}
+
+/// Paths in every layer blob (tar entries).
+fn layer_paths(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, bytes) in all_blobs(root) {
+        if bytes.len() < 512 || &bytes[257..262] != b"ustar" {
+            continue;
+        }
+        let mut ar = tar::Archive::new(&bytes[..]);
+        for e in ar.entries().expect("tar") {
+            let e = e.expect("entry");
+            out.push(e.path().expect("path").to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// sha256 of `data` in hex, by the host's sha256sum (the test never puts a secret in a
+/// Dockerfile, which lands in the image history).
+fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
+    let out = c.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn marker() -> String {
+    let mut b = [0u8; 12];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    format!(
+        "kiln-marker-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+#[test]
+fn multistage_image_has_docker_config_and_history() {
+    let Some(f) = Fixture::new() else { return };
+    let df = format!(
+        "{}ENV GREETING=hello
+WORKDIR /app
+RUN echo \"$GREETING from $(pwd)\" > out.txt
+LABEL org.example=one
+EXPOSE 8080 53/udp
+FROM scratch AS final
+COPY --from=0 /app/out.txt /out.txt
+ENTRYPOINT [\"/bin/cat\"]
+CMD [\"/out.txt\"]
+USER 1000:1000
+STOPSIGNAL SIGTERM
+VOLUME /data
+",
+        BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS first", 1)
+    );
+    f.ok(&df, &["-t", "multi"]);
+    let (manifest, config) = f.image("multi:latest");
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        1,
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let c = &config["config"];
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/cat"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["/out.txt"]));
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert!(c.get("Labels").is_none(), "labels do not cross stages: {c}");
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    let history: Vec<(String, bool)> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("COPY /app/out.txt /out.txt # buildkit".to_string(), false),
+            (r#"ENTRYPOINT ["/bin/cat"]"#.to_string(), true),
+            (r#"CMD ["/out.txt"]"#.to_string(), true),
+            ("USER 1000:1000".to_string(), true),
+            ("STOPSIGNAL SIGTERM".to_string(), true),
+            ("VOLUME [/data]".to_string(), true),
+        ]
+    );
+    // The first stage, built as the target, has its own metadata.
+    f.ok(&df, &["-t", "first", "--target", "first"]);
+    let (_, first) = f.image("first:latest");
+    assert_eq!(first["config"]["Labels"]["org.example"], "one");
+    assert_eq!(
+        first["config"]["ExposedPorts"],
+        serde_json::json!({"53/udp": {}, "8080/tcp": {}})
+    );
+    assert_eq!(first["config"]["WorkingDir"], "/app");
+}
+
+#[test]
+fn run_sees_env_args_workdir_and_shell() {
+    let Some(f) = Fixture::new() else { return };
+    let out = f.ok(
+        &format!(
+            "{BUSYBOX_BASE}ARG FROM_CLI
+ARG WITH_DEFAULT=dflt
+ENV E1=env-one
+WORKDIR /w/sub
+RUN echo \"cli=$FROM_CLI default=$WITH_DEFAULT e1=$E1 pwd=$(pwd)\"
+SHELL [\"/bin/sh\", \"-ec\"]
+RUN echo shell-form-through-SHELL
+RUN [\"/bin/echo\", \"exec-form\", \"$E1\"]
+RUN <<EOF
+echo from-heredoc
+EOF
+"
+        ),
+        &["--build-arg", "FROM_CLI=given"],
+    );
+    assert!(
+        out.contains("cli=given default=dflt e1=env-one pwd=/w/sub"),
+        "{out}"
+    );
+    assert!(out.contains("shell-form-through-SHELL"), "{out}");
+    assert!(
+        out.contains("exec-form $E1"),
+        "exec form is not expanded: {out}"
+    );
+    assert!(out.contains("from-heredoc"), "{out}");
+}
+
+#[test]
+fn failed_run_names_the_line_exit_code_and_output() {
+    let Some(f) = Fixture::new() else { return };
+    let b = f.build(
+        &format!("{BUSYBOX_BASE}RUN true\nRUN echo last-words-of-the-step; exit 3\n"),
+        &[],
+    );
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(b.stderr.contains("Dockerfile:4:1"), "{}", b.stderr);
+    assert!(b.stderr.contains("exit code: 3"), "{}", b.stderr);
+    assert!(
+        b.stderr
+            .contains("/bin/sh -c echo last-words-of-the-step; exit 3"),
+        "{}",
+        b.stderr
+    );
+    assert!(b.stderr.contains("last-words-of-the-step"), "{}", b.stderr);
+    let b = f.build("FROM scratch\nFNTRYPOINT x\n", &[]);
+    assert_eq!(b.code, 1);
+    assert!(b.stderr.contains("Dockerfile:2:1"), "{}", b.stderr);
+}
+
+#[test]
+fn secrets_never_reach_a_blob() {
+    let Some(f) = Fixture::new() else { return };
+    let file_marker = marker();
+    let env_marker = marker();
+    let secret_file = f.root().join("secret.txt");
+    std::fs::write(&secret_file, &file_marker).unwrap();
+    let file_hash = sha256_hex(file_marker.as_bytes());
+    let env_hash = sha256_hex(env_marker.as_bytes());
+    let df = format!(
+        "{BUSYBOX_BASE}RUN --mount=type=secret,id=tok test \"$(sha256sum < /run/secrets/tok)\" = \"{file_hash}  -\" && stat -c '%a %u' /run/secrets/tok
+RUN --mount=type=secret,id=tok,target=/custom/place,mode=0440 cat /custom/place > /dev/null && stat -c 'custom %a' /custom/place
+RUN --mount=type=secret,id=envtok,env=MY_SECRET test \"$(printf %s \"$MY_SECRET\" | sha256sum)\" = \"{env_hash}  -\" && echo env-secret-ok
+RUN --mount=type=secret,id=absent true && echo optional-absent-ok
+RUN test ! -e /run/secrets && test ! -e /custom && echo no-traces
+RUN echo after > /after
+"
+    );
+    let out = {
+        let b = f.build_with(
+            &df,
+            &[
+                "-t",
+                "secret",
+                "--secret",
+                &format!("id=tok,src={}", secret_file.display()),
+                "--secret",
+                "id=envtok,env=KILN_TEST_SECRET",
+            ],
+            &[("KILN_TEST_SECRET", env_marker.as_str())],
+        );
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        b.stderr
+    };
+    assert!(out.contains("400 0"), "{out}");
+    assert!(out.contains("custom 440"), "{out}");
+    assert!(out.contains("env-secret-ok"), "{out}");
+    assert!(out.contains("optional-absent-ok"), "{out}");
+    assert!(out.contains("no-traces"), "{out}");
+    for (name, bytes) in all_blobs(f.root()) {
+        for m in [&file_marker, &env_marker] {
+            assert!(
+                !contains(&bytes, m.as_bytes()),
+                "secret found in blob {name}"
+            );
+        }
+    }
+    let paths = layer_paths(f.root());
+    assert!(paths.iter().any(|p| p.contains("after")), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.contains("run/secrets") || p.contains("custom")),
+        "mount points reached a layer: {paths:?}"
+    );
+    // A required secret that was not given fails the build, naming it.
+    let b = f.build(
+        &format!("{BUSYBOX_BASE}RUN --mount=type=secret,id=needed,required=true true\n"),
+        &[],
+    );
+    assert_eq!(b.code, 1);
+    assert!(
+        b.stderr.contains("secret \"needed\" is required"),
+        "{}",
+        b.stderr
+    );
+}
+
+/// The dynamic libraries and the program itself, copied into `dest` at their paths.
+fn copy_program_with_libs(program: &str, dest: &Path) -> bool {
+    let Ok(out) = Command::new("ldd").arg(program).output() else {
+        return false;
+    };
+    let mut files = vec![PathBuf::from(program)];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        for word in line.split_whitespace() {
+            if word.starts_with('/') {
+                files.push(PathBuf::from(word));
+            }
+        }
+    }
+    for f in files {
+        let real = std::fs::canonicalize(&f).unwrap_or(f.clone());
+        let target = dest.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        if std::fs::copy(&real, &target).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn ssh_agent_is_forwarded_and_never_reaches_a_blob() {
+    let Some(f) = Fixture::new() else { return };
+    let have = |p: &str| Path::new(p).exists();
+    if !(have("/usr/bin/ssh-agent") && have("/usr/bin/ssh-add") && have("/usr/bin/ssh-keygen")) {
+        println!("skipped: openssh-client missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "openssh-client missing under CI"
+        );
+        return;
+    }
+    let key = f.root().join("id_ed25519");
+    let comment = marker();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sock = f.root().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let sshroot = f.ctx().join("sshroot");
+    assert!(copy_program_with_libs("/usr/bin/ssh-add", &sshroot));
+    let b = f.build_with(
+        &format!(
+            "{BUSYBOX_BASE}COPY sshroot/ /
+RUN --mount=type=ssh test -S $SSH_AUTH_SOCK && echo sock=$SSH_AUTH_SOCK && ssh-add -l
+RUN --mount=type=ssh,id=other,target=/agent,mode=0666 stat -c 'mode %a' /agent
+RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
+"
+        ),
+        &[
+            "-t",
+            "ssh",
+            "--ssh",
+            "default",
+            "--ssh",
+            &format!("other={}", sock.display()),
+        ],
+        &[("SSH_AUTH_SOCK", sock.to_str().unwrap())],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert!(
+        b.stderr.contains("sock=/run/buildkit/ssh_agent.0"),
+        "{}",
+        b.stderr
+    );
+    assert!(
+        b.stderr.contains(&comment),
+        "the agent's key was not listed: {}",
+        b.stderr
+    );
+    assert!(b.stderr.contains("mode 666"), "{}", b.stderr);
+    assert!(b.stderr.contains("no-traces"), "{}", b.stderr);
+    let private = std::fs::read_to_string(&key).unwrap();
+    let key_body: String = private.lines().nth(1).unwrap_or_default().to_string();
+    for (name, bytes) in all_blobs(f.root()) {
+        assert!(
+            !contains(&bytes, key_body.as_bytes()),
+            "key bytes in blob {name}"
+        );
+    }
+    assert!(!layer_paths(f.root())
+        .iter()
+        .any(|p| p.contains("run/buildkit")));
+}
+
+#[test]
+fn cache_tmpfs_and_bind_mounts() {
+    let Some(f) = Fixture::new() else { return };
+    std::fs::write(f.ctx().join("ctx-file"), "from-context").unwrap();
+    let df = format!(
+        "{}RUN --mount=type=cache,target=/cache echo run >> /cache/log && echo runs=$(wc -l < /cache/log)
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && grep -q ' /scratch tmpfs' /proc/mounts && echo tmpfs-ok
+RUN --mount=type=bind,target=/ctx cat /ctx/ctx-file && ! touch /ctx/new 2>/dev/null && echo ro-ok
+RUN --mount=type=bind,target=/ctx,rw touch /ctx/new && echo rw-ok
+FROM scratch AS second
+COPY rootfs/ /
+RUN --mount=type=bind,from=first,source=/etc,target=/other grep -q app /other/passwd && echo from-stage-ok
+RUN test ! -e /cache && test ! -e /scratch && test ! -e /ctx && test ! -e /other && echo no-traces
+",
+        BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS first", 1)
+    );
+    let first = f.ok(&df, &[]);
+    assert!(first.contains("runs=1"), "{first}");
+    assert!(
+        first.contains("tmpfs-ok") && first.contains("from-context"),
+        "{first}"
+    );
+    assert!(
+        first.contains("ro-ok") && first.contains("rw-ok"),
+        "{first}"
+    );
+    assert!(
+        first.contains("from-stage-ok") && first.contains("no-traces"),
+        "{first}"
+    );
+    assert!(
+        !f.ctx().join("new").exists(),
+        "an rw bind mount wrote to the context"
+    );
+    let second = f.ok(&df, &[]);
+    assert!(
+        second.contains("runs=2"),
+        "the cache did not persist: {second}"
+    );
+    // Ownership and mode of a new cache directory.
+    let owned = "RUN --mount=type=cache,id=owned,target=/c,uid=1000,gid=2000,mode=0750 stat -c 'cache %u %g %a' /c\n";
+    let b = f.build(&format!("{BUSYBOX_BASE}{owned}"), &[]);
+    if full_ids() {
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        assert!(b.stderr.contains("cache 1000 2000 750"), "{}", b.stderr);
+    } else {
+        assert_eq!(b.code, 1, "{}", b.stderr);
+        assert!(b.stderr.contains("1000:2000"), "{}", b.stderr);
+    }
+    // Locked and private sharing work (one user at a time here).
+    f.ok(
+        &format!(
+            "{BUSYBOX_BASE}RUN --mount=type=cache,target=/l,sharing=locked touch /l/x
+RUN --mount=type=cache,target=/l,sharing=private ls /l
+"
+        ),
+        &[],
+    );
+}
+
+#[test]
+fn users_and_network() {
+    let Some(f) = Fixture::new() else { return };
+    let b = f.build(
+        &format!(
+            "{BUSYBOX_BASE}USER app
+RUN echo \"ids $(id -u) $(id -g) $(id -G)\"
+"
+        ),
+        &[],
+    );
+    if full_ids() {
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        assert!(b.stderr.contains("ids 1000 1000 1000 2000"), "{}", b.stderr);
+    } else {
+        assert_eq!(b.code, 1);
+        assert!(b.stderr.contains("subordinate ids"), "{}", b.stderr);
+        assert!(
+            b.stderr.contains("single id mapping"),
+            "warning once: {}",
+            b.stderr
+        );
+    }
+    let out = f.ok(
+        &format!(
+            "{BUSYBOX_BASE}RUN --network=none ip -o link | awk '{{print \"link\", $2}}'; echo routes=$(ip route | wc -l)\n"
+        ),
+        &[],
+    );
+    let links: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            l.starts_with('#')
+                && l.split_once(' ')
+                    .is_some_and(|(_, r)| r.starts_with("link "))
+        })
+        .collect();
+    assert_eq!(links.len(), 1, "{out}");
+    assert!(links[0].ends_with("link lo:"), "{out}");
+    assert!(out.contains("routes=0"), "{out}");
+    let b = f.build(
+        &format!("{BUSYBOX_BASE}RUN --security=insecure true\n"),
+        &[],
+    );
+    assert_eq!(b.code, 1);
+    assert!(
+        b.stderr.contains("--security=insecure is refused"),
+        "{}",
+        b.stderr
+    );
+}
+
+#[test]
+fn reproducible_across_builds_and_snapshotters() {
+    let Some(f) = Fixture::new() else { return };
+    let df = format!(
+        "{BUSYBOX_BASE}RUN echo data > /f && mkdir -p /d && touch /d/x\nCMD [\"cat\", \"/f\"]\n"
+    );
+    let mut digests = Vec::new();
+    for sn in ["overlay", "copy", "overlay"] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
+        let out = Command::new(kiln_bin())
+            .args(["build", "-q", "--snapshotter", sn])
+            .arg(f.ctx())
+            .env("KILN_ROOT", root.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        digests.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+}
+
+#[test]
+fn outputs_and_base_images() {
+    let Some(f) = Fixture::new() else { return };
+    let oci = f.root().join("out-oci");
+    let local = f.root().join("out-local");
+    let tarball = f.root().join("fs.tar");
+    let iid = f.root().join("iid");
+    let o1 = format!("type=oci,dest={}", oci.display());
+    let o2 = format!("type=local,dest={}", local.display());
+    let o3 = format!("type=tar,dest={}", tarball.display());
+    let i = iid.display().to_string();
+    f.ok(
+        &format!("{BUSYBOX_BASE}RUN echo report > /report.txt\n"),
+        &[
+            "-t",
+            "base:1",
+            "-o",
+            &o1,
+            "-o",
+            &o2,
+            "-o",
+            &o3,
+            "--iidfile",
+            &i,
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("report.txt")).unwrap(),
+        "report\n"
+    );
+    assert!(std::fs::metadata(&tarball).unwrap().len() > 1000);
+    let index = read_json(&oci.join("index.json"));
+    let m = &index["manifests"][0];
+    assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "1");
+    let manifest = read_json(&blob(&oci, m["digest"].as_str().unwrap()));
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(manifest["config"]["digest"].as_str().unwrap(), id);
+    for l in manifest["layers"].as_array().unwrap() {
+        assert!(blob(&oci, l["digest"].as_str().unwrap()).exists());
+    }
+    // FROM an image of the local store, and from an OCI layout given as a named context.
+    let out = f.ok("FROM base:1\nRUN cat /report.txt\n", &[]);
+    assert!(out.contains("report"), "{out}");
+    let ctx = format!("mybase=oci-layout://{}:1", oci.display());
+    let out = f.ok(
+        "FROM mybase\nRUN cat /report.txt && echo via-layout\n",
+        &["--build-context", &ctx],
+    );
+    assert!(out.contains("via-layout"), "{out}");
+    let b = f.build("FROM not-here:1\n", &[]);
+    assert_eq!(b.code, 1);
+    assert!(
+        b.stderr
+            .contains("pulling from registries is not available yet"),
+        "{}",
+        b.stderr
+    );
+}
+
+#[test]
+fn killed_build_leaves_no_mounts_or_processes() {
+    let Some(f) = Fixture::new() else { return };
+    let tag = marker();
+    std::fs::write(
+        f.ctx().join("Dockerfile"),
+        format!("{BUSYBOX_BASE}RUN echo started; sleep 1000 {tag}\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(kiln_bin())
+        .arg("build")
+        .arg(f.ctx())
+        .env("KILN_ROOT", f.root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let root = f.root().to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let procs = processes_with(&tag);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if procs.is_empty() && !mounts.contains(&root) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: processes {procs:?}, mounts under {root}: {}",
+            mounts.contains(&root)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The store is usable again.
+    let out = f.ok(&format!("{BUSYBOX_BASE}RUN echo again\n"), &[]);
+    assert!(out.contains("again"), "{out}");
+}
+
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if contains(&cmd, needle.as_bytes()) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
