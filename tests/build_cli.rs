@@ -450,6 +450,7 @@ fn ssh_agent_is_forwarded_and_never_reaches_a_blob() {
             "{BUSYBOX_BASE}COPY sshroot/ /
 RUN --mount=type=ssh test -S $SSH_AUTH_SOCK && echo sock=$SSH_AUTH_SOCK && ssh-add -l
 RUN --mount=type=ssh,id=other,target=/agent,mode=0666 stat -c 'mode %a' /agent
+RUN --mount=type=ssh,id=keyfile echo keyfile-agent: && ssh-add -l
 RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
 "
         ),
@@ -460,6 +461,8 @@ RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
             "default",
             "--ssh",
             &format!("other={}", sock.display()),
+            "--ssh",
+            &format!("keyfile={}", key.display()),
         ],
         &[("SSH_AUTH_SOCK", sock.to_str().unwrap())],
     );
@@ -474,6 +477,12 @@ RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
     assert!(
         b.stderr.contains(&comment),
         "the agent's key was not listed: {}",
+        b.stderr
+    );
+    let after_keyfile = b.stderr.split("keyfile-agent:").nth(1).unwrap_or_default();
+    assert!(
+        after_keyfile.contains(&comment),
+        "kiln's own agent did not list the key file: {}",
         b.stderr
     );
     assert!(b.stderr.contains("mode 666"), "{}", b.stderr);

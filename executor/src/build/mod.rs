@@ -66,8 +66,8 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub secrets: Vec<(String, SecretSource)>,
-    /// ssh id → agent socket.
-    pub ssh: BTreeMap<String, PathBuf>,
+    /// ssh id → agent socket or key files.
+    pub ssh: BTreeMap<String, crate::mounts::ssh::SshSource>,
     pub named_contexts: BTreeMap<String, NamedContext>,
     pub compression: LayerCompression,
     pub snapshotter: SnapshotterChoice,

@@ -67,6 +67,9 @@ pub(super) struct Session<'a> {
     bases: BTreeMap<String, StageState>,
     source: Arc<Source>,
     held: Vec<View>,
+    /// ssh id → the agent socket steps are forwarded to.
+    ssh: BTreeMap<String, PathBuf>,
+    _agents: Vec<crate::mounts::key_agent::KeyAgent>,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
@@ -108,6 +111,22 @@ impl<'a> Session<'a> {
             .map_err(setup("choosing a snapshotter"))?;
         let secrets = SecretStore::load(&scratch, &opts.secrets)
             .map_err(|e| setup("loading secrets")(e.to_string()))?;
+        let mut ssh = BTreeMap::new();
+        let mut agents = Vec::new();
+        for (id, src) in &opts.ssh {
+            match src {
+                crate::mounts::ssh::SshSource::Socket(p) => {
+                    ssh.insert(id.clone(), p.clone());
+                }
+                crate::mounts::ssh::SshSource::Keys(keys) => {
+                    let sock = scratch.join(format!("agent-{}.sock", agents.len()));
+                    let agent = crate::mounts::key_agent::KeyAgent::start(keys, &sock)
+                        .map_err(|e| setup(format!("--ssh {id}"))(e.to_string()))?;
+                    ssh.insert(id.clone(), agent.socket().to_path_buf());
+                    agents.push(agent);
+                }
+            }
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -128,6 +147,8 @@ impl<'a> Session<'a> {
             bases: BTreeMap::new(),
             source: doc.source.clone(),
             held: Vec::new(),
+            ssh,
+            _agents: agents,
         })
     }
 
@@ -929,7 +950,7 @@ impl<'a> Session<'a> {
         let workdir = st.config.config.working_dir.clone();
         let inputs = MountInputs {
             secrets: &self.secrets,
-            ssh: &self.opts.ssh,
+            ssh: &self.ssh,
             cache_root: &self.opts.root.join("cache").join("mounts"),
             context_dir: &self.opts.context,
             from_dir: &from_dir,

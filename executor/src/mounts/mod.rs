@@ -13,6 +13,7 @@
 //! ssh proxy); [`PreparedMounts`] keeps them until it is dropped.
 
 pub mod cache;
+pub mod key_agent;
 pub mod secret;
 pub mod ssh;
 

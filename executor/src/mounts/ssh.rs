@@ -12,30 +12,47 @@ use std::thread::JoinHandle;
 
 use super::{io_err, MountError};
 
-/// Parses the CLI's `--ssh ID[=SOCKET]`; `default` without a path means `$SSH_AUTH_SOCK`.
-pub fn parse_ssh_spec(spec: &str) -> Result<(String, PathBuf), String> {
-    let (id, path) = match spec.split_once('=') {
-        Some((id, p)) => (id.to_string(), p.split(',').next().unwrap_or(p).to_string()),
+/// What `--ssh ID=…` gives: an agent's socket, or private key files that kiln serves
+/// through an agent of its own ([`KeyAgent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshSource {
+    Socket(PathBuf),
+    Keys(Vec<PathBuf>),
+}
+
+/// Parses the CLI's `--ssh ID[=SOCKET|KEY[,KEY…]]`; no path means `$SSH_AUTH_SOCK`.
+pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), String> {
+    let (id, paths) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), p.to_string()),
         None => (spec.to_string(), String::new()),
     };
     if id.is_empty() {
         return Err(format!("invalid --ssh {spec:?}: empty id"));
     }
-    let path = if path.is_empty() {
-        std::env::var("SSH_AUTH_SOCK").map_err(|_| {
-            format!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set (start an agent, or pass --ssh {id}=SOCKET)")
-        })?
+    let paths: Vec<String> = if paths.is_empty() {
+        vec![std::env::var("SSH_AUTH_SOCK").map_err(|_| {
+            format!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set (start an agent, or pass --ssh {id}=SOCKET|KEYFILE)")
+        })?]
     } else {
-        path
+        paths.split(',').map(str::to_string).collect()
     };
-    let p = PathBuf::from(&path);
-    match std::fs::metadata(&p) {
-        Ok(md) if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) => Ok((id, p)),
-        Ok(_) => Err(format!(
-            "--ssh {id}={path}: not an agent socket (private key files are not supported yet; load the key into ssh-agent and pass its socket)"
-        )),
-        Err(e) => Err(format!("--ssh {id}={path}: {e}")),
+    let mut keys = Vec::new();
+    for path in &paths {
+        let p = PathBuf::from(path);
+        match std::fs::metadata(&p) {
+            Ok(md) if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) => {
+                if paths.len() > 1 {
+                    return Err(format!(
+                        "--ssh {id}: a socket cannot be combined with other paths"
+                    ));
+                }
+                return Ok((id, SshSource::Socket(p)));
+            }
+            Ok(_) => keys.push(p),
+            Err(e) => return Err(format!("--ssh {id}={path}: {e}")),
+        }
     }
+    Ok((id, SshSource::Keys(keys)))
 }
 
 /// A listening socket that forwards connections to an agent, until dropped.
@@ -155,11 +172,20 @@ mod tests {
     }
 
     #[test]
-    fn key_files_are_refused_clearly() {
+    fn specs_tell_sockets_from_keys() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("id_ed25519");
         std::fs::write(&key, "x").unwrap();
-        let err = parse_ssh_spec(&format!("default={}", key.display())).unwrap_err();
-        assert!(err.contains("not an agent socket"), "{err}");
+        assert_eq!(
+            parse_ssh_spec(&format!("default={}", key.display())).unwrap(),
+            ("default".into(), SshSource::Keys(vec![key.clone()]))
+        );
+        let sock = dir.path().join("s");
+        let _l = UnixListener::bind(&sock).unwrap();
+        assert_eq!(
+            parse_ssh_spec(&format!("x={}", sock.display())).unwrap(),
+            ("x".into(), SshSource::Socket(sock))
+        );
+        assert!(parse_ssh_spec("y=/nonexistent").is_err());
     }
 }

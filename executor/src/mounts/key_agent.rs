@@ -1,0 +1,257 @@
+//! An ssh agent of kiln's own for `--ssh ID=KEYFILE`: it holds the private keys in memory
+//! and answers the agent protocol (draft-miller-ssh-agent: list identities, sign) on a
+//! socket private to the build, which RUN steps reach through the ssh mount's proxy. The
+//! keys never enter a step; only signatures do.
+//!
+//! Written here because the Rust agent crates are async (tokio) servers, and the part
+//! kiln needs is two messages; key parsing and signing come from `ssh-key`. Encrypted
+//! keys are refused (load them into ssh-agent and pass its socket). RSA keys sign with
+//! rsa-sha2-512, which every current OpenSSH client asks for.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ssh_encoding::Encode as _;
+use ssh_key::PrivateKey;
+
+use super::{io_err, MountError};
+
+const FAILURE: u8 = 5;
+const REQUEST_IDENTITIES: u8 = 11;
+const IDENTITIES_ANSWER: u8 = 12;
+const SIGN_REQUEST: u8 = 13;
+const SIGN_RESPONSE: u8 = 14;
+const RSA_SHA2_256: u32 = 2;
+
+/// A running agent; stops and removes its socket when dropped.
+pub struct KeyAgent {
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl KeyAgent {
+    /// Loads `keys` and serves them at `socket` (mode 0600).
+    pub fn start(keys: &[PathBuf], socket: &Path) -> Result<KeyAgent, MountError> {
+        let mut loaded = Vec::new();
+        for k in keys {
+            let text =
+                std::fs::read(k).map_err(io_err(format!("reading ssh key {}", k.display())))?;
+            let key = PrivateKey::from_openssh(&text).map_err(|e| MountError::Io {
+                context: format!("ssh key {}", k.display()),
+                source: io::Error::other(format!("not an OpenSSH private key: {e}")),
+            })?;
+            if key.is_encrypted() {
+                return Err(MountError::Io {
+                    context: format!("ssh key {}", k.display()),
+                    source: io::Error::other("the key is encrypted: load it into ssh-agent and pass the agent's socket (--ssh ID=$SSH_AUTH_SOCK)"),
+                });
+            }
+            loaded.push(key);
+        }
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket).map_err(io_err(format!(
+            "creating the ssh agent socket {}",
+            socket.display()
+        )))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("setting the agent socket's mode"))?;
+        }
+        let keys = Arc::new(loaded);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    let keys = keys.clone();
+                    std::thread::spawn(move || {
+                        if let Err(e) = serve(c, &keys) {
+                            tracing::debug!("ssh agent connection: {e}");
+                        }
+                    });
+                }
+            }
+        });
+        Ok(KeyAgent {
+            socket: socket.to_path_buf(),
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for KeyAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// Reads a `string` (u32 length + bytes) at `*pos`.
+fn get_string<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = u32::from_be_bytes(buf.get(*pos..*pos + 4)?.try_into().ok()?) as usize;
+    let s = buf.get(*pos + 4..*pos + 4 + len)?;
+    *pos += 4 + len;
+    Some(s)
+}
+
+/// The reply to one request message.
+fn answer(msg: &[u8], keys: &[PrivateKey]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match msg.first() {
+        Some(&REQUEST_IDENTITIES) => {
+            out.push(IDENTITIES_ANSWER);
+            let ids: Vec<(Vec<u8>, &str)> = keys
+                .iter()
+                .filter_map(|k| Some((k.public_key().to_bytes().ok()?, k.comment())))
+                .collect();
+            out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+            for (blob, comment) in ids {
+                put_string(&mut out, &blob);
+                put_string(&mut out, comment.as_bytes());
+            }
+        }
+        Some(&SIGN_REQUEST) => {
+            let mut pos = 1;
+            let (Some(blob), Some(data)) = (get_string(msg, &mut pos), get_string(msg, &mut pos))
+            else {
+                return vec![FAILURE];
+            };
+            let flags = msg
+                .get(pos..pos + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            let Some(key) = keys
+                .iter()
+                .find(|k| k.public_key().to_bytes().ok().as_deref() == Some(blob))
+            else {
+                return vec![FAILURE];
+            };
+            if key.algorithm().is_rsa() && flags & RSA_SHA2_256 != 0 && flags & 4 == 0 {
+                return vec![FAILURE];
+            }
+            let sig: Result<ssh_key::Signature, _> = signature::Signer::try_sign(key, data);
+            let mut encoded = Vec::new();
+            if sig.ok().and_then(|s| s.encode(&mut encoded).ok()).is_none() {
+                return vec![FAILURE];
+            }
+            out.push(SIGN_RESPONSE);
+            put_string(&mut out, &encoded);
+        }
+        _ => out.push(FAILURE),
+    }
+    out
+}
+
+fn serve(mut conn: UnixStream, keys: &[PrivateKey]) -> io::Result<()> {
+    loop {
+        let mut len = [0u8; 4];
+        match conn.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > 256 * 1024 {
+            return Err(io::Error::other("agent message too long"));
+        }
+        let mut msg = vec![0u8; n];
+        conn.read_exact(&mut msg)?;
+        let reply = answer(&msg, keys);
+        conn.write_all(&(reply.len() as u32).to_be_bytes())?;
+        conn.write_all(&reply)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_add_lists_and_ssh_keygen_verifies_signatures() {
+        let have = |p: &str| Path::new(p).exists();
+        if !(have("/usr/bin/ssh-keygen") && have("/usr/bin/ssh-add")) {
+            println!("skipped: openssh-client missing");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "openssh-client missing under CI"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id");
+        let st = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "kiln-agent-test",
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let agent = KeyAgent::start(&[key.clone()], &dir.path().join("agent")).unwrap();
+        let out = std::process::Command::new("ssh-add")
+            .arg("-L")
+            .env("SSH_AUTH_SOCK", agent.socket())
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        let public = std::fs::read_to_string(dir.path().join("id.pub")).unwrap();
+        assert_eq!(listed.trim(), public.trim());
+        // Sign through the agent (ssh-keygen -Y sign -f PUBKEY uses the agent's key) and
+        // verify the signature.
+        std::fs::write(dir.path().join("msg"), b"hello").unwrap();
+        let signed = std::process::Command::new("ssh-keygen")
+            .args(["-Y", "sign", "-n", "file", "-f"])
+            .arg(dir.path().join("id.pub"))
+            .arg(dir.path().join("msg"))
+            .env("SSH_AUTH_SOCK", agent.socket())
+            .output()
+            .unwrap();
+        assert!(signed.status.success(), "{signed:?}");
+        std::fs::write(
+            dir.path().join("allowed"),
+            format!("kiln@test {}", public.trim()),
+        )
+        .unwrap();
+        let verified = std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-n", "file", "-I", "kiln@test", "-f"])
+            .arg(dir.path().join("allowed"))
+            .arg("-s")
+            .arg(dir.path().join("msg.sig"))
+            .stdin(std::fs::File::open(dir.path().join("msg")).unwrap())
+            .output()
+            .unwrap();
+        assert!(verified.status.success(), "{verified:?}");
+    }
+}
