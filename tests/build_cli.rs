@@ -479,7 +479,7 @@ RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
         "the agent's key was not listed: {}",
         b.stderr
     );
-    let after_keyfile = b.stderr.split("keyfile-agent:").nth(1).unwrap_or_default();
+    let after_keyfile = b.stderr.rsplit("keyfile-agent:").next().unwrap_or_default();
     assert!(
         after_keyfile.contains(&comment),
         "kiln's own agent did not list the key file: {}",

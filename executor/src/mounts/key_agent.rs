@@ -218,7 +218,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(st.success());
-        let agent = KeyAgent::start(&[key.clone()], &dir.path().join("agent")).unwrap();
+        let agent = KeyAgent::start(std::slice::from_ref(&key), &dir.path().join("agent")).unwrap();
         let out = std::process::Command::new("ssh-add")
             .arg("-L")
             .env("SSH_AUTH_SOCK", agent.socket())
