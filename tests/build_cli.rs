@@ -763,3 +763,102 @@ fn processes_with(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+#[test]
+fn copy_and_add_follow_dockerignore_chown_chmod_and_unpack_archives() {
+    let Some(f) = Fixture::new() else { return };
+    let c = f.ctx();
+    std::fs::write(
+        c.join(".dockerignore"),
+        "*.md\n!README.md\nignored-dir\n**/*.tmp\n",
+    )
+    .unwrap();
+    for (p, body) in [
+        ("a.md", "a"),
+        ("README.md", "readme"),
+        ("ignored-dir/x", "x"),
+        ("sub/y.tmp", "y"),
+        ("sub/z.txt", "z"),
+        ("payload/data.txt", "packed"),
+    ] {
+        std::fs::create_dir_all(c.join(p).parent().unwrap()).unwrap();
+        std::fs::write(c.join(p), body).unwrap();
+    }
+    for (name, flag) in [
+        ("p.tar.gz", "-z"),
+        ("p.tar.bz2", "-j"),
+        ("p.tar.xz", "-J"),
+        ("p.tar", ""),
+    ] {
+        let mut cmd = Command::new("tar");
+        cmd.arg("-C").arg(c).arg("-c");
+        if !flag.is_empty() {
+            cmd.arg(flag);
+        }
+        let st = cmd
+            .arg("-f")
+            .arg(c.join(name))
+            .arg("payload")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = f.ok(
+        &format!(
+            "{BUSYBOX_BASE}COPY . /ctx/
+RUN cd /ctx && find . -path ./rootfs -prune -o -type f -print | sort | tr '\\n' ' ' && echo
+COPY --chown=app:extra --chmod=u+x,go-w sub/z.txt /owned
+RUN stat -c 'owned %U %G %a' /owned
+ADD p.tar.gz /gz/
+ADD p.tar.bz2 /bz/
+ADD p.tar.xz /xz/
+ADD p.tar /plain/
+RUN cat /gz/payload/data.txt /bz/payload/data.txt /xz/payload/data.txt /plain/payload/data.txt | tr '\\n' ' ' && echo
+COPY p.tar.gz /not-unpacked.tgz
+RUN test -f /not-unpacked.tgz && echo copy-keeps-archives
+"
+        ),
+        &[],
+    );
+    let listing = out
+        .lines()
+        .find(|l| l.contains("./README.md"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(listing.contains("./sub/z.txt"), "{listing}");
+    for gone in ["a.md", "ignored-dir", "y.tmp"] {
+        assert!(
+            !listing.contains(gone),
+            "{gone} is in .dockerignore: {listing}"
+        );
+    }
+    if full_ids() {
+        assert!(out.contains("owned app extra 744"), "{out}");
+    }
+    assert!(out.contains("packedpackedpackedpacked"), "{out}");
+    assert!(out.contains("copy-keeps-archives"), "{out}");
+    let b = f.build(&format!("{BUSYBOX_BASE}COPY a.md /\n"), &[]);
+    assert_eq!(b.code, 1);
+    assert!(b.stderr.contains("not found"), "{}", b.stderr);
+}
+
+#[test]
+fn onbuild_triggers_of_a_base_image_run_in_the_child() {
+    let Some(f) = Fixture::new() else { return };
+    f.ok(
+        &format!("{BUSYBOX_BASE}ONBUILD RUN echo triggered-from-base > /trigger\nONBUILD ENV FROM_TRIGGER=yes\n"),
+        &["-t", "with-triggers"],
+    );
+    let (_, config) = f.image("with-triggers:latest");
+    assert_eq!(config["config"]["OnBuild"].as_array().unwrap().len(), 2);
+    let out = f.ok(
+        "FROM with-triggers\nRUN cat /trigger && echo env=$FROM_TRIGGER\n",
+        &["-t", "child"],
+    );
+    assert!(out.contains("triggered-from-base"), "{out}");
+    assert!(out.contains("env=yes"), "{out}");
+    let (_, child) = f.image("child:latest");
+    assert!(
+        child["config"].get("OnBuild").is_none(),
+        "triggers do not carry on: {child}"
+    );
+}

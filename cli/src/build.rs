@@ -120,23 +120,25 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     };
     let context = std::fs::canonicalize(&args.context)
         .with_context(|| format!("context {}", args.context.display()))?;
-    let (dockerfile, dockerfile_name) = match &args.file {
+    let (dockerfile, dockerfile_name, dockerfile_path) = match &args.file {
         Some(p) if p.as_os_str() == "-" => {
             let mut b = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut b)
                 .context("reading the Dockerfile from stdin")?;
-            (b, "Dockerfile".to_string())
+            (b, "Dockerfile".to_string(), None)
         }
         Some(p) => (
             std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
             p.display().to_string(),
+            Some(p.clone()),
         ),
         None => {
             let p = context.join("Dockerfile");
             (
                 std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
                 "Dockerfile".to_string(),
+                Some(p),
             )
         }
     };
@@ -234,6 +236,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         context,
         dockerfile,
         dockerfile_name,
+        dockerfile_path,
         target: args.target.clone(),
         build_args,
         labels,

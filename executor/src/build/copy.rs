@@ -49,6 +49,85 @@ fn errno(context: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> CopyEr
     }
 }
 
+/// `--chmod`: an octal mode, or symbolic clauses (`u+x,go-w`, `a=rX`) applied to each
+/// file's own mode, as BuildKit accepts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<(u32, char, String)>),
+}
+
+impl Chmod {
+    pub fn parse(s: &str) -> Result<Chmod, String> {
+        let bad = || format!("invalid chmod parameter {s:?}");
+        if !s.is_empty() && s.chars().all(|c| c.is_digit(8)) {
+            let m = u32::from_str_radix(s, 8).map_err(|_| bad())?;
+            return if m <= 0o7777 {
+                Ok(Chmod::Octal(m))
+            } else {
+                Err(bad())
+            };
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let op_at = clause.find(['+', '-', '=']).ok_or_else(bad)?;
+            let (who, rest) = clause.split_at(op_at);
+            let mut mask = 0;
+            for c in who.chars() {
+                mask |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return Err(bad()),
+                };
+            }
+            if who.is_empty() {
+                mask = 0o7777;
+            }
+            let mut chars = rest.chars();
+            let op = chars.next().ok_or_else(bad)?;
+            let perms: String = chars.collect();
+            if !perms.chars().all(|c| "rwxXst".contains(c)) {
+                return Err(bad());
+            }
+            clauses.push((mask, op, perms));
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The new mode of a file whose mode is `old`.
+    pub fn apply(&self, old: u32, is_dir: bool) -> u32 {
+        match self {
+            Chmod::Octal(m) => *m,
+            Chmod::Symbolic(clauses) => {
+                let mut mode = old;
+                for (mask, op, perms) in clauses {
+                    let mut bits = 0;
+                    for p in perms.chars() {
+                        bits |= match p {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            _ => 0,
+                        };
+                    }
+                    let bits = bits & mask;
+                    mode = match op {
+                        '+' => mode | bits,
+                        '-' => mode & !bits,
+                        _ => (mode & !(mask & 0o7777)) | bits,
+                    };
+                }
+                mode & 0o7777
+            }
+        }
+    }
+}
+
 /// A file made from a heredoc (`COPY <<EOF /dest`).
 #[derive(Debug, Clone)]
 pub struct InlineSource {
@@ -67,10 +146,23 @@ pub struct CopyRequest {
     /// Context sources belong to root unless `chown` says otherwise.
     pub from_context: bool,
     pub chown: Option<(u32, u32)>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     pub workdir: String,
     pub excludes: Vec<String>,
     pub parents: bool,
+    /// The context's `.dockerignore` (applied when `from_context`).
+    pub ignore: Option<std::sync::Arc<super::ignore::IgnoreRules>>,
+}
+
+impl CopyRequest {
+    fn ignored(&self, ctx_rel: &str) -> bool {
+        self.from_context && self.ignore.as_ref().is_some_and(|r| r.excluded(ctx_rel))
+    }
+
+    /// Whether an ignored directory must still be walked (a `!` rule may re-include).
+    fn walk_ignored_dirs(&self) -> bool {
+        self.ignore.as_ref().is_some_and(|r| r.has_exceptions())
+    }
 }
 
 /// The stage's root, opened once; every write resolves beneath it.
@@ -194,12 +286,15 @@ fn clean(p: &str) -> String {
 }
 
 /// Matches of one source pattern: relative paths in `root`.
-fn expand_source(root: &Path, pattern: &str) -> Result<Vec<String>, CopyError> {
+fn expand_source(root: &Path, pattern: &str, req: &CopyRequest) -> Result<Vec<String>, CopyError> {
     let pat = clean(pattern);
     if !has_wildcard(&pat) {
         let p = crate::mounts::resolve_beneath(root, &pat)
             .map_err(|_| CopyError::NotFound(format!("/{pat}")))?;
-        if fs::symlink_metadata(&p).is_err() {
+        let Ok(md) = fs::metadata(&p) else {
+            return Err(CopyError::NotFound(format!("/{pat}")));
+        };
+        if req.ignored(&pat) && !(md.is_dir() && req.walk_ignored_dirs()) {
             return Err(CopyError::NotFound(format!("/{pat}")));
         }
         return Ok(vec![pat]);
@@ -207,11 +302,13 @@ fn expand_source(root: &Path, pattern: &str) -> Result<Vec<String>, CopyError> {
     let mut out = Vec::new();
     let depth_limited = !pat.contains("**");
     let depth = pat.split('/').count();
-    walk(root, "", &mut |rel, _| {
-        if match_path(&pat, rel) {
+    walk(root, "", &mut |rel, md| {
+        let ignored = req.ignored(rel);
+        if match_path(&pat, rel) && !ignored {
             out.push(rel.to_string());
         }
-        !depth_limited || rel.split('/').count() < depth
+        (!ignored || (md.is_dir() && req.walk_ignored_dirs()))
+            && (!depth_limited || rel.split('/').count() < depth)
     })?;
     out.sort();
     Ok(out)
@@ -261,7 +358,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
     let dest = clean(&dest_abs);
     let mut matches: Vec<String> = Vec::new();
     for s in &req.sources {
-        matches.extend(expand_source(&req.src_root, s)?);
+        matches.extend(expand_source(&req.src_root, s, req)?);
     }
     let count = matches.len() + req.inline.len();
     if count == 0 {
@@ -288,7 +385,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             let dir_target = (rel.is_empty() || req.parents).then_some(());
             let _ = dir_target;
             apply_meta(&fd, None, &md, req)?;
-            copy_tree(&dest_root, &src, &t, req)?;
+            copy_tree(&dest_root, &src, &t, req, rel)?;
         } else {
             let target = if req.parents {
                 format!("{dest}/{rel}")
@@ -326,10 +423,70 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             Some(rustix::fs::Gid::from_raw(gid)),
         )
         .map_err(errno(format!("chown /{target}")))?;
-        let mode = req.chmod.unwrap_or(0o644);
+        let mode = req.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
             .map_err(errno(format!("chmod /{target}")))?;
     }
+    Ok(())
+}
+
+/// The compression of a local archive ADD unpacks, by magic bytes; `None`: not an archive.
+pub fn archive_kind(path: &Path) -> Option<&'static str> {
+    let mut head = [0u8; 262];
+    let mut f = fs::File::open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let n = io::Read::read(&mut f, &mut head).ok()?;
+    let h = &head[..n];
+    if h.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip")
+    } else if h.starts_with(b"BZh") {
+        Some("bzip2")
+    } else if h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else if n >= 262 && &h[257..262] == b"ustar" {
+        Some("tar")
+    } else {
+        None
+    }
+}
+
+/// ADD of a local archive: unpacks `archive` into directory `dest` (absolute in the
+/// root, WORKDIR-relative otherwise), beneath it whatever the entries say. Archives are
+/// trusted no more than layers: the snapshotter's apply writes them.
+pub fn extract_into(
+    root: &Path,
+    archive: &Path,
+    dest: &str,
+    workdir: &str,
+    owner: (u32, u32),
+) -> Result<(), CopyError> {
+    let dest_abs = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    let dir = RootDir::open(root)?.mkdir_all(&clean(&dest_abs), owner)?;
+    let at = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ));
+    let f = fs::File::open(archive).map_err(io_err(format!("opening {}", archive.display())))?;
+    let reader: Box<dyn io::Read> = match archive_kind(archive) {
+        Some("bzip2") => Box::new(bzip2::read::BzDecoder::new(io::BufReader::new(f))),
+        Some("xz") => Box::new(xz2::read::XzDecoder::new(io::BufReader::new(f))),
+        _ => Box::new(io::BufReader::new(f)),
+    };
+    let opts = kiln_snapshotter::apply::ApplyOptions {
+        target: kiln_snapshotter::apply::ApplyTarget::Merged,
+        ..Default::default()
+    };
+    kiln_snapshotter::apply::apply_layer(reader, &at, &opts).map_err(|e| {
+        io_err(format!("unpacking {}", archive.display()))(io::Error::other(e.to_string()))
+    })?;
     Ok(())
 }
 
@@ -356,12 +513,21 @@ fn copy_tree(
     src_dir: &Path,
     dest: &str,
     req: &CopyRequest,
+    src_rel: &str,
 ) -> Result<(), CopyError> {
     let dir_owner = req.chown.unwrap_or((0, 0));
     let mut result = Ok(());
     walk(src_dir, "", &mut |rel, md| {
         if result.is_err() || excluded(req, rel) {
             return false;
+        }
+        let ctx_rel = if src_rel.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{src_rel}/{rel}")
+        };
+        if req.ignored(&ctx_rel) {
+            return md.is_dir() && req.walk_ignored_dirs();
         }
         let target = clean(&format!("{dest}/{rel}"));
         let r = if md.is_dir() {
@@ -463,9 +629,10 @@ fn apply_meta(
         Some(rustix::fs::Gid::from_raw(gid)),
     )
     .map_err(errno(format!("setting the owner of {what} to {uid}:{gid}")))?;
-    let mode = match req.chmod {
-        Some(m) => m,
-        None => md.permissions().mode() & 0o7777,
+    let old = md.permissions().mode() & 0o7777;
+    let mode = match &req.chmod {
+        Some(c) => c.apply(old, md.is_dir()),
+        None => old,
     };
     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(errno(format!("chmod {what}")))?;
     let t = Timespec {
@@ -503,6 +670,7 @@ mod tests {
             workdir: "/".into(),
             excludes: Vec::new(),
             parents: false,
+            ignore: None,
         }
     }
 
@@ -529,6 +697,17 @@ mod tests {
             Err(CopyError::NotFound(_))
         ));
         copy_into(dst.path(), &req(src.path(), &["nomatch*"], "/x")).unwrap();
+    }
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        assert_eq!(Chmod::parse("755").unwrap().apply(0o600, false), 0o755);
+        assert_eq!(Chmod::parse("u+x").unwrap().apply(0o644, false), 0o744);
+        assert_eq!(Chmod::parse("go-w,a+r").unwrap().apply(0o666, false), 0o644);
+        assert_eq!(Chmod::parse("a=rX").unwrap().apply(0o640, true), 0o555);
+        assert_eq!(Chmod::parse("a=rX").unwrap().apply(0o640, false), 0o444);
+        assert!(Chmod::parse("9").is_err());
+        assert!(Chmod::parse("u*x").is_err());
     }
 
     #[test]

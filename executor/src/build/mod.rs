@@ -11,6 +11,7 @@
 
 pub mod copy;
 mod export;
+pub mod ignore;
 pub mod pattern;
 mod stage;
 
@@ -60,6 +61,8 @@ pub struct BuildOptions {
     /// The Dockerfile's bytes and the name shown in errors.
     pub dockerfile: Vec<u8>,
     pub dockerfile_name: String,
+    /// Where the Dockerfile is on disk, if it is (for `<Dockerfile>.dockerignore`).
+    pub dockerfile_path: Option<PathBuf>,
     pub target: Option<String>,
     pub build_args: BTreeMap<String, String>,
     /// `--label`s, added to the target's config.

@@ -70,6 +70,7 @@ pub(super) struct Session<'a> {
     /// ssh id → the agent socket steps are forwarded to.
     ssh: BTreeMap<String, PathBuf>,
     _agents: Vec<crate::mounts::key_agent::KeyAgent>,
+    ignore: Arc<super::ignore::IgnoreRules>,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
@@ -111,6 +112,9 @@ impl<'a> Session<'a> {
             .map_err(setup("choosing a snapshotter"))?;
         let secrets = SecretStore::load(&scratch, &opts.secrets)
             .map_err(|e| setup("loading secrets")(e.to_string()))?;
+        let ignore =
+            super::ignore::IgnoreRules::load(&opts.context, opts.dockerfile_path.as_deref())
+                .map_err(|e| setup("reading .dockerignore")(e.to_string()))?;
         let mut ssh = BTreeMap::new();
         let mut agents = Vec::new();
         for (id, src) in &opts.ssh {
@@ -149,6 +153,7 @@ impl<'a> Session<'a> {
             held: Vec::new(),
             ssh,
             _agents: agents,
+            ignore: Arc::new(ignore),
         })
     }
 
@@ -205,7 +210,32 @@ impl<'a> Session<'a> {
                 .map(|s| s.config.env_pairs())
                 .unwrap_or_default()
         };
-        let evals = graph.evaluate(&self.source, &env_of)?;
+        // ONBUILD triggers of base images run first in the stages built on them.
+        let mut triggers: BTreeMap<String, Vec<crate::dockerfile::instructions::Command>> =
+            BTreeMap::new();
+        for s in graph.stages.iter().filter(|s| s.needed) {
+            let Base::Image(r) = &s.base else { continue };
+            let Some(b) = self.bases.get(r) else { continue };
+            let mut out = Vec::new();
+            for t in &b.config.config.on_build {
+                let text = format!("FROM scratch\n{t}\n");
+                let parsed = crate::dockerfile::parser::parse("ONBUILD", text.as_bytes())
+                    .and_then(|d| crate::dockerfile::instructions::parse_document(&d))
+                    .map_err(|e| {
+                        self.err_at(
+                            s.position,
+                            format!("ONBUILD trigger {t:?} of {r}: {}", e.summary()),
+                        )
+                    })?;
+                for mut c in parsed.stages.into_iter().flat_map(|s| s.commands) {
+                    c.position = s.position;
+                    out.push(c);
+                }
+            }
+            triggers.insert(r.clone(), out);
+        }
+        let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
+        let evals = graph.evaluate_with_triggers(&self.source, &env_of, &triggers_of)?;
         for i in graph.execution_order() {
             let Some(eval) = evals.get(&i) else { continue };
             let st = self.run_stage(graph, i, &eval.commands, on_event)?;
@@ -695,6 +725,7 @@ impl<'a> Session<'a> {
                     workdir: st.config.config.working_dir.clone(),
                     excludes: cp.excludes.clone(),
                     parents: cp.parents,
+                    ignore: Some(self.ignore.clone()),
                 };
                 let msg = copy_message(
                     "COPY",
@@ -713,6 +744,7 @@ impl<'a> Session<'a> {
                     cp.chown.as_deref(),
                     msg,
                     pos,
+                    Vec::new(),
                 );
             }
             Instruction::Add(add) => {
@@ -724,8 +756,23 @@ impl<'a> Session<'a> {
                         ));
                     }
                 }
+                // Local archives are unpacked (unless --unpack=false); the rest is copied.
+                let mut archives = Vec::new();
+                let mut plain = Vec::new();
+                for s in &add.sources {
+                    let path = (!super::pattern::has_wildcard(s))
+                        .then(|| crate::mounts::resolve_beneath(&self.opts.context, s).ok())
+                        .flatten()
+                        .filter(|p| {
+                            !self.ignore.excluded(s) && super::copy::archive_kind(p).is_some()
+                        });
+                    match path {
+                        Some(p) if add.unpack != Some(false) => archives.push(p),
+                        _ => plain.push(s.clone()),
+                    }
+                }
                 let req = CopyRequest {
-                    sources: add.sources.clone(),
+                    sources: plain,
                     inline: add
                         .inline_files
                         .iter()
@@ -742,15 +789,8 @@ impl<'a> Session<'a> {
                     workdir: st.config.config.working_dir.clone(),
                     excludes: add.excludes.clone(),
                     parents: false,
+                    ignore: Some(self.ignore.clone()),
                 };
-                for s in &add.sources {
-                    if add.unpack != Some(false) && is_archive(&self.opts.context, s) {
-                        return Err(self.err_at(
-                            pos,
-                            format!("ADD {s}: extracting local archives is not supported yet"),
-                        ));
-                    }
-                }
                 let msg = copy_message(
                     "ADD",
                     false,
@@ -760,7 +800,16 @@ impl<'a> Session<'a> {
                     &add.inline_files,
                     &add.dest,
                 );
-                return self.copy_step(graph, st, req, None, add.chown.as_deref(), msg, pos);
+                return self.copy_step(
+                    graph,
+                    st,
+                    req,
+                    None,
+                    add.chown.as_deref(),
+                    msg,
+                    pos,
+                    archives,
+                );
             }
         }
         Ok(None)
@@ -817,6 +866,7 @@ impl<'a> Session<'a> {
         chown: Option<&str>,
         msg: String,
         pos: Position,
+        archives: Vec<PathBuf>,
     ) -> Result<Option<String>, BuildError> {
         let view = match from {
             Some(f) => Some(
@@ -835,7 +885,20 @@ impl<'a> Session<'a> {
                 if let Some(c) = &chown {
                     req.chown = Some(owner_in(root, c)?);
                 }
-                copy_into(root, &req).map_err(|e| e.to_string())
+                if !req.sources.is_empty() || !req.inline.is_empty() {
+                    copy_into(root, &req).map_err(|e| e.to_string())?;
+                }
+                for a in &archives {
+                    super::copy::extract_into(
+                        root,
+                        a,
+                        &req.dest,
+                        &req.workdir,
+                        req.chown.unwrap_or((0, 0)),
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                Ok(())
             })
             .map_err(|m| self.err_at(pos, m))?;
         drop(view);
@@ -1055,40 +1118,8 @@ fn owner_in(root: &Path, user: &str) -> Result<(u32, u32), String> {
         .map_err(|e| format!("user {user:?}: {e}"))
 }
 
-fn parse_chmod(s: Option<&str>) -> Result<Option<u32>, String> {
-    match s {
-        None => Ok(None),
-        Some(s) => u32::from_str_radix(s, 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .map(Some)
-            .ok_or_else(|| {
-                format!("invalid chmod parameter {s:?}: only octal modes are supported yet")
-            }),
-    }
-}
-
-fn is_archive(context: &Path, source: &str) -> bool {
-    if super::pattern::has_wildcard(source) {
-        return false;
-    }
-    let Ok(p) = crate::mounts::resolve_beneath(context, source) else {
-        return false;
-    };
-    let mut head = [0u8; 262];
-    let Ok(mut f) = std::fs::File::open(&p) else {
-        return false;
-    };
-    if !p.is_file() {
-        return false;
-    }
-    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(b"BZh")
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &h[257..262] == b"ustar")
+fn parse_chmod(s: Option<&str>) -> Result<Option<super::copy::Chmod>, String> {
+    s.map(super::copy::Chmod::parse).transpose()
 }
 
 fn copy_message(

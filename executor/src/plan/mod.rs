@@ -210,6 +210,17 @@ impl StageGraph {
         source: &crate::dockerfile::Source,
         image_env: &dyn Fn(&str) -> Vec<(String, String)>,
     ) -> Result<BTreeMap<usize, StageEvaluation>, DockerfileError> {
+        self.evaluate_with_triggers(source, image_env, &|_| Vec::new())
+    }
+
+    /// As [`StageGraph::evaluate`], and a stage built on an image first runs the image's
+    /// ONBUILD triggers, given parsed by `image_triggers`.
+    pub fn evaluate_with_triggers(
+        &self,
+        source: &crate::dockerfile::Source,
+        image_env: &dyn Fn(&str) -> Vec<(String, String)>,
+        image_triggers: &dyn Fn(&str) -> Vec<Command>,
+    ) -> Result<BTreeMap<usize, StageEvaluation>, DockerfileError> {
         let lexer = Lexer::new(self.escape);
         let ctx = scope::EvalContext {
             source,
@@ -218,9 +229,20 @@ impl StageGraph {
             build_args: &self.build_args,
         };
         let mut done: BTreeMap<usize, StageEvaluation> = BTreeMap::new();
+        let triggers: BTreeMap<usize, Vec<Command>> = self
+            .stages
+            .iter()
+            .filter_map(|s| match &s.base {
+                Base::Image(r) if s.needed => Some((s.index, image_triggers(r))),
+                _ => None,
+            })
+            .collect();
         for i in self.execution_order() {
             let stage = &self.stages[i];
             let mut commands: Vec<(&Command, bool)> = Vec::new();
+            if let Some(t) = triggers.get(&i) {
+                commands.extend(t.iter().map(|c| (c, true)));
+            }
             let mut scope = match &stage.base {
                 Base::Stage(j) => {
                     for c in &self.stages[*j].stage.commands {
