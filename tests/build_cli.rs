@@ -807,8 +807,8 @@ fn copy_and_add_follow_dockerignore_chown_chmod_and_unpack_archives() {
         &format!(
             "{BUSYBOX_BASE}COPY . /ctx/
 RUN cd /ctx && find . -path ./rootfs -prune -o -type f -print | sort | tr '\\n' ' ' && echo
-COPY --chown=app:extra --chmod=u+x,go-w sub/z.txt /owned
-RUN stat -c 'owned %U %G %a' /owned
+COPY --chmod=u+x,go-w sub/z.txt /moded
+RUN stat -c 'moded %a' /moded
 ADD p.tar.gz /gz/
 ADD p.tar.bz2 /bz/
 ADD p.tar.xz /xz/
@@ -831,10 +831,20 @@ RUN test -f /not-unpacked.tgz && echo copy-keeps-archives
             "{gone} is in .dockerignore: {listing}"
         );
     }
-    if full_ids() {
-        assert!(out.contains("owned app extra 744"), "{out}");
-    }
+    assert!(out.contains("moded 744"), "{out}");
     assert!(out.contains("packedpackedpackedpacked"), "{out}");
+    // --chown by name, resolved in the destination stage's /etc.
+    let b = f.build(
+        &format!("{BUSYBOX_BASE}COPY --chown=app:extra sub/z.txt /owned\nRUN stat -c 'owned %U %G' /owned\n"),
+        &[],
+    );
+    if full_ids() {
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        assert!(b.stderr.contains("owned app extra"), "{}", b.stderr);
+    } else {
+        assert_eq!(b.code, 1, "{}", b.stderr);
+        assert!(b.stderr.contains("subordinate ids"), "{}", b.stderr);
+    }
     assert!(out.contains("copy-keeps-archives"), "{out}");
     let b = f.build(&format!("{BUSYBOX_BASE}COPY a.md /\n"), &[]);
     assert_eq!(b.code, 1);
@@ -861,4 +871,180 @@ fn onbuild_triggers_of_a_base_image_run_in_the_child() {
         child["config"].get("OnBuild").is_none(),
         "triggers do not carry on: {child}"
     );
+}
+
+fn have(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        println!("skipped: {program} missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} missing under CI"
+        );
+    }
+    found
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn real_clients_accept_the_images() {
+    let Some(f) = Fixture::new() else { return };
+    let oci = f.root().join("layout");
+    let docker = f.root().join("image.tar");
+    let o1 = format!("type=oci,dest={}", oci.display());
+    let o2 = format!("type=docker,dest={}", docker.display());
+    let tag = format!("kiln-clients-test:{}", std::process::id());
+    f.ok(
+        &format!(
+            "{}RUN echo built-by-kiln > /message
+FROM scratch
+COPY --from=builder /bin/busybox /bin/busybox
+COPY --from=builder /message /message
+ENV GREETING=hi
+CMD [\"/bin/busybox\", \"cat\", \"/message\"]
+",
+            BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS builder", 1)
+        ),
+        &["--compression", "gzip", "-t", &tag, "-o", &o1, "-o", &o2],
+    );
+    let index = read_json(&oci.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if have("skopeo") {
+        let out = run_ok(
+            Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("oci:{}", oci.display())),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Digest"], manifest_digest);
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{v}");
+        assert!(
+            v["Env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == "GREETING=hi"),
+            "{v}"
+        );
+        // The store itself is an OCI layout skopeo reads by tag.
+        let out = run_ok(
+            Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("oci:{}:{tag}", f.root().display())),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Digest"], manifest_digest);
+    }
+    if have("umoci") {
+        let bundle = f.root().join("bundle");
+        let image = format!("{}:{}", oci.display(), tag.rsplit(':').next().unwrap());
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--rootless", "--image", &image])
+                .arg(&bundle),
+        );
+        assert_eq!(
+            std::fs::read_to_string(bundle.join("rootfs/message")).unwrap(),
+            "built-by-kiln\n"
+        );
+        let mut entries: Vec<String> = std::fs::read_dir(bundle.join("rootfs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        assert_eq!(entries, ["bin", "message"]);
+    }
+    // podman needs real root here (rootless podman wants its own subuid setup).
+    if rustix::process::geteuid().is_root() && kiln_tests::real_root() && have("podman") {
+        let loaded = run_ok(Command::new("podman").arg("load").arg("-i").arg(&docker));
+        assert!(loaded.contains("kiln-clients-test"), "{loaded}");
+        let printed = run_ok(Command::new("podman").args([
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &format!("localhost/{tag}"),
+        ]));
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &format!("localhost/{tag}")])
+            .output();
+        assert_eq!(printed, "built-by-kiln\n");
+    }
+}
+
+#[test]
+fn images_rmi_save_load_and_run() {
+    let Some(f) = Fixture::new() else { return };
+    f.ok(
+        &format!("{BUSYBOX_BASE}RUN echo in-image > /m\nCMD [\"cat\", \"/m\"]\n"),
+        &["-t", "tool:1"],
+    );
+    let kiln = |args: &[&str]| {
+        Command::new(kiln_bin())
+            .args(args)
+            .env("KILN_ROOT", f.root())
+            .output()
+            .unwrap()
+    };
+    let listed = String::from_utf8_lossy(&kiln(&["images"]).stdout).into_owned();
+    assert!(listed.contains("tool:1"), "{listed}");
+    let ran = kiln(&["run", "--rm", "tool:1"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "in-image\n");
+    let ran = kiln(&["run", "tool:1", "sh", "-c", "echo custom; exit 5"]);
+    assert_eq!(ran.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "custom\n");
+    for format in ["docker", "oci"] {
+        let archive = f.root().join(format!("saved-{format}.tar"));
+        let out = kiln(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            archive.to_str().unwrap(),
+            "tool:1",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let other = tempfile::tempdir().unwrap();
+        let out = Command::new(kiln_bin())
+            .args(["load", "-i", archive.to_str().unwrap()])
+            .env("KILN_ROOT", other.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = Command::new(kiln_bin())
+            .args(["run", "tool:1"])
+            .env("KILN_ROOT", other.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "in-image\n",
+            "{format}: {out:?}"
+        );
+    }
+    assert!(kiln(&["rmi", "tool:1"]).status.success());
+    let gone = kiln(&["rmi", "tool:1"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&kiln(&["images"]).stdout).contains("tool:1"));
 }

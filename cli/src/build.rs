@@ -88,19 +88,6 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-fn default_root() -> PathBuf {
-    if kiln_snapshotter::idmap::is_real_root() && std::env::var_os("XDG_DATA_HOME").is_none() {
-        return PathBuf::from("/var/lib/kiln");
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(x).join("kiln");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".local/share/kiln")
-}
-
 fn key_value(s: &str, what: &str) -> Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -232,7 +219,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let opts = BuildOptions {
-        root: args.root.clone().unwrap_or_else(default_root),
+        root: args.root.clone().unwrap_or_else(crate::root::default_root),
         context,
         dockerfile,
         dockerfile_name,

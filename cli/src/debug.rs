@@ -150,6 +150,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                     m => m,
                 },
                 secret_env: Vec::new(),
+                interactive: false,
                 etc_dir: PathBuf::new(),
             };
             let exe = std::env::current_exe().context("locating the kiln binary")?;

@@ -5,7 +5,10 @@
 mod build;
 mod debug;
 mod doctor;
+mod images;
 mod layer;
+mod root;
+mod run;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,37 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile and a context directory.
     Build(build::BuildArgs),
+    /// List the images of the local store.
+    Images {
+        #[arg(long, env = "KILN_ROOT")]
+        root: Option<std::path::PathBuf>,
+    },
+    /// Remove tags from the local store.
+    Rmi {
+        #[arg(long, env = "KILN_ROOT")]
+        root: Option<std::path::PathBuf>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Write an image to an archive (docker or OCI).
+    Save {
+        #[arg(long, env = "KILN_ROOT")]
+        root: Option<std::path::PathBuf>,
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: images::SaveFormat,
+        name: String,
+    },
+    /// Load the images of a docker or OCI archive (or OCI layout directory).
+    Load {
+        #[arg(long, env = "KILN_ROOT")]
+        root: Option<std::path::PathBuf>,
+        #[arg(short, long)]
+        input: std::path::PathBuf,
+    },
+    /// Run a command in an image of the local store, rootless, through the sandbox.
+    Run(run::RunArgs),
     /// Look inside the frontend: how kiln reads a Dockerfile and what it would build.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -66,6 +100,19 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
         },
+        Command::Run(args) => match run::run(args) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
+        Command::Images { root } => images::images(root, &mut std::io::stdout().lock()),
+        Command::Rmi { root, names } => images::rmi(root, &names, &mut std::io::stdout().lock()),
+        Command::Save {
+            root,
+            output,
+            format,
+            name,
+        } => images::save(root, &name, &output, format),
+        Command::Load { root, input } => images::load(root, &input, &mut std::io::stdout().lock()),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Doctor => doctor::run(&mut std::io::stdout().lock()),
         Command::ProbeBackend { name, dir } => doctor::probe_backend(&name, dir),

@@ -5,6 +5,7 @@
 //! - [`sandbox`]: rootless namespaces and running one RUN step;
 //! - [`mounts`]: what a RUN mounts (secrets, ssh agents, caches, binds, tmpfs);
 //! - [`image`], [`store`]: image configs and the local OCI image layout;
+//! - [`image_run`]: a command in an image of the store (`kiln run`);
 //! - [`build`]: the one entry point that turns a Dockerfile and a context into an image.
 //!
 //! The library never prints; progress reaches the caller as typed events.
@@ -12,6 +13,7 @@
 pub mod build;
 pub mod dockerfile;
 pub mod image;
+pub mod image_run;
 pub mod mounts;
 pub mod plan;
 pub mod sandbox;

@@ -137,3 +137,8 @@ pub fn full_ids() -> bool {
         || (std::env::var_os("CI").is_some()
             && std::env::var("KILN_TEST_IDS").as_deref() != Ok("single"))
 }
+
+/// Whether this process is real root (uid 0 in the initial user namespace).
+pub fn real_root() -> bool {
+    kiln_executor::sandbox::userns::is_real_root()
+}

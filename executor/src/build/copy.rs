@@ -628,7 +628,14 @@ fn apply_meta(
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
     )
-    .map_err(errno(format!("setting the owner of {what} to {uid}:{gid}")))?;
+    .map_err(|e| {
+        let hint = if e == rustix::io::Errno::INVAL {
+            " (the id does not exist in kiln's user namespace: ids other than 0 need subordinate ids in /etc/subuid and /etc/subgid; see kiln doctor)"
+        } else {
+            ""
+        };
+        errno(format!("setting the owner of {what} to {uid}:{gid}{hint}"))(e)
+    })?;
     let old = md.permissions().mode() & 0o7777;
     let mode = match &req.chmod {
         Some(c) => c.apply(old, md.is_dir()),

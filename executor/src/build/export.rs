@@ -1,16 +1,14 @@
 //! Writing the finished image: config and manifest blobs, tags in the local store, and the
 //! outputs asked for (`-o type=oci|docker|local|tar`).
 
-use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::image::{ImageManifestBuilder, MediaType};
 
 use super::stage::{Session, StageState};
 use super::{setup, BuildError, BuildResult, Event};
-use crate::store::{descriptor, ImageStore, REF_NAME};
+use crate::store::descriptor;
 
 /// Where a build's result goes besides the local store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,30 +129,23 @@ pub(super) fn finish(
     for out in &opts.outputs {
         match out {
             Output::Oci { dest, tar } => {
-                let dir = if *tar {
-                    tempfile::tempdir()
-                        .map_err(|e| setup("oci output")(e.to_string()))?
-                        .keep()
-                } else {
-                    dest.clone()
+                let fail = |e: crate::store::ImageStoreError| {
+                    setup(format!("writing {}", dest.display()))(e.to_string())
                 };
-                write_layout(
-                    &images,
-                    &dir,
-                    &blobs,
-                    &mdesc,
-                    opts.tags.first().map(String::as_str),
-                )
-                .map_err(|e| setup(format!("writing {}", dest.display()))(e))?;
+                let tag = opts.tags.first().map(String::as_str);
                 if *tar {
-                    tar_dir(&dir, dest)
-                        .map_err(|e| setup(format!("writing {}", dest.display()))(e))?;
-                    let _ = fs::remove_dir_all(&dir);
+                    let dir =
+                        tempfile::tempdir().map_err(|e| setup("oci output")(e.to_string()))?;
+                    images.write_layout(dir.path(), &mdesc, tag).map_err(fail)?;
+                    crate::store::archive::tar_dir(dir.path(), dest).map_err(fail)?;
+                } else {
+                    images.write_layout(dest, &mdesc, tag).map_err(fail)?;
                 }
             }
             Output::Docker { dest } => {
-                write_docker(&images, dest, target, &config_digest, &opts.tags)
-                    .map_err(|e| setup(format!("writing {}", dest.display()))(e))?;
+                images
+                    .write_docker_archive(dest, &mdesc, &opts.tags)
+                    .map_err(|e| setup(format!("writing {}", dest.display()))(e.to_string()))?;
             }
             Output::Local { dest } => {
                 let view = session
@@ -170,8 +161,8 @@ pub(super) fn finish(
                 let view = session
                     .view_of(target)
                     .map_err(setup("mounting the result"))?;
-                tar_dir(&view, dest)
-                    .map_err(|e| setup(format!("writing {}", dest.display()))(e))?;
+                crate::store::archive::tar_dir(&view, dest)
+                    .map_err(|e| setup(format!("writing {}", dest.display()))(e.to_string()))?;
                 session.drop_views();
             }
         }
@@ -200,93 +191,4 @@ fn media_type(s: &str) -> MediaType {
         "application/vnd.docker.image.rootfs.diff.tar.gzip" => MediaType::ImageLayerGzip,
         other => MediaType::Other(other.to_string()),
     }
-}
-
-fn write_layout(
-    images: &ImageStore,
-    dir: &Path,
-    blobs: &[String],
-    manifest: &oci_spec::image::Descriptor,
-    tag: Option<&str>,
-) -> Result<(), String> {
-    let out = ImageStore::open(dir).map_err(|e| e.to_string())?;
-    for b in blobs {
-        let dst = out.blob_path(b);
-        if !dst.exists() {
-            fs::copy(images.blob_path(b), &dst).map_err(|e| format!("copying {b}: {e}"))?;
-        }
-    }
-    let mut d = manifest.clone();
-    if let Some(t) = tag {
-        // As BuildKit's OCI exporter: the tag alone as ref.name, the full name for containerd.
-        let full = crate::store::normalize_reference(t);
-        let tag_part = full
-            .rsplit_once(':')
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_else(|| "latest".into());
-        d.set_annotations(Some(HashMap::from([
-            (REF_NAME.to_string(), tag_part),
-            ("io.containerd.image.name".to_string(), full),
-        ])));
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [d],
-    });
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&index).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())
-}
-
-fn write_docker(
-    images: &ImageStore,
-    dest: &Path,
-    target: &StageState,
-    config: &str,
-    tags: &[String],
-) -> Result<(), String> {
-    let file = fs::File::create(dest).map_err(|e| e.to_string())?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut add = |name: &str, path: &Path| -> Result<(), String> {
-        let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
-        tar.append_file(name, &mut f).map_err(|e| e.to_string())
-    };
-    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
-    add(
-        &format!("blobs/sha256/{}", hex(config)),
-        &images.blob_path(config),
-    )?;
-    let mut layer_names = Vec::new();
-    for l in &target.layers {
-        let name = format!("blobs/sha256/{}", hex(&l.digest));
-        add(&name, &images.blob_path(&l.digest))?;
-        layer_names.push(name);
-    }
-    let repo_tags: Vec<String> = tags.iter().map(|t| crate::store::tag_name(t)).collect();
-    let manifest = serde_json::json!([{
-        "Config": format!("blobs/sha256/{}", hex(config)),
-        "RepoTags": repo_tags,
-        "Layers": layer_names,
-    }]);
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "manifest.json", &bytes[..])
-        .map_err(|e| e.to_string())?;
-    let mut w = tar.into_inner().map_err(|e| e.to_string())?;
-    w.flush().map_err(|e| e.to_string())
-}
-
-fn tar_dir(dir: &Path, dest: &Path) -> Result<(), String> {
-    let file = fs::File::create(dest).map_err(|e| e.to_string())?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir).map_err(|e| e.to_string())?;
-    let mut w = tar.into_inner().map_err(|e| e.to_string())?;
-    w.flush().map_err(|e| e.to_string())
 }

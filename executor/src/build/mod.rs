@@ -9,6 +9,7 @@
 //! namespace ([`crate::sandbox::userns::enter_build_namespace`]); progress and output
 //! arrive as [`Event`]s; the library prints nothing.
 
+mod base;
 pub mod copy;
 mod export;
 pub mod ignore;
@@ -186,6 +187,15 @@ fn tail_text(tail: &str) -> String {
 pub(crate) fn setup(context: impl Into<String>) -> impl FnOnce(String) -> BuildError {
     let context = context.into();
     move |message| BuildError::Setup { context, message }
+}
+
+/// The snapshots and config of an image of `images` (for `kiln run`).
+pub(crate) fn import_for_run(
+    snapshots: &kiln_snapshotter::store::Store,
+    images: &crate::store::ImageStore,
+    desc: &oci_spec::image::Descriptor,
+) -> Result<base::StageState, String> {
+    base::import_image(snapshots, images, images, desc)
 }
 
 /// Picks the backend for `choice`, probing in `scratch`.

@@ -24,26 +24,7 @@ use crate::plan::scope::{EvaluatedCommand, StageScope, DEFAULT_PATH};
 use crate::plan::{Base, StageGraph};
 use crate::store::{normalize_reference, ImageStore};
 
-/// A layer of an image being built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LayerRef {
-    pub digest: String,
-    pub diff_id: String,
-    pub size: u64,
-    pub media_type: String,
-}
-
-/// Where a stage stands: its filesystem (a snapshot chain), config and layers.
-#[derive(Debug, Clone, Default)]
-pub(super) struct StageState {
-    pub chain: Option<ChainId>,
-    pub config: ImageConfig,
-    pub layers: Vec<LayerRef>,
-    /// ARGs declared so far, with values (for RUN's history text).
-    pub build_args: Vec<(String, String)>,
-    /// Whether this stage (not its base) set CMD: ENTRYPOINT keeps only such a CMD.
-    pub cmd_set: bool,
-}
+pub(super) use super::base::{LayerRef, StageState};
 
 /// A read-only look at a snapshot chain, mounted for the length of a step.
 struct View {
@@ -321,49 +302,7 @@ impl<'a> Session<'a> {
         from: &ImageStore,
         desc: &oci_spec::image::Descriptor,
     ) -> Result<StageState, String> {
-        let img = from.load(desc).map_err(|e| e.to_string())?;
-        let mut st = StageState {
-            config: img.config.clone(),
-            ..Default::default()
-        };
-        for (i, l) in img.manifest.layers().iter().enumerate() {
-            let digest = l.digest().to_string();
-            let src = from.blob_path(&digest);
-            let dst = self.images.blob_path(&digest);
-            if src != dst && !dst.exists() {
-                let tmp = dst.with_extension("tmp-import");
-                std::fs::copy(&src, &tmp).map_err(|e| format!("copying layer {digest}: {e}"))?;
-                std::fs::rename(&tmp, &dst).map_err(|e| format!("copying layer {digest}: {e}"))?;
-            }
-            let diff_id = img
-                .config
-                .rootfs
-                .diff_ids
-                .get(i)
-                .cloned()
-                .unwrap_or_default();
-            let id = ChainId::new(st.chain.as_ref(), &digest);
-            if !self.snapshots.exists(&id) {
-                let f = std::fs::File::open(&dst)
-                    .map_err(|e| format!("reading layer {digest}: {e}"))?;
-                self.snapshots
-                    .apply(
-                        st.chain.as_ref(),
-                        &digest,
-                        std::io::BufReader::new(f),
-                        &Default::default(),
-                    )
-                    .map_err(|e| format!("applying layer {digest}: {e}"))?;
-            }
-            st.chain = Some(id);
-            st.layers.push(LayerRef {
-                digest,
-                diff_id,
-                size: l.size(),
-                media_type: l.media_type().to_string(),
-            });
-        }
-        Ok(st)
+        super::base::import_image(&self.snapshots, &self.images, from, desc)
     }
 
     /// A directory as a one-layer base filesystem.
@@ -1047,6 +986,7 @@ impl<'a> Session<'a> {
             mapping: self.opts.mapping.clone(),
             mounts,
             secret_env: prepared.secret_env.clone(),
+            interactive: false,
             etc_dir: PathBuf::new(),
         };
         let outcome = crate::sandbox::run::run(&spec, &self.opts.helper, |chunk| {

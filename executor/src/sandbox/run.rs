@@ -50,6 +50,10 @@ pub struct RunSpec {
     /// What the step mounts (RUN --mount), in order.
     #[serde(default)]
     pub mounts: Vec<super::mounts::MountSpec>,
+    /// Give the command kiln's own stdin, stdout and stderr (`kiln run -i`) instead of
+    /// capturing its output.
+    #[serde(default)]
+    pub interactive: bool,
     /// Variables whose values are read from files (secrets) by pid 1, so that they never
     /// appear in a command line or a log.
     #[serde(default)]
@@ -196,11 +200,16 @@ fn spawn_and_wait(
 ) -> Result<RunOutcome, SandboxError> {
     let json = serde_json::to_string(&spec).map_err(|e| io("encoding the run spec")(e.into()))?;
     let mut cmd = Command::new(helper);
-    cmd.arg(LAUNCH_ARG)
-        .arg(json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg(LAUNCH_ARG).arg(json);
+    if spec.interactive {
+        cmd.stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
     let ns = Namespaces {
         mount: true,
         pid: true,
@@ -212,6 +221,13 @@ fn spawn_and_wait(
         "starting {} in new namespaces",
         helper.display()
     )))?;
+    if spec.interactive {
+        let status = child.wait().map_err(io("waiting for the command"))?;
+        return Ok(RunOutcome {
+            exit_code: exit_code(status),
+            output_tail: String::new(),
+        });
+    }
     let (mut out, mut err) = match (child.stdout.take(), child.stderr.take()) {
         (Some(o), Some(e)) => (o, e),
         _ => return Err(io("capturing output")(std::io::Error::other("no pipes"))),

@@ -24,6 +24,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::image::ImageConfig;
 
+pub mod archive;
+
 /// The annotation that names a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -65,7 +67,7 @@ pub struct StoredImage {
 /// An OCI image layout directory.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 /// `name` with Docker's defaults made explicit: `busybox` → `docker.io/library/busybox:latest`.
@@ -214,6 +216,11 @@ impl ImageStore {
         let mut d = manifest.clone();
         d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name)])));
         manifests.push(d);
+        self.write_index(manifests)
+    }
+
+    /// Rewrites `index.json` with `manifests` (the caller holds the lock).
+    fn write_index(&self, manifests: Vec<Descriptor>) -> Result<(), ImageStoreError> {
         let index = ImageIndexBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageIndex)

@@ -1,0 +1,80 @@
+//! `kiln run`: a command in an image of the local store, through the build's sandbox.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kiln_executor::build::SnapshotterChoice;
+use kiln_executor::image_run::{run_image, RunImageOptions};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Accepted for Docker compatibility: the container is always removed.
+    #[arg(long)]
+    rm: bool,
+    /// Keep stdin open and pass the terminal through.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Accepted with -i (kiln passes the terminal through when there is one).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// `none`: only loopback.
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Variable `KEY=VALUE` (repeatable).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// User `name[:group]` or `uid[:gid]`.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Replace the image's entrypoint (`""` for none).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(long, env = "KILN_ROOT")]
+    root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    snapshotter: crate::build::Snapshotter,
+    image: String,
+    /// The command (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let mapping = match crate::root::namespace()? {
+        crate::root::Namespace::Inside(m) => m,
+        crate::root::Namespace::Exited(code) => return Ok(code),
+    };
+    let _ = (args.rm, args.tty);
+    let opts = RunImageOptions {
+        root: args.root.unwrap_or_else(crate::root::default_root),
+        image: args.image,
+        command: args.command,
+        entrypoint: args
+            .entrypoint
+            .map(|e| if e.is_empty() { Vec::new() } else { vec![e] }),
+        env: args.env,
+        user: args.user,
+        workdir: args.workdir,
+        isolated_network: args.network == "none",
+        interactive: args.interactive,
+        snapshotter: match args.snapshotter {
+            crate::build::Snapshotter::Auto => SnapshotterChoice::Auto,
+            crate::build::Snapshotter::Fuse => SnapshotterChoice::Fuse,
+            crate::build::Snapshotter::Overlay => SnapshotterChoice::Overlay,
+            crate::build::Snapshotter::Copy => SnapshotterChoice::Copy,
+        },
+        mapping,
+        helper: std::env::current_exe().context("locating the kiln binary")?,
+    };
+    let mut stdout = std::io::stdout();
+    let code = run_image(&opts, &mut |b| {
+        let _ = stdout.write_all(b);
+        let _ = stdout.flush();
+    })?;
+    Ok(code)
+}

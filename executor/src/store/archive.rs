@@ -1,0 +1,402 @@
+//! Images in and out of the store as files: OCI image layouts (directory or tar) and
+//! `docker save` archives (`manifest.json` + blobs), the forms `skopeo`, `podman load` and
+//! `docker load` read and write; plus listing and untagging.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use sha2::{Digest as _, Sha256};
+
+use super::{descriptor, normalize_reference, tag_name, ImageStore, ImageStoreError, REF_NAME};
+
+/// The two archive formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    Oci,
+    Docker,
+}
+
+fn invalid(what: &'static str, path: &Path, why: impl ToString) -> ImageStoreError {
+    ImageStoreError::Invalid {
+        what,
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+fn io_at(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError {
+    let path = path.to_path_buf();
+    move |source| ImageStoreError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// One tag of the store, for `kiln images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub tag: String,
+    pub manifest: String,
+    pub config: String,
+    /// Compressed size: config and layers.
+    pub size: u64,
+    pub created: Option<String>,
+}
+
+impl ImageStore {
+    /// Every tag, in `index.json` order.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageStoreError> {
+        let mut out = Vec::new();
+        for d in self.index()?.manifests() {
+            let Some(tag) = d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .cloned()
+            else {
+                continue;
+            };
+            let img = self.load(d)?;
+            let size = img.manifest.config().size()
+                + img.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+            out.push(ImageSummary {
+                tag,
+                manifest: d.digest().to_string(),
+                config: img.manifest.config().digest().to_string(),
+                size,
+                created: img.config.created.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes tag `name`; whether it existed. Blobs stay (another tag may use them).
+    pub fn untag(&self, name: &str) -> Result<bool, ImageStoreError> {
+        let _lock = self.lock()?;
+        let wanted = normalize_reference(name);
+        let index = self.index()?;
+        let before = index.manifests().len();
+        let kept: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_none_or(|n| n != name && normalize_reference(n) != wanted)
+            })
+            .cloned()
+            .collect();
+        if kept.len() == before {
+            return Ok(false);
+        }
+        self.write_index(kept)?;
+        Ok(true)
+    }
+
+    /// Copies blob `digest` from `from` unless this store has it.
+    pub fn copy_blob_from(&self, from: &ImageStore, digest: &str) -> Result<(), ImageStoreError> {
+        let dst = self.blob_path(digest);
+        if dst.exists() {
+            return Ok(());
+        }
+        let src = from.blob_path(digest);
+        let mut tmp = tempfile::NamedTempFile::new_in(self.blob_dir())
+            .map_err(io_at("writing in", &self.blob_dir()))?;
+        let mut f = fs::File::open(&src).map_err(io_at("reading blob", &src))?;
+        io::copy(&mut f, &mut tmp).map_err(io_at("copying blob", &src))?;
+        tmp.as_file().sync_all().map_err(io_at("writing", &dst))?;
+        tmp.persist(&dst)
+            .map_err(|e| io_at("writing", &dst)(e.error))?;
+        Ok(())
+    }
+
+    /// Writes the image `manifest` as an OCI layout in `dir` (tag `tag`, as BuildKit's
+    /// OCI exporter: the tag alone as `ref.name`, the full name for containerd).
+    pub fn write_layout(
+        &self,
+        dir: &Path,
+        manifest: &Descriptor,
+        tag: Option<&str>,
+    ) -> Result<(), ImageStoreError> {
+        let out = ImageStore::open(dir)?;
+        let img = self.load(manifest)?;
+        let digests = std::iter::once(manifest.digest().to_string())
+            .chain(std::iter::once(img.manifest.config().digest().to_string()))
+            .chain(img.manifest.layers().iter().map(|l| l.digest().to_string()));
+        for d in digests {
+            out.copy_blob_from(self, &d)?;
+        }
+        let mut d = manifest.clone();
+        d.set_annotations(None);
+        if let Some(t) = tag {
+            let full = normalize_reference(t);
+            let tag_part = full
+                .rsplit_once(':')
+                .map(|(_, t)| t.to_string())
+                .unwrap_or_else(|| "latest".into());
+            d.set_annotations(Some(HashMap::from([
+                (REF_NAME.to_string(), tag_part),
+                ("io.containerd.image.name".to_string(), full),
+            ])));
+        }
+        out.write_index(vec![d])
+    }
+
+    /// Writes `manifest` as a `docker load`-able tar at `dest`, tagged `tags`.
+    pub fn write_docker_archive(
+        &self,
+        dest: &Path,
+        manifest: &Descriptor,
+        tags: &[String],
+    ) -> Result<(), ImageStoreError> {
+        let img = self.load(manifest)?;
+        let file = fs::File::create(dest).map_err(io_at("creating", dest))?;
+        let mut tar = tar::Builder::new(io::BufWriter::new(file));
+        let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+        let config = img.manifest.config().digest().to_string();
+        let mut add = |name: &str, path: &Path| -> Result<(), ImageStoreError> {
+            let mut f = fs::File::open(path).map_err(io_at("reading", path))?;
+            tar.append_file(name, &mut f)
+                .map_err(io_at("writing", dest))
+        };
+        add(
+            &format!("blobs/sha256/{}", hex(&config)),
+            &self.blob_path(&config),
+        )?;
+        let mut layers = Vec::new();
+        for l in img.manifest.layers() {
+            let d = l.digest().to_string();
+            let name = format!("blobs/sha256/{}", hex(&d));
+            add(&name, &self.blob_path(&d))?;
+            layers.push(name);
+        }
+        let repo_tags: Vec<String> = tags.iter().map(|t| tag_name(t)).collect();
+        let json = serde_json::to_vec(&serde_json::json!([{
+            "Config": format!("blobs/sha256/{}", hex(&config)),
+            "RepoTags": repo_tags,
+            "Layers": layers,
+        }]))
+        .map_err(|e| invalid("docker manifest", dest, e))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(json.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "manifest.json", &json[..])
+            .map_err(io_at("writing", dest))?;
+        let mut w = tar.into_inner().map_err(io_at("writing", dest))?;
+        w.flush().map_err(io_at("writing", dest))
+    }
+
+    /// `kiln save`: image `name` to `dest` in `format` (OCI as a tar).
+    pub fn save(
+        &self,
+        name: &str,
+        dest: &Path,
+        format: ArchiveFormat,
+    ) -> Result<(), ImageStoreError> {
+        let desc = self
+            .resolve(name)?
+            .ok_or_else(|| invalid("image", Path::new(name), "no such image in the store"))?;
+        match format {
+            ArchiveFormat::Docker => self.write_docker_archive(dest, &desc, &[name.to_string()]),
+            ArchiveFormat::Oci => {
+                let dir = tempfile::tempdir().map_err(io_at("creating a directory for", dest))?;
+                self.write_layout(dir.path(), &desc, Some(name))?;
+                tar_dir(dir.path(), dest)
+            }
+        }
+    }
+
+    /// `kiln load`: every image of an OCI or docker archive (a tar file, or an OCI layout
+    /// directory) into the store; returns the tags it set.
+    pub fn load_archive(&self, src: &Path) -> Result<Vec<String>, ImageStoreError> {
+        let tmp;
+        let dir = if src.is_dir() {
+            src.to_path_buf()
+        } else {
+            tmp = tempfile::tempdir().map_err(io_at("unpacking", src))?;
+            unpack_plain_files(src, tmp.path())?;
+            tmp.path().to_path_buf()
+        };
+        if dir.join("index.json").exists() {
+            self.load_layout(&dir)
+        } else if dir.join("manifest.json").exists() {
+            self.load_docker(&dir)
+        } else {
+            Err(invalid(
+                "archive",
+                src,
+                "neither an OCI layout (index.json) nor a docker archive (manifest.json)",
+            ))
+        }
+    }
+
+    fn load_layout(&self, dir: &Path) -> Result<Vec<String>, ImageStoreError> {
+        let layout = ImageStore {
+            root: dir.to_path_buf(),
+        };
+        let mut tags = Vec::new();
+        for d in layout.index()?.manifests() {
+            let img = layout.load(d)?;
+            for l in img.manifest.layers() {
+                self.copy_blob_from(&layout, l.digest().as_ref())?;
+            }
+            self.copy_blob_from(&layout, img.manifest.config().digest().as_ref())?;
+            self.copy_blob_from(&layout, d.digest().as_ref())?;
+            let ann = d.annotations().clone().unwrap_or_default();
+            let name = ann
+                .get("io.containerd.image.name")
+                .or_else(|| ann.get(REF_NAME))
+                .cloned();
+            if let Some(n) = name {
+                self.tag(&n, d)?;
+                tags.push(tag_name(&n));
+            }
+        }
+        Ok(tags)
+    }
+
+    fn load_docker(&self, dir: &Path) -> Result<Vec<String>, ImageStoreError> {
+        let mpath = dir.join("manifest.json");
+        let text = fs::read(&mpath).map_err(io_at("reading", &mpath))?;
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_slice(&text).map_err(|e| invalid("docker manifest", &mpath, e))?;
+        let mut tags = Vec::new();
+        for e in entries {
+            let config_file = e["Config"]
+                .as_str()
+                .ok_or_else(|| invalid("docker manifest", &mpath, "no Config"))?;
+            let config_bytes =
+                fs::read(safe_join(dir, config_file)?).map_err(io_at("reading", &mpath))?;
+            let config_digest = self.put_blob(&config_bytes)?;
+            let mut layers = Vec::new();
+            for l in e["Layers"].as_array().cloned().unwrap_or_default() {
+                let name = l
+                    .as_str()
+                    .ok_or_else(|| invalid("docker manifest", &mpath, "bad layer"))?;
+                let path = safe_join(dir, name)?;
+                let (digest, size, media) = self.put_blob_file(&path)?;
+                layers.push(descriptor(media, &digest, size)?);
+            }
+            let manifest = ImageManifestBuilder::default()
+                .schema_version(2u32)
+                .media_type(MediaType::ImageManifest)
+                .config(descriptor(
+                    MediaType::ImageConfig,
+                    &config_digest,
+                    config_bytes.len() as u64,
+                )?)
+                .layers(layers)
+                .build()
+                .map_err(|err| invalid("manifest", &mpath, err))?;
+            let json = manifest
+                .to_string()
+                .map_err(|err| invalid("manifest", &mpath, err))?;
+            let mdigest = self.put_blob(json.as_bytes())?;
+            let mdesc = descriptor(MediaType::ImageManifest, &mdigest, json.len() as u64)?;
+            for t in e["RepoTags"].as_array().cloned().unwrap_or_default() {
+                if let Some(t) = t.as_str() {
+                    self.tag(t, &mdesc)?;
+                    tags.push(tag_name(t));
+                }
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Stores a file as a blob (hashing while copying); its digest, size and layer media type.
+    fn put_blob_file(&self, path: &Path) -> Result<(String, u64, MediaType), ImageStoreError> {
+        let mut f = fs::File::open(path).map_err(io_at("reading", path))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.blob_dir())
+            .map_err(io_at("writing in", &self.blob_dir()))?;
+        let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io_at("reading", path))?;
+            if n == 0 {
+                break;
+            }
+            if head.len() < 4 {
+                head.extend_from_slice(&buf[..n.min(4)]);
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(io_at("writing", path))?;
+            size += n as u64;
+        }
+        let digest = format!("sha256:{:x}", hasher.finalize());
+        let dst = self.blob_path(&digest);
+        tmp.persist(&dst)
+            .map_err(|e| io_at("writing", &dst)(e.error))?;
+        let media = if head.starts_with(&[0x1f, 0x8b]) {
+            MediaType::ImageLayerGzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            MediaType::ImageLayerZstd
+        } else {
+            MediaType::ImageLayer
+        };
+        Ok((digest, size, media))
+    }
+}
+
+fn safe_join(dir: &Path, name: &str) -> Result<PathBuf, ImageStoreError> {
+    let mut out = dir.to_path_buf();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => {
+                return Err(invalid(
+                    "archive entry",
+                    Path::new(name),
+                    "leaves the archive",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Unpacks the regular files of a tar into `dir` (names cleaned; links and devices are
+/// not needed for image archives and are skipped).
+fn unpack_plain_files(src: &Path, dir: &Path) -> Result<(), ImageStoreError> {
+    let f = fs::File::open(src).map_err(io_at("reading", src))?;
+    let mut ar = tar::Archive::new(io::BufReader::new(f));
+    for e in ar.entries().map_err(io_at("reading", src))? {
+        let mut e = e.map_err(io_at("reading", src))?;
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = e
+            .path()
+            .map_err(io_at("reading", src))?
+            .to_string_lossy()
+            .into_owned();
+        let Ok(target) = safe_join(dir, &name) else {
+            continue;
+        };
+        if let Some(p) = target.parent() {
+            fs::create_dir_all(p).map_err(io_at("creating", p))?;
+        }
+        let mut out = fs::File::create(&target).map_err(io_at("writing", &target))?;
+        io::copy(&mut e, &mut out).map_err(io_at("writing", &target))?;
+    }
+    Ok(())
+}
+
+/// A tar of the tree at `dir` (symlinks kept as links).
+pub fn tar_dir(dir: &Path, dest: &Path) -> Result<(), ImageStoreError> {
+    let file = fs::File::create(dest).map_err(io_at("creating", dest))?;
+    let mut tar = tar::Builder::new(io::BufWriter::new(file));
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", dir)
+        .map_err(io_at("writing", dest))?;
+    let mut w = tar.into_inner().map_err(io_at("writing", dest))?;
+    w.flush().map_err(io_at("writing", dest))
+}
