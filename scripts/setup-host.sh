@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian 12 machine for kiln (run as root; CI and scripts/demo call it):
+# the packages kiln's tests and real-client checks use, an unprivileged user with
+# subordinate ids (kiln-ci: full id mapping) and one without (kiln-ci-single: single
+# mapping), and /dev/fuse usable by unprivileged users.
+set -euo pipefail
+[ "$(id -u)" -eq 0 ] || { echo "setup-host.sh: run as root" >&2; exit 1; }
+
+KILN_TEST_USER=${KILN_TEST_USER:-kiln-ci}
+KILN_TEST_USER_SINGLE=${KILN_TEST_USER_SINGLE:-kiln-ci-single}
+export DEBIAN_FRONTEND=noninteractive
+
+echo "== installing packages"
+apt-get update -qq
+# fuse3: /dev/fuse users and fusermount3; uidmap: newuidmap/newgidmap;
+# busybox-static: offline base images; openssh-client: a real ssh agent for
+# RUN --mount=type=ssh; skopeo, umoci, podman (with runc): the real clients that must
+# accept kiln's images.
+apt-get install -y -qq --no-install-recommends fuse3 uidmap busybox-static \
+  openssh-client skopeo umoci podman runc ca-certificates </dev/null >/dev/null
+
+echo "== unprivileged users ${KILN_TEST_USER} (subordinate ids) and ${KILN_TEST_USER_SINGLE} (none)"
+if ! id "$KILN_TEST_USER" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$KILN_TEST_USER"
+fi
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  grep -q "^${KILN_TEST_USER}:" "$f" || echo "${KILN_TEST_USER}:200000:65536" >>"$f"
+done
+if ! id "$KILN_TEST_USER_SINGLE" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$KILN_TEST_USER_SINGLE"
+fi
+sed -i "/^${KILN_TEST_USER_SINGLE}:/d" /etc/subuid /etc/subgid
+# FUSE for unprivileged users (a new machine has /dev/fuse at 0600).
+if [ -e /dev/fuse ]; then chmod 0666 /dev/fuse; fi
