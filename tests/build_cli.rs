@@ -1048,3 +1048,25 @@ fn images_rmi_save_load_and_run() {
     assert_eq!(gone.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&kiln(&["images"]).stdout).contains("tool:1"));
 }
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let Some(f) = Fixture::new() else { return };
+    // Each builder waits (up to 20 s) for the other to have started: only a build that
+    // runs them side by side gets through.
+    let meet = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rendezvous,target=/sync touch /sync/{me} && \
+             for i in $(seq 200); do test -e /sync/{other} && echo {me}-met-{other} && exit 0; sleep 0.1; done; exit 1\n"
+        )
+    };
+    let df = format!(
+        "{}{}{}{}FROM scratch\nCOPY --from=a /bin/busybox /a\nCOPY --from=b /bin/busybox /b\n",
+        BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS a", 1),
+        meet("a", "b"),
+        BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS b", 1),
+        meet("b", "a"),
+    );
+    let out = f.ok(&df, &[]);
+    assert!(out.contains("a-met-b") && out.contains("b-met-a"), "{out}");
+}

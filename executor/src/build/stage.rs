@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use kiln_snapshotter::backend::{Backend, MountGuard};
@@ -43,11 +44,11 @@ pub(super) struct Session<'a> {
     scratch: PathBuf,
     secrets: SecretStore,
     created: String,
-    step_id: usize,
-    results: BTreeMap<usize, StageState>,
-    bases: BTreeMap<String, StageState>,
+    step_id: AtomicUsize,
+    results: Mutex<BTreeMap<usize, StageState>>,
+    bases: Mutex<BTreeMap<String, StageState>>,
     source: Arc<Source>,
-    held: Vec<View>,
+    held: Mutex<Vec<View>>,
     /// ssh id → the agent socket steps are forwarded to.
     ssh: BTreeMap<String, PathBuf>,
     _agents: Vec<crate::mounts::key_agent::KeyAgent>,
@@ -127,15 +128,23 @@ impl<'a> Session<'a> {
             scratch,
             secrets,
             created,
-            step_id: 0,
-            results: BTreeMap::new(),
-            bases: BTreeMap::new(),
+            step_id: AtomicUsize::new(0),
+            results: Mutex::new(BTreeMap::new()),
+            bases: Mutex::new(BTreeMap::new()),
             source: doc.source.clone(),
-            held: Vec::new(),
+            held: Mutex::new(Vec::new()),
             ssh,
             _agents: agents,
             ignore: Arc::new(ignore),
         })
+    }
+
+    fn results(&self) -> MutexGuard<'_, BTreeMap<usize, StageState>> {
+        self.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bases(&self) -> MutexGuard<'_, BTreeMap<String, StageState>> {
+        self.bases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn opts(&self) -> &'a BuildOptions {
@@ -147,15 +156,15 @@ impl<'a> Session<'a> {
     }
 
     /// Mounts `st`'s filesystem read-only until [`Session::drop_views`]; returns its root.
-    pub(super) fn view_of(&mut self, st: &StageState) -> Result<PathBuf, String> {
+    pub(super) fn view_of(&self, st: &StageState) -> Result<PathBuf, String> {
         let v = self.view(st.chain.as_ref())?;
         let root = v.root.clone();
-        self.held.push(v);
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).push(v);
         Ok(root)
     }
 
-    pub(super) fn drop_views(&mut self) {
-        self.held.clear();
+    pub(super) fn drop_views(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn err_at(&self, pos: Position, msg: impl Into<String>) -> BuildError {
@@ -176,15 +185,15 @@ impl<'a> Session<'a> {
         // Base images first: their Env feeds the evaluation of the stages.
         for s in graph.stages.iter().filter(|s| s.needed) {
             if let Base::Image(r) = &s.base {
-                if !self.bases.contains_key(r) {
+                if !self.bases().contains_key(r) {
                     let st = self
                         .resolve_image(r)
                         .map_err(|m| self.err_at(s.position, m))?;
-                    self.bases.insert(r.clone(), st);
+                    self.bases().insert(r.clone(), st);
                 }
             }
         }
-        let bases = self.bases.clone();
+        let bases = self.bases().clone();
         let env_of = move |r: &str| {
             bases
                 .get(r)
@@ -196,7 +205,9 @@ impl<'a> Session<'a> {
             BTreeMap::new();
         for s in graph.stages.iter().filter(|s| s.needed) {
             let Base::Image(r) = &s.base else { continue };
-            let Some(b) = self.bases.get(r) else { continue };
+            let Some(b) = self.bases().get(r).cloned() else {
+                continue;
+            };
             let mut out = Vec::new();
             for t in &b.config.config.on_build {
                 let text = format!("FROM scratch\n{t}\n");
@@ -217,13 +228,56 @@ impl<'a> Session<'a> {
         }
         let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
         let evals = graph.evaluate_with_triggers(&self.source, &env_of, &triggers_of)?;
-        for i in graph.execution_order() {
-            let Some(eval) = evals.get(&i) else { continue };
-            let st = self.run_stage(graph, i, &eval.commands, on_event)?;
-            self.results.insert(i, st);
+        // Stages of one level depend on none of each other: they run in parallel, and their
+        // events reach the caller through a channel, in the order they happen.
+        for level in graph.levels() {
+            let (tx, rx) = crossbeam_channel::unbounded::<Event>();
+            let outcome: Result<(), BuildError> = std::thread::scope(|scope| {
+                let this = &*self;
+                let evals = &evals;
+                let handles: Vec<_> = level
+                    .iter()
+                    .filter_map(|i| evals.get(i).map(|e| (*i, e)))
+                    .map(|(i, eval)| {
+                        let tx = tx.clone();
+                        scope.spawn(move || {
+                            let emit = move |e: Event| {
+                                let _ = tx.send(e);
+                            };
+                            this.run_stage(graph, i, &eval.commands, &emit)
+                                .map(|st| (i, st))
+                        })
+                    })
+                    .collect();
+                drop(tx);
+                for e in rx.iter() {
+                    on_event(e);
+                }
+                let mut first_error = None;
+                for h in handles {
+                    match h.join() {
+                        Ok(Ok((i, st))) => {
+                            this.results().insert(i, st);
+                        }
+                        Ok(Err(e)) => {
+                            first_error.get_or_insert(e);
+                        }
+                        Err(_) => {
+                            first_error.get_or_insert(setup("building")(
+                                "a stage's worker panicked".into(),
+                            ));
+                        }
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            });
+            outcome?;
         }
         let mut target = self
-            .results
+            .results()
             .get(&graph.target)
             .cloned()
             .ok_or_else(|| setup("building")("the target stage was not built".into()))?;
@@ -253,7 +307,7 @@ impl<'a> Session<'a> {
     }
 
     /// An image reference: a named context, or the local store.
-    fn resolve_image(&mut self, reference: &str) -> Result<StageState, String> {
+    fn resolve_image(&self, reference: &str) -> Result<StageState, String> {
         let wanted = normalize_reference(reference);
         let named = self
             .opts
@@ -298,7 +352,7 @@ impl<'a> Session<'a> {
 
     /// Makes snapshots of an image's layers (copying its blobs into the store).
     fn import_image(
-        &mut self,
+        &self,
         from: &ImageStore,
         desc: &oci_spec::image::Descriptor,
     ) -> Result<StageState, String> {
@@ -306,7 +360,7 @@ impl<'a> Session<'a> {
     }
 
     /// A directory as a one-layer base filesystem.
-    fn state_from_dir(&mut self, dir: &Path) -> Result<StageState, String> {
+    fn state_from_dir(&self, dir: &Path) -> Result<StageState, String> {
         let mut st = StageState {
             config: self.platform_config(),
             ..Default::default()
@@ -398,7 +452,7 @@ impl<'a> Session<'a> {
     }
 
     /// What `--from=NAME` (COPY) or `from=NAME` (RUN --mount) points at.
-    fn view_of_source(&mut self, graph: &StageGraph, from: &str) -> Result<View, String> {
+    fn view_of_source(&self, graph: &StageGraph, from: &str) -> Result<View, String> {
         let lower = from.to_ascii_lowercase();
         let stage = graph
             .stages
@@ -411,11 +465,12 @@ impl<'a> Session<'a> {
                     .filter(|i| *i < graph.stages.len())
             });
         if let Some(j) = stage {
-            let st = self
-                .results
+            let chain = self
+                .results()
                 .get(&j)
-                .ok_or_else(|| format!("stage {from:?} has not been built"))?;
-            let chain = st.chain.clone();
+                .ok_or_else(|| format!("stage {from:?} has not been built"))?
+                .chain
+                .clone();
             return self.view(chain.as_ref());
         }
         if let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(from) {
@@ -426,11 +481,12 @@ impl<'a> Session<'a> {
                 _empty: None,
             });
         }
-        let st = match self.bases.get(from) {
-            Some(s) => s.clone(),
+        let known = self.bases().get(from).cloned();
+        let st = match known {
+            Some(s) => s,
             None => {
                 let s = self.resolve_image(from)?;
-                self.bases.insert(from.to_string(), s.clone());
+                self.bases().insert(from.to_string(), s.clone());
                 s
             }
         };
@@ -438,17 +494,17 @@ impl<'a> Session<'a> {
     }
 
     fn run_stage(
-        &mut self,
+        &self,
         graph: &StageGraph,
         index: usize,
         commands: &[EvaluatedCommand],
-        on_event: &mut dyn FnMut(Event),
+        on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<StageState, BuildError> {
         let planned = &graph.stages[index];
         let mut st = match &planned.base {
             Base::Scratch => self.platform_config_state(),
-            Base::Stage(j) => self.results.get(j).cloned().unwrap_or_default(),
-            Base::Image(r) => self.bases.get(r).cloned().unwrap_or_default(),
+            Base::Stage(j) => self.results().get(j).cloned().unwrap_or_default(),
+            Base::Image(r) => self.bases().get(r).cloned().unwrap_or_default(),
         };
         st.config.config.on_build.clear();
         st.cmd_set = false;
@@ -460,8 +516,7 @@ impl<'a> Session<'a> {
         }
         let total = commands.len();
         for (k, cmd) in commands.iter().enumerate() {
-            self.step_id += 1;
-            let id = self.step_id;
+            let id = self.step_id.fetch_add(1, Ordering::SeqCst) + 1;
             let text = self.source.line(cmd.position.line).trim().to_string();
             on_event(Event::StepStarted {
                 id,
@@ -490,12 +545,12 @@ impl<'a> Session<'a> {
 
     /// One instruction; returns the digest of the layer it made.
     fn step(
-        &mut self,
+        &self,
         graph: &StageGraph,
         st: &mut StageState,
         cmd: &EvaluatedCommand,
         id: usize,
-        on_event: &mut dyn FnMut(Event),
+        on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Option<String>, BuildError> {
         let pos = cmd.position;
         match &cmd.instruction {
@@ -771,7 +826,7 @@ impl<'a> Session<'a> {
 
     /// A filesystem step: mount, mutate, diff, commit.
     fn fs_step(
-        &mut self,
+        &self,
         st: &mut StageState,
         f: impl FnOnce(&Path) -> Result<(), String>,
     ) -> Result<Option<String>, String> {
@@ -797,7 +852,7 @@ impl<'a> Session<'a> {
 
     #[allow(clippy::too_many_arguments)]
     fn copy_step(
-        &mut self,
+        &self,
         graph: &StageGraph,
         st: &mut StageState,
         mut req: CopyRequest,
@@ -846,13 +901,13 @@ impl<'a> Session<'a> {
     }
 
     fn run_step(
-        &mut self,
+        &self,
         graph: &StageGraph,
         st: &mut StageState,
         cmd: &EvaluatedCommand,
         run: &RunCommand,
         id: usize,
-        on_event: &mut dyn FnMut(Event),
+        on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Option<String>, BuildError> {
         let pos = cmd.position;
         if run.security == SecurityMode::Insecure {
