@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== cargo doc (the library API documents itself without warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p kiln-executor -p kiln-snapshotter
+
 echo "== cargo test (as $(id -un))"
 cargo test --workspace
 

@@ -1,7 +1,7 @@
 //! kiln's snapshotter: copy-on-write snapshots for build steps, and the bridge between
 //! snapshots and OCI layers. It knows nothing of Dockerfiles.
 //!
-//! - [`format`]: the on-disk overlay format every module agrees on (whiteouts, opaque dirs).
+//! - [`format`](mod@crate::format): the on-disk overlay format every module agrees on (whiteouts, opaque dirs).
 //! - [`idmap`]: container ids ↔ host ids through the build's user-namespace mapping.
 //! - [`apply`]: OCI layer → directory, never writing outside it.
 //! - [`diff`]: upper directory → deterministic OCI tar stream.

@@ -219,6 +219,17 @@ pub fn backend_for(choice: SnapshotterChoice, scratch: &Path) -> Result<Arc<dyn 
     }
 }
 
+/// Runs a build, sending its progress on `events` (for a caller that renders it on
+/// another thread).
+pub fn build_with_channel(
+    opts: &BuildOptions,
+    events: &crossbeam_channel::Sender<Event>,
+) -> Result<BuildResult, BuildError> {
+    build(opts, &mut |e| {
+        let _ = events.send(e);
+    })
+}
+
 /// Runs a build. `on_event` receives progress, in order.
 pub fn build(
     opts: &BuildOptions,

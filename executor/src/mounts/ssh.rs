@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use super::{io_err, MountError};
 
 /// What `--ssh ID=…` gives: an agent's socket, or private key files that kiln serves
-/// through an agent of its own ([`KeyAgent`]).
+/// through an agent of its own ([`KeyAgent`](super::key_agent::KeyAgent)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SshSource {
     Socket(PathBuf),

@@ -28,3 +28,32 @@ pub fn helper_main(args: &[String]) -> Option<i32> {
         _ => None,
     }
 }
+
+/// For programs that embed kiln: call first thing in `main`. `Some(code)`: this process
+/// was one of the sandbox's helpers, or it was outside the build's user namespace and has
+/// just run the whole program again inside it; exit with `code`. `None`: this process is
+/// inside the namespace and goes on to build (with the mapping of
+/// [`userns::build_namespace`]).
+pub fn prelude() -> Option<i32> {
+    let args: Vec<String> = std::env::args().collect();
+    let inside = std::env::var_os(userns::BUILD_NAMESPACE_ENV).is_some();
+    if inside {
+        if let Err(e) = userns::finish_entry() {
+            eprintln!("entering the build's namespace: {e}");
+            return Some(1);
+        }
+    }
+    if let Some(code) = helper_main(&args) {
+        return Some(code);
+    }
+    if inside {
+        return None;
+    }
+    match userns::enter_build_namespace(&userns::IdMapping::detect()) {
+        Ok(code) => Some(code),
+        Err(e) => {
+            eprintln!("entering the build's namespace: {e}");
+            Some(1)
+        }
+    }
+}

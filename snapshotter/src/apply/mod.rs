@@ -11,7 +11,7 @@
 //!   the lower layers put there.
 //!
 //! Nothing is ever written outside the directory: every parent path is resolved beneath
-//! it ([`resolve`]), `..` components and hard-link targets that leave it are refused with
+//! it (`resolve`), `..` components and hard-link targets that leave it are refused with
 //! an error naming the entry, and final components are created without following
 //! symlinks. Ownership goes through the id mapping; what an unprivileged process may not
 //! do (device nodes, foreign owners, `trusted.*` xattrs) is skipped with one warning per

@@ -2,15 +2,15 @@
 //!
 //! - A UTF-8 BOM on the first line is dropped; lines end at `\n` (a trailing `\r` goes).
 //!   Invalid UTF-8 is read lossily (each bad sequence becomes U+FFFD).
-//! - Parser directives ([`directives`]) are recognised in the leading block only.
+//! - Parser directives (`directives`) are recognised in the leading block only.
 //! - A line whose first non-blank character is `#` is a comment, also inside a
 //!   continuation. A line continues when it ends with the escape character (not doubled)
 //!   plus optional spaces/tabs; the next line is appended with no separator and keeps its
 //!   leading whitespace; blank lines inside a continuation are skipped with a warning.
-//! - The joined line splits into keyword and rest; builder flags ([`flags`]) come off the
-//!   front of the rest, and the instruction's line parser ([`line_parsers`]) makes the
+//! - The joined line splits into keyword and rest; builder flags (`flags`) come off the
+//!   front of the rest, and the instruction's line parser (`line_parsers`) makes the
 //!   argument words. ONBUILD's rest is parsed as a nested instruction.
-//! - RUN, COPY and ADD (also under ONBUILD) may name heredocs ([`heredoc`]); their bodies
+//! - RUN, COPY and ADD (also under ONBUILD) may name heredocs (`heredoc`); their bodies
 //!   are the following lines up to each terminator.
 
 mod directives;
