@@ -1070,3 +1070,55 @@ fn independent_stages_run_at_the_same_time() {
     let out = f.ok(&df, &[]);
     assert!(out.contains("a-met-b") && out.contains("b-met-a"), "{out}");
 }
+
+/// A one-file HTTP server on 127.0.0.1 (for ADD of URLs); returns its port.
+fn serve_file(body: &'static [u8]) -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+                req.push(byte[0]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_urls_and_checks_checksums() {
+    let Some(f) = Fixture::new() else { return };
+    let body: &'static [u8] = b"downloaded payload\n";
+    let port = serve_file(body);
+    let good = sha256_hex(body);
+    let out = f.ok(
+        &format!(
+            "{BUSYBOX_BASE}ADD http://127.0.0.1:{port}/files/data.txt?x=1 /downloads/
+ADD --checksum=sha256:{good} http://127.0.0.1:{port}/files/data.txt /checked.txt
+RUN stat -c 'mode %a' /downloads/data.txt && cat /checked.txt
+"
+        ),
+        &[],
+    );
+    assert!(out.contains("mode 600"), "{out}");
+    assert!(out.contains("downloaded payload"), "{out}");
+    let bad = "0".repeat(64);
+    let b = f.build(
+        &format!(
+            "{BUSYBOX_BASE}ADD --checksum=sha256:{bad} http://127.0.0.1:{port}/d.txt /d.txt\n"
+        ),
+        &[],
+    );
+    assert_eq!(b.code, 1);
+    assert!(b.stderr.contains("digest mismatch"), "{}", b.stderr);
+}

@@ -11,6 +11,7 @@
 
 mod base;
 pub mod copy;
+mod download;
 mod export;
 pub mod ignore;
 pub mod pattern;

@@ -738,22 +738,39 @@ impl<'a> Session<'a> {
                     cp.chown.as_deref(),
                     msg,
                     pos,
-                    Vec::new(),
+                    (Vec::new(), Vec::new()),
                 );
             }
             Instruction::Add(add) => {
+                // URLs are downloaded now (checked against --checksum) and copied like
+                // local files, mode 0600 as BuildKit gives them; git sources are not
+                // supported yet.
+                let mut downloads = Vec::new();
                 for s in &add.sources {
-                    if s.contains("://") || s.starts_with("git@") {
+                    if s.starts_with("git@") || s.ends_with(".git") || s.starts_with("git://") {
+                        return Err(
+                            self.err_at(pos, format!("ADD {s}: git sources are not supported yet"))
+                        );
+                    }
+                    if s.starts_with("http://") || s.starts_with("https://") {
+                        let dir = self.scratch.join(format!("add-{id}-{}", downloads.len()));
+                        let name = super::download::fetch(s, &dir, add.checksum.as_deref())
+                            .map_err(|m| self.err_at(pos, m))?;
+                        downloads.push((dir, name));
+                    } else if s.contains("://") {
                         return Err(self.err_at(
                             pos,
-                            format!("ADD {s}: remote sources (URLs, git) are not supported yet"),
+                            format!("ADD {s}: unsupported URL scheme (http and https only)"),
                         ));
                     }
+                }
+                if add.checksum.is_some() && downloads.is_empty() {
+                    return Err(self.err_at(pos, "checksum requires HTTP(S) or Git sources"));
                 }
                 // Local archives are unpacked (unless --unpack=false); the rest is copied.
                 let mut archives = Vec::new();
                 let mut plain = Vec::new();
-                for s in &add.sources {
+                for s in add.sources.iter().filter(|s| !s.contains("://")) {
                     let path = (!super::pattern::has_wildcard(s))
                         .then(|| crate::mounts::resolve_beneath(&self.opts.context, s).ok())
                         .flatten()
@@ -794,6 +811,18 @@ impl<'a> Session<'a> {
                     &add.inline_files,
                     &add.dest,
                 );
+                let extra: Vec<CopyRequest> = downloads
+                    .into_iter()
+                    .map(|(dir, name)| CopyRequest {
+                        sources: vec![name],
+                        inline: Vec::new(),
+                        src_root: dir,
+                        from_context: false,
+                        chmod: req.chmod.clone().or(Some(super::copy::Chmod::Octal(0o600))),
+                        ignore: None,
+                        ..req.clone()
+                    })
+                    .collect();
                 return self.copy_step(
                     graph,
                     st,
@@ -802,7 +831,7 @@ impl<'a> Session<'a> {
                     add.chown.as_deref(),
                     msg,
                     pos,
-                    archives,
+                    (archives, extra),
                 );
             }
         }
@@ -860,7 +889,7 @@ impl<'a> Session<'a> {
         chown: Option<&str>,
         msg: String,
         pos: Position,
-        archives: Vec<PathBuf>,
+        (archives, extra): (Vec<PathBuf>, Vec<CopyRequest>),
     ) -> Result<Option<String>, BuildError> {
         let view = match from {
             Some(f) => Some(
@@ -881,6 +910,11 @@ impl<'a> Session<'a> {
                 }
                 if !req.sources.is_empty() || !req.inline.is_empty() {
                     copy_into(root, &req).map_err(|e| e.to_string())?;
+                }
+                for x in &extra {
+                    let mut x = x.clone();
+                    x.chown = req.chown;
+                    copy_into(root, &x).map_err(|e| e.to_string())?;
                 }
                 for a in &archives {
                     super::copy::extract_into(
