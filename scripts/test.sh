@@ -33,8 +33,9 @@ echo "== cargo test as unprivileged user '$user'"
 stage=$(mktemp -d /tmp/kiln-unpriv.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/home"
+# Only test binaries: examples (executor/examples) are built by cargo test but not run.
 cargo test --workspace --no-run --message-format=json 2>/dev/null |
-  grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//' | sort -u >"$stage/tests.txt"
+  grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//' | grep -v '/examples/' | sort -u >"$stage/tests.txt"
 while read -r exe; do cp "$exe" "$stage/bin/"; done <"$stage/tests.txt"
 cargo build --quiet -p kiln-cli
 cp target/debug/kiln "$stage/bin/kiln"
