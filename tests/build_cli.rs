@@ -1122,3 +1122,13 @@ RUN stat -c 'mode %a' /downloads/data.txt && cat /checked.txt
     assert_eq!(b.code, 1);
     assert!(b.stderr.contains("digest mismatch"), "{}", b.stderr);
 }
+
+#[test]
+fn user_root_by_number_works_in_every_mapping() {
+    let Some(f) = Fixture::new() else { return };
+    let out = f.ok(
+        &format!("{BUSYBOX_BASE}USER 0:0\nRUN id -u\nUSER root\nRUN echo as-root\n"),
+        &[],
+    );
+    assert!(out.contains("as-root"), "{out}");
+}

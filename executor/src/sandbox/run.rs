@@ -365,7 +365,13 @@ pub(super) fn pid1_main(json: &str) -> i32 {
     }
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear().current_dir(cwd);
-    if let Some(ids) = ids {
+    // With the single mapping the ids were checked to be root's, which the command already
+    // has; setgroups is denied there, so there is nothing to switch.
+    let single = matches!(
+        spec.mapping,
+        IdMapping::Single | IdMapping::Entered { single: true }
+    );
+    if let (Some(ids), false) = (ids, single) {
         super::user::switch_to(&mut cmd, ids);
     }
     for kv in &spec.env {
