@@ -1,4 +1,4 @@
-//! The shared semantics battery, run against every backend (the FUSE backend will join).
+//! The shared semantics battery, run against every backend: copy, overlay and fuse.
 //!
 //! Each case builds two lower layers in overlay format, mounts them with a fresh upper,
 //! changes the mounted tree the way build steps do, checks the mounted view, and then
@@ -19,6 +19,7 @@ use std::process::{Command, ExitCode};
 
 use kiln_snapshotter::apply::{apply_layer, ApplyOptions, ApplyTarget};
 use kiln_snapshotter::backend::copy::{materialize, CopyBackend};
+use kiln_snapshotter::backend::fuse::FuseBackend;
 use kiln_snapshotter::backend::overlay::OverlayBackend;
 use kiln_snapshotter::backend::Backend;
 use kiln_snapshotter::diff::DiffOptions;
@@ -487,7 +488,14 @@ fn main() -> ExitCode {
         };
     }
     std::panic::set_hook(Box::new(|_| {}));
-    let backends: Vec<Box<dyn Backend>> = vec![Box::new(CopyBackend), Box::new(OverlayBackend)];
+    let mut backends: Vec<Box<dyn Backend>> = vec![
+        Box::new(CopyBackend),
+        Box::new(OverlayBackend),
+        Box::new(FuseBackend),
+    ];
+    if let Ok(only) = std::env::var("KILN_BATTERY_BACKENDS") {
+        backends.retain(|b| only.split(',').any(|n| n == b.name()));
+    }
     let (mut passed, mut failed) = (0, 0);
     let ci = std::env::var_os("CI").is_some();
     let mut overlay_ok = false;

@@ -10,6 +10,7 @@
 //! the layer of what changed.
 
 pub mod copy;
+pub mod fuse;
 pub mod overlay;
 
 use std::io::Write;

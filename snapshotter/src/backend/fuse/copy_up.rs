@@ -1,0 +1,261 @@
+//! Copy-up: bringing an entry of a lower layer into the upper directory before it changes,
+//! with its data, owner, mode, times and (non-private) xattrs. Data goes through
+//! `copy_file_range` (the kernel reflinks or copies in place where it can) into a
+//! temporary in the work directory, which is renamed into the upper directory once
+//! complete, so the upper never holds a half-copied file. A file opened with `O_TRUNC`
+//! skips the data ([`Layers::copy_up`]'s `with_data`).
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
+
+use super::layers::{child, file_type, Layers};
+use crate::format;
+
+fn times(st: &Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// Copies the non-private xattrs of `from` onto `to` (neither followed if a symlink).
+pub(super) fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(from, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        if format::is_private_xattr(name) {
+            continue;
+        }
+        let mut v = vec![0u8; 65536];
+        let Ok(len) = rustix::fs::lgetxattr(from, name, &mut v[..]) else {
+            continue;
+        };
+        rustix::fs::lsetxattr(to, name, &v[..len], rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Owner, mode and times of `st` onto `to` (mode and times not for symlinks' targets).
+pub(super) fn copy_meta(st: &Stat, to: &Path) -> io::Result<()> {
+    rustix::fs::chownat(
+        CWD,
+        to,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if file_type(st) != FileType::Symlink {
+        rustix::fs::chmodat(
+            CWD,
+            to,
+            Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )?;
+    }
+    rustix::fs::utimensat(CWD, to, &times(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+impl Layers {
+    fn temp(&self) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        self.work.join(format!(
+            "copyup-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Makes directory `rel` and its parents exist in the upper directory, with the
+    /// metadata they have in the merged view.
+    pub fn copy_up_dirs(&self, rel: &Path) -> io::Result<()> {
+        let mut prefix = PathBuf::new();
+        for c in rel.components() {
+            prefix.push(c);
+            let up = self.path(0, &prefix);
+            if super::layers::lstat(&up)?.is_some() {
+                continue;
+            }
+            let Some((layer, st)) = self.find(&prefix)? else {
+                return Err(io::Error::from_raw_os_error(libc_enoent()));
+            };
+            rustix::fs::mkdirat(CWD, &up, Mode::from_raw_mode(0o700))?;
+            copy_xattrs(&self.path(layer, &prefix), &up)?;
+            copy_meta(&st, &up)?;
+        }
+        Ok(())
+    }
+
+    /// Brings `rel` into the upper directory (no-op when it is there). Directories come up
+    /// empty (their lower entries stay merged); `with_data` false creates a regular file
+    /// empty (an `O_TRUNC` open).
+    pub fn copy_up(&self, rel: &Path, with_data: bool) -> io::Result<()> {
+        let Some((layer, st)) = self.find(rel)? else {
+            return Err(io::Error::from_raw_os_error(libc_enoent()));
+        };
+        if layer == 0 {
+            return Ok(());
+        }
+        if let Some(parent) = rel.parent() {
+            self.copy_up_dirs(parent)?;
+        }
+        let src = self.path(layer, rel);
+        let dst = self.path(0, rel);
+        let tmp = self.temp();
+        match file_type(&st) {
+            FileType::Directory => {
+                rustix::fs::mkdirat(CWD, &tmp, Mode::from_raw_mode(0o700))?;
+            }
+            FileType::RegularFile => {
+                let out = rustix::fs::open(
+                    &tmp,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                if with_data {
+                    let input =
+                        rustix::fs::open(&src, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+                    copy_data(&input, &out, st.st_size as u64)?;
+                }
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlink(&src, Vec::new())?;
+                rustix::fs::symlink(target.as_c_str(), &tmp)?;
+            }
+            FileType::Fifo => {
+                rustix::fs::mknodat(CWD, &tmp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?;
+            }
+            other => {
+                rustix::fs::mknodat(CWD, &tmp, other, Mode::from_raw_mode(0o600), st.st_rdev)?;
+            }
+        }
+        let done = (|| {
+            copy_xattrs(&src, &tmp)?;
+            copy_meta(&st, &tmp)?;
+            rustix::fs::rename(&tmp, &dst)?;
+            Ok(())
+        })();
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir(&tmp));
+        }
+        done
+    }
+
+    /// Brings directory `rel` and everything under it into the upper directory and makes
+    /// it opaque: it no longer needs its lower layers (a directory about to be renamed).
+    pub fn copy_up_tree(&self, rel: &Path) -> io::Result<()> {
+        self.copy_up(rel, true)?;
+        for (name, _, st) in self.list(rel)? {
+            let c = child(rel, &name);
+            if file_type(&st) == FileType::Directory {
+                self.copy_up_tree(&c)?;
+            } else {
+                self.copy_up(&c, true)?;
+            }
+        }
+        self.set_opaque(rel)
+    }
+
+    /// Marks upper directory `rel` opaque.
+    pub fn set_opaque(&self, rel: &Path) -> io::Result<()> {
+        rustix::fs::lsetxattr(
+            self.path(0, rel),
+            self.opaque_xattr,
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// Puts a whiteout at `rel` in the upper directory (its parents must be there).
+    pub fn whiteout(&self, rel: &Path) -> io::Result<()> {
+        rustix::fs::mknodat(
+            CWD,
+            self.path(0, rel),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Removes what stands at `rel` in the upper directory if it is a whiteout; returns
+    /// whether it was one.
+    pub fn clear_whiteout(&self, rel: &Path) -> io::Result<bool> {
+        let p = self.path(0, rel);
+        match super::layers::lstat(&p)? {
+            Some(st) if super::layers::is_whiteout(&st, &p) => {
+                rustix::fs::unlink(&p)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes upper directory `rel` with the whiteouts it holds (the merged directory
+    /// was checked to be empty, so nothing else is there).
+    pub fn remove_upper_dir(&self, rel: &Path) -> io::Result<()> {
+        let p = self.path(0, rel);
+        for e in std::fs::read_dir(&p)? {
+            let e = e?;
+            let cp = e.path();
+            if let Some(st) = super::layers::lstat(&cp)? {
+                if super::layers::is_whiteout(&st, &cp) {
+                    rustix::fs::unlink(&cp)?;
+                } else if file_type(&st) == FileType::Directory {
+                    // An upper-only directory holding only whiteouts.
+                    self.remove_upper_dir(&child(rel, &e.file_name()))?;
+                }
+            }
+        }
+        rustix::fs::rmdir(&p)?;
+        Ok(())
+    }
+}
+
+fn libc_enoent() -> i32 {
+    rustix::io::Errno::NOENT.raw_os_error()
+}
+
+/// Copies `len` bytes with `copy_file_range`, falling back to read/write.
+pub(super) fn copy_data(input: &impl AsFd, out: &impl AsFd, len: u64) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        match rustix::fs::copy_file_range(input, None, out, None, left.min(1 << 30) as usize) {
+            Ok(0) => break,
+            Ok(n) => left -= n as u64,
+            Err(rustix::io::Errno::XDEV)
+            | Err(rustix::io::Errno::NOSYS)
+            | Err(rustix::io::Errno::OPNOTSUPP)
+            | Err(rustix::io::Errno::INVAL) => {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = rustix::io::read(input, &mut buf[..])?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let mut off = 0;
+                    while off < n {
+                        off += rustix::io::write(out, &buf[off..n])?;
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

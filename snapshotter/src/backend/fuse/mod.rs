@@ -1,0 +1,178 @@
+//! kiln's own FUSE overlay: `lowers + upper` served at the mount point by threads of
+//! kiln's process (crate `fuser`), with overlayfs's semantics and its upper-directory
+//! format, so the same diff turns a step into a layer. It works where kernel overlayfs
+//! cannot: inside unprivileged containers, on backing filesystems overlayfs refuses.
+//!
+//! - [`layers`]: resolution through the stack (whiteouts, opaque directories);
+//! - [`copy_up`]: bringing lower entries into the upper directory before they change;
+//! - [`fs`]: the FUSE operations.
+//!
+//! Mounting: `/dev/fuse` is opened and `mount(2)`ed here, inside the build's user and mount
+//! namespace (no fusermount, no setuid helper), with `allow_other,default_permissions` so
+//! the kernel checks permissions for RUN steps under any USER. When kiln dies the kernel
+//! aborts the connection and the namespace takes the mount with it.
+
+mod copy_up;
+mod fs;
+mod layers;
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
+
+use super::{Backend, BackendError, MountGuard};
+use crate::diff::{write_upper_diff, DiffError, DiffOptions, DiffStats};
+use crate::format;
+
+/// The FUSE overlay backend.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FuseBackend;
+
+struct FuseMount {
+    root: PathBuf,
+    upper: PathBuf,
+    lowers: Vec<PathBuf>,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl MountGuard for FuseMount {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn write_diff(&self, opts: &DiffOptions, out: &mut dyn Write) -> Result<DiffStats, DiffError> {
+        // Pages written through mmap reach the upper directory on writeback: ask for it.
+        if let Ok(f) = std::fs::File::open(&self.root) {
+            let _ = rustix::fs::syncfs(&f);
+        }
+        write_upper_diff(&self.upper, &self.lowers, opts, out)
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if let Err(e) = unmount(&self.root, UnmountFlags::DETACH) {
+            tracing::warn!(target = %self.root.display(), "unmounting the FUSE overlay: {e}");
+        }
+        // The serving threads end when the kernel closes the connection (the last user of
+        // the detached mount is gone); wait a little for it, then let them finish alone.
+        if let Some(s) = self.session.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !s.guard.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if s.guard.is_finished() {
+                let _ = s.join();
+            }
+        }
+    }
+}
+
+fn err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
+    move |source| BackendError::Io {
+        backend: "fuse",
+        context,
+        source,
+    }
+}
+
+impl Backend for FuseBackend {
+    fn name(&self) -> &'static str {
+        "fuse"
+    }
+
+    fn probe(&self, scratch: &Path) -> Result<(), String> {
+        let dirs = ["l", "u", "w", "m"].map(|d| scratch.join(d));
+        for d in &dirs {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
+        let [l, u, w, m] = dirs;
+        std::fs::write(l.join("probe"), b"kiln").map_err(|e| e.to_string())?;
+        let guard = self
+            .mount(&[l], &u, &w, &m)
+            .map_err(|e| format!("mounting the FUSE overlay failed ({e}); it needs /dev/fuse readable and writable and a user namespace"))?;
+        let got = std::fs::read(guard.root().join("probe"))
+            .map_err(|e| format!("reading through the FUSE overlay: {e}"))?;
+        drop(guard);
+        if got != b"kiln" {
+            return Err("the FUSE overlay served wrong data".into());
+        }
+        Ok(())
+    }
+
+    fn mount(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<Box<dyn MountGuard>, BackendError> {
+        let fuse_work = work.join("fuse");
+        std::fs::create_dir_all(&fuse_work)
+            .map_err(err(format!("creating {}", fuse_work.display())))?;
+        let mut dirs = vec![upper.to_path_buf()];
+        dirs.extend(lowers.iter().cloned());
+        let layers = layers::Layers {
+            dirs,
+            work: fuse_work,
+            opaque_xattr: if crate::idmap::is_real_root() {
+                format::OPAQUE_XATTR_TRUSTED
+            } else {
+                format::OPAQUE_XATTR_USER
+            },
+        };
+        let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| err("opening /dev/fuse".into())(e.into()))?;
+        let root_mode = rustix::fs::stat(upper)
+            .map(|st| st.st_mode & 0o7777)
+            .unwrap_or(0o755);
+        let opts = format!(
+            "fd={},rootmode=4{:04o},user_id={},group_id={},allow_other,default_permissions",
+            dev.as_raw_fd(),
+            root_mode & 0o777,
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        let data = CString::new(opts)
+            .map_err(|e| err("mount options".into())(std::io::Error::other(e)))?;
+        mount(
+            "kiln",
+            target,
+            "fuse.kiln",
+            MountFlags::NODEV,
+            data.as_c_str(),
+        )
+        .map_err(|e| err(format!("mount -t fuse.kiln {}", target.display()))(e.into()))?;
+        let config = {
+            let mut c = fuser::Config::default();
+            c.acl = fuser::SessionACL::All;
+            c.n_threads = Some(2);
+            c.clone_fd = true;
+            c
+        };
+        let started = fuser::Session::from_fd(
+            fs::OverlayFs::new(layers),
+            dev,
+            fuser::SessionACL::All,
+            config,
+        )
+        .and_then(|s| s.spawn());
+        let session = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = unmount(target, UnmountFlags::DETACH);
+                return Err(err("starting the FUSE session".into())(e));
+            }
+        };
+        Ok(Box::new(FuseMount {
+            root: target.to_path_buf(),
+            upper: upper.to_path_buf(),
+            lowers: lowers.to_vec(),
+            session: Some(session),
+        }))
+    }
+}
