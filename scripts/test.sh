@@ -20,6 +20,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p kiln-executor -p kiln-
 echo "== cargo test (as $(id -un))"
 cargo test --workspace
 
+echo "== end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
+KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli
+
 user=${KILN_TEST_USER:-kiln-ci}
 if [ "$(id -u)" -ne 0 ] || ! id "$user" >/dev/null 2>&1; then
   echo "== unprivileged pass: skipped (needs root and user '$user'; .ci/run sets it up)"
@@ -59,6 +62,19 @@ run_as() {
       KILN_CONFORMANCE_DIR="$stage/conformance" $extra "$exe" --quiet); then
       failed=$((failed + 1))
     fi
+    # The end-to-end builds once more on kiln's FUSE overlay.
+    case "$name" in
+      build_cli-* | examples_cli-*)
+        echo "-- $name (as $as, KILN_SNAPSHOTTER=fuse)"
+        # shellcheck disable=SC2086
+        if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
+          PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+          HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" KILN_SNAPSHOTTER=fuse \
+          $extra "$exe" --quiet); then
+          failed=$((failed + 1))
+        fi
+        ;;
+    esac
   done
   return "$failed"
 }

@@ -619,7 +619,7 @@ fn reproducible_across_builds_and_snapshotters() {
         "{BUSYBOX_BASE}RUN echo data > /f && mkdir -p /d && touch /d/x\nCMD [\"cat\", \"/f\"]\n"
     );
     let mut digests = Vec::new();
-    for sn in ["overlay", "copy", "overlay"] {
+    for sn in ["overlay", "copy", "fuse", "overlay"] {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
         let out = Command::new(kiln_bin())
@@ -701,6 +701,12 @@ fn outputs_and_base_images() {
 
 #[test]
 fn killed_build_leaves_no_mounts_or_processes() {
+    for snapshotter in ["overlay", "fuse"] {
+        killed_build(snapshotter);
+    }
+}
+
+fn killed_build(snapshotter: &str) {
     let Some(f) = Fixture::new() else { return };
     let tag = marker();
     std::fs::write(
@@ -709,7 +715,7 @@ fn killed_build_leaves_no_mounts_or_processes() {
     )
     .unwrap();
     let mut child = Command::new(kiln_bin())
-        .arg("build")
+        .args(["build", "--snapshotter", snapshotter])
         .arg(f.ctx())
         .env("KILN_ROOT", f.root())
         .stderr(std::process::Stdio::piped())
@@ -739,7 +745,7 @@ fn killed_build_leaves_no_mounts_or_processes() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "left behind: processes {procs:?}, mounts under {root}: {}",
+            "{snapshotter}: left behind: processes {procs:?}, mounts under {root}: {}",
             mounts.contains(&root)
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -1131,4 +1137,65 @@ fn user_root_by_number_works_in_every_mapping() {
         &[],
     );
     assert!(out.contains("as-root"), "{out}");
+}
+
+#[test]
+fn workloads_give_the_same_image_on_every_snapshotter() {
+    let Some(f) = Fixture::new() else { return };
+    // Real work on the stage filesystem: unpack a tree, copy and chmod it, rename
+    // directories across layers, delete, hard-link, and truncate. (The tarball comes from
+    // the context: a tar made inside a RUN would record the build's own clock.)
+    let src = f.ctx().join("tree");
+    for d in 0..8 {
+        std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for i in 0..20 {
+            std::fs::write(src.join(format!("d{d}/f{i}")), format!("{d}-{i}\n")).unwrap();
+        }
+    }
+    let st = Command::new("tar")
+        .args([
+            "--mtime=@1000000000",
+            "--owner=0",
+            "--group=0",
+            "--sort=name",
+            "-cf",
+        ])
+        .arg(f.ctx().join("t.tar"))
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&src).unwrap();
+    let df = format!(
+        "{BUSYBOX_BASE}COPY t.tar /
+RUN mkdir /src && tar -xf /t.tar -C /src
+RUN mkdir /unpacked && tar -xf /t.tar -C /unpacked && cp -a /unpacked /copy && chmod -R go-w /copy && find /copy -type f | wc -l
+RUN mv /unpacked/d1 /moved && mv /src /src-renamed && rm -rf /unpacked/d2 && rm /t.tar && ln /copy/d3/f1 /copy/link && : > /copy/d3/f2
+RUN sync && find / -xdev -path /proc -prune -o -print | wc -l
+"
+    );
+    let mut digests = Vec::new();
+    for sn in ["overlay", "fuse", "copy"] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
+        let out = Command::new(kiln_bin())
+            .args(["build", "-q", "--snapshotter", sn])
+            .arg(f.ctx())
+            .env("KILN_ROOT", root.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sn}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        digests.push((sn, String::from_utf8_lossy(&out.stdout).trim().to_string()));
+    }
+    assert!(
+        digests.iter().all(|(_, d)| *d == digests[0].1),
+        "{digests:?}"
+    );
 }

@@ -72,7 +72,7 @@ pub struct BuildArgs {
     #[arg(long)]
     compression_level: Option<i32>,
     /// How stage filesystems are mounted.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, env = "KILN_SNAPSHOTTER")]
     snapshotter: Snapshotter,
     /// kiln's data directory (default: $KILN_ROOT, $XDG_DATA_HOME/kiln, ~/.local/share/kiln,
     /// or /var/lib/kiln for root).

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_snapshotter::backend::copy::CopyBackend;
+use kiln_snapshotter::backend::fuse::FuseBackend;
 use kiln_snapshotter::backend::overlay::OverlayBackend;
 use kiln_snapshotter::backend::Backend;
 use kiln_snapshotter::layer::LayerCompression;
@@ -201,21 +202,28 @@ pub(crate) fn import_for_run(
 
 /// Picks the backend for `choice`, probing in `scratch`.
 pub fn backend_for(choice: SnapshotterChoice, scratch: &Path) -> Result<Arc<dyn Backend>, String> {
+    let works = |b: &dyn Backend| {
+        let probe = scratch.join(format!("probe-{}", b.name()));
+        let ok = b.probe(&probe);
+        let _ = std::fs::remove_dir_all(&probe);
+        ok
+    };
     match choice {
         SnapshotterChoice::Overlay => Ok(Arc::new(OverlayBackend)),
         SnapshotterChoice::Copy => Ok(Arc::new(CopyBackend)),
-        SnapshotterChoice::Fuse => Err(
-            "the FUSE snapshotter is not available yet; use --snapshotter overlay or copy".into(),
-        ),
+        SnapshotterChoice::Fuse => {
+            works(&FuseBackend).map(|()| Arc::new(FuseBackend) as Arc<dyn Backend>)
+        }
         SnapshotterChoice::Auto => {
-            let probe = scratch.join("probe-overlay");
-            let ok = OverlayBackend.probe(&probe).is_ok();
-            let _ = std::fs::remove_dir_all(&probe);
-            Ok(if ok {
-                Arc::new(OverlayBackend)
+            // Kernel overlayfs when the kernel allows it here (fastest), else kiln's FUSE
+            // overlay, else plain copies.
+            if works(&OverlayBackend).is_ok() {
+                Ok(Arc::new(OverlayBackend))
+            } else if works(&FuseBackend).is_ok() {
+                Ok(Arc::new(FuseBackend))
             } else {
-                Arc::new(CopyBackend)
-            })
+                Ok(Arc::new(CopyBackend))
+            }
         }
     }
 }

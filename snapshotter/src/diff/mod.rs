@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -227,28 +227,34 @@ impl<W: Write> Differ<'_, W> {
             .collect::<Result<_, _>>()
             .map_err(err(dir))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        // Entries of the lowers that are gone from the tree (copy backend) become
+        // whiteouts, written in name order among the others, where an overlay upper
+        // directory has its whiteouts: both backends give the same bytes.
+        let mut gone: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
         if let Some(base) = &self.base {
-            // Entries of the lowers that are gone from the tree become whiteouts.
             let present: std::collections::BTreeSet<Vec<u8>> =
                 names.iter().map(|n| n.as_bytes().to_vec()).collect();
-            let gone: Vec<Vec<u8>> = base
+            gone = base
                 .children(&rel)
                 .into_iter()
                 .filter(|n| !present.contains(n))
                 .collect();
-            for name in gone {
+            names.extend(gone.iter().map(|g| OsString::from_vec(g.clone())));
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        }
+        for name in names {
+            if gone.contains(name.as_bytes()) {
                 let mut wh = rel.clone();
                 wh.extend_from_slice(format::OCI_WHITEOUT_PREFIX.as_bytes());
-                wh.extend_from_slice(&name);
+                wh.extend_from_slice(name.as_bytes());
                 let mtime = self.opts.source_date_epoch.unwrap_or(0);
                 self.emit(
                     dir,
                     plain_entry(&wh, tar::EntryType::Regular, mtime),
                     &mut io::empty(),
                 )?;
+                continue;
             }
-        }
-        for name in names {
             let path = dir.join(&name);
             let md = fs::symlink_metadata(&path).map_err(err(&path))?;
             let mut child = rel.clone();

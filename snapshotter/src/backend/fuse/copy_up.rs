@@ -93,9 +93,17 @@ impl Layers {
             let Some((layer, st)) = self.find(&prefix)? else {
                 return Err(io::Error::from_raw_os_error(libc_enoent()));
             };
+            let parent = up.parent().map(Path::to_path_buf);
+            let parent_st = match &parent {
+                Some(p) => super::layers::lstat(p)?,
+                None => None,
+            };
             rustix::fs::mkdirat(CWD, &up, Mode::from_raw_mode(0o700))?;
             copy_xattrs(&self.path(layer, &prefix), &up)?;
             copy_meta(&st, &up)?;
+            if let (Some(p), Some(pst)) = (&parent, &parent_st) {
+                rustix::fs::utimensat(CWD, p, &times(pst), AtFlags::SYMLINK_NOFOLLOW)?;
+            }
         }
         Ok(())
     }
@@ -143,10 +151,20 @@ impl Layers {
                 rustix::fs::mknodat(CWD, &tmp, other, Mode::from_raw_mode(0o600), st.st_rdev)?;
             }
         }
+        // Copy-up is no change of the parent: its times are put back after the rename
+        // (as kernel overlayfs does), so a diff does not see the parent as modified.
+        let parent_up = dst.parent().map(Path::to_path_buf);
+        let parent_st = match &parent_up {
+            Some(p) => super::layers::lstat(p)?,
+            None => None,
+        };
         let done = (|| {
             copy_xattrs(&src, &tmp)?;
             copy_meta(&st, &tmp)?;
             rustix::fs::rename(&tmp, &dst)?;
+            if let (Some(p), Some(pst)) = (&parent_up, &parent_st) {
+                rustix::fs::utimensat(CWD, p, &times(pst), AtFlags::SYMLINK_NOFOLLOW)?;
+            }
             Ok(())
         })();
         if done.is_err() {
@@ -155,8 +173,8 @@ impl Layers {
         done
     }
 
-    /// Brings directory `rel` and everything under it into the upper directory and makes
-    /// it opaque: it no longer needs its lower layers (a directory about to be renamed).
+    /// Brings directory `rel` and everything under it into the upper directory: it no
+    /// longer needs its lower layers (a directory about to be renamed).
     pub fn copy_up_tree(&self, rel: &Path) -> io::Result<()> {
         self.copy_up(rel, true)?;
         for (name, _, st) in self.list(rel)? {
@@ -167,7 +185,7 @@ impl Layers {
                 self.copy_up(&c, true)?;
             }
         }
-        self.set_opaque(rel)
+        Ok(())
     }
 
     /// Marks upper directory `rel` opaque.
