@@ -15,9 +15,11 @@ apt-get update -qq
 # fuse3: /dev/fuse users and fusermount3; uidmap: newuidmap/newgidmap;
 # busybox-static: offline base images; openssh-client: a real ssh agent for
 # RUN --mount=type=ssh; skopeo, umoci, podman (with runc): the real clients that must
-# accept kiln's images.
+# accept kiln's images; fuse-overlayfs, buildah, bc: the peers and tools the benchmarks
+# compare with.
 apt-get install -y -qq --no-install-recommends fuse3 uidmap busybox-static \
-  openssh-client skopeo umoci podman runc ca-certificates </dev/null >/dev/null
+  openssh-client skopeo umoci podman runc ca-certificates fuse-overlayfs buildah bc \
+  </dev/null >/dev/null
 
 echo "== unprivileged users ${KILN_TEST_USER} (subordinate ids) and ${KILN_TEST_USER_SINGLE} (none)"
 if ! id "$KILN_TEST_USER" >/dev/null 2>&1; then

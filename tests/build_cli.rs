@@ -1199,3 +1199,29 @@ RUN sync && find / -xdev -path /proc -prune -o -print | wc -l
         "{digests:?}"
     );
 }
+
+#[test]
+fn snapshot_benchmark_runs_every_backend() {
+    let out = Command::new(kiln_bin())
+        .args([
+            "bench",
+            "snapshot",
+            "--files",
+            "300",
+            "--size",
+            "1",
+            "--json",
+            "--backends",
+            "fuse,overlay,copy,plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{v}");
+    for r in results {
+        assert!(r.get("skipped").is_none(), "{r}");
+        assert!(r["seconds"]["extract"].as_f64().is_some(), "{r}");
+    }
+}

@@ -2,6 +2,7 @@
 //! `kiln-executor` library: it parses arguments, renders results and errors, and maps them
 //! to exit codes (0 ok, 1 failed, 2 usage error).
 
+mod bench;
 mod build;
 mod debug;
 mod doctor;
@@ -60,6 +61,9 @@ enum Command {
     },
     /// Run a command in an image of the local store, rootless, through the sandbox.
     Run(run::RunArgs),
+    /// Benchmarks (`kiln bench snapshot`).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Look inside the frontend: how kiln reads a Dockerfile and what it would build.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -71,6 +75,12 @@ enum Command {
         name: String,
         dir: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The same workload on every snapshotter backend (and fuse-overlayfs, a plain dir).
+    Snapshot(bench::SnapshotBench),
 }
 
 fn main() -> ExitCode {
@@ -90,7 +100,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -102,6 +112,17 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => match run::run(args) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
+        Command::Bench(BenchCommand::Snapshot(args)) => match root::namespace() {
+            Ok(root::Namespace::Exited(code)) => {
+                return ExitCode::from(u8::try_from(code).unwrap_or(1))
+            }
+            Ok(root::Namespace::Inside(_)) => match bench::run(args, &mut std::io::stdout().lock())
+            {
+                Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Command::Images { root } => images::images(root, &mut std::io::stdout().lock()),

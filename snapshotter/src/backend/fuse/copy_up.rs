@@ -104,6 +104,7 @@ impl Layers {
             if let (Some(p), Some(pst)) = (&parent, &parent_st) {
                 rustix::fs::utimensat(CWD, p, &times(pst), AtFlags::SYMLINK_NOFOLLOW)?;
             }
+            self.forget_tree(&prefix);
         }
         Ok(())
     }
@@ -170,6 +171,13 @@ impl Layers {
         if done.is_err() {
             let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir(&tmp));
         }
+        if file_type(&st) == FileType::Directory {
+            self.forget_tree(rel);
+        } else if done.is_ok() {
+            self.note_entry(rel, Some(0));
+        } else if let Some(parent) = rel.parent() {
+            self.forget_dir(parent);
+        }
         done
     }
 
@@ -196,6 +204,7 @@ impl Layers {
             b"y",
             rustix::fs::XattrFlags::empty(),
         )?;
+        self.forget_tree(rel);
         Ok(())
     }
 
@@ -208,6 +217,8 @@ impl Layers {
             Mode::empty(),
             0,
         )?;
+        self.note_entry(rel, None);
+        self.forget_tree_below(rel);
         Ok(())
     }
 
@@ -218,6 +229,7 @@ impl Layers {
         match super::layers::lstat(&p)? {
             Some(st) if super::layers::is_whiteout(&st, &p) => {
                 rustix::fs::unlink(&p)?;
+                self.forget_tree(rel);
                 Ok(true)
             }
             _ => Ok(false),
@@ -241,6 +253,7 @@ impl Layers {
             }
         }
         rustix::fs::rmdir(&p)?;
+        self.forget_tree(rel);
         Ok(())
     }
 }

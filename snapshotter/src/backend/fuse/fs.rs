@@ -158,9 +158,12 @@ impl Table {
     }
 }
 
+/// A directory's entries as `opendir` saw them: inode, type, name, `lstat`.
+type DirEntries = Vec<(u64, FuseType, OsString, Stat)>;
+
 enum Handle {
     File(OwnedFd),
-    Dir(Vec<(u64, FuseType, OsString)>),
+    Dir(DirEntries),
 }
 
 /// The filesystem.
@@ -259,7 +262,14 @@ impl OverlayFs {
         self.layers.copy_up_dirs(&pp).map_err(errno)?;
         let had_whiteout = self.layers.clear_whiteout(&rel).map_err(errno)?;
         let up = self.layers.path(0, &rel);
-        make(&up).map_err(errno)?;
+        let made = make(&up).map_err(errno);
+        if had_whiteout {
+            self.layers.forget_tree(&rel);
+        } else {
+            self.layers.note_entry(&rel, made.is_ok().then_some(0));
+            self.layers.forget_tree_below(&rel);
+        }
+        made?;
         let (uid, gid, sgid_dir) = self.new_owner(req, &pp);
         rustix::fs::chownat(
             CWD,
@@ -314,8 +324,13 @@ impl OverlayFs {
                 rustix::fs::unlink(&up).map_err(rerr)?;
             }
         }
+        if is_dir {
+            self.layers.forget_tree_below(&rel);
+        }
         if self.layers.exists_below(&rel).map_err(errno)? {
             self.layers.whiteout(&rel).map_err(errno)?;
+        } else {
+            self.layers.note_entry(&rel, None);
         }
         self.table().remove_path(&rel);
         Ok(())
@@ -378,7 +393,11 @@ impl OverlayFs {
         }
         self.layers.copy_up_dirs(&dst_parent).map_err(errno)?;
         let had_whiteout = self.layers.clear_whiteout(&dst).map_err(errno)?;
-        rustix::fs::rename(self.layers.path(0, &src), self.layers.path(0, &dst)).map_err(rerr)?;
+        let renamed =
+            rustix::fs::rename(self.layers.path(0, &src), self.layers.path(0, &dst)).map_err(rerr);
+        self.layers.forget_tree(&src);
+        self.layers.forget_tree(&dst);
+        renamed?;
         if src_dir && (had_whiteout || self.layers.exists_below(&dst).map_err(errno)?) {
             self.layers.set_opaque(&dst).map_err(errno)?;
         }
@@ -445,7 +464,10 @@ fn timespec(t: Option<TimeOrNow>) -> Timespec {
 
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let wanted = fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS;
+        let wanted = fuser::InitFlags::FUSE_PARALLEL_DIROPS
+            | fuser::InitFlags::FUSE_CACHE_SYMLINKS
+            | fuser::InitFlags::FUSE_DO_READDIRPLUS
+            | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
@@ -684,14 +706,16 @@ impl Filesystem for OverlayFs {
             self.layers.copy_up(&src, true).map_err(errno)?;
             self.layers.copy_up_dirs(&dp).map_err(errno)?;
             self.layers.clear_whiteout(&dst).map_err(errno)?;
-            rustix::fs::linkat(
+            let linked = rustix::fs::linkat(
                 CWD,
                 self.layers.path(0, &src),
                 CWD,
                 self.layers.path(0, &dst),
                 AtFlags::empty(),
             )
-            .map_err(rerr)?;
+            .map_err(rerr);
+            self.layers.forget_tree(&dst);
+            linked?;
             self.table().add_link(ino.0, &dst);
             let st = super::layers::lstat(&self.layers.path(0, &dst))
                 .map_err(errno)?
@@ -809,14 +833,15 @@ impl Filesystem for OverlayFs {
                 Some(p) => self.table().ino_for(p),
                 None => 1,
             };
-            let mut entries = vec![
-                (ino.0, FuseType::Directory, OsString::from(".")),
-                (parent_ino, FuseType::Directory, OsString::from("..")),
+            let (_, own) = self.find(&rel)?;
+            let mut entries: DirEntries = vec![
+                (ino.0, FuseType::Directory, OsString::from("."), own),
+                (parent_ino, FuseType::Directory, OsString::from(".."), own),
             ];
             let mut t = self.table();
             for (name, _, st) in list {
                 let i = t.ino_for(&child(&rel, &name));
-                entries.push((i, kind(&st), name));
+                entries.push((i, kind(&st), name, st));
             }
             drop(t);
             Ok(self.add_handle(Handle::Dir(entries)))
@@ -839,8 +864,35 @@ impl Filesystem for OverlayFs {
         let Some(Handle::Dir(entries)) = hs.get(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
-        for (i, (ino, k, name)) in entries.iter().enumerate().skip(offset as usize) {
+        for (i, (ino, k, name, _)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), (i + 1) as u64, *k, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        let Some(Handle::Dir(entries)) = hs.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (i, (ino, _, name, st)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(*ino),
+                (i + 1) as u64,
+                name,
+                &TTL,
+                &attr(*ino, st),
+                Generation(0),
+            ) {
                 break;
             }
         }

@@ -7,15 +7,26 @@
 //! root, `""` being the root itself; every lookup uses `lstat` (never follows the last
 //! component) and only descends through directories.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustix::fs::{AtFlags, FileType, Stat, CWD};
 
 use crate::format;
+
+/// A merged directory as the stack shows it: the layers it is made of (top first) and,
+/// for every visible name, the layer that holds it. Built once per directory from one
+/// read of each layer, so later lookups in it cost one `lstat`; dropped when the
+/// directory changes ([`Layers::forget_dir`], [`Layers::forget_tree`]).
+#[derive(Debug, Clone)]
+pub(super) struct DirView {
+    pub layers: Vec<usize>,
+    pub names: HashMap<OsString, usize>,
+}
 
 /// The directories of the stack.
 #[derive(Debug)]
@@ -26,6 +37,8 @@ pub(super) struct Layers {
     pub work: PathBuf,
     /// The xattr that marks opaque directories written here.
     pub opaque_xattr: &'static str,
+    /// Merged directories seen so far.
+    pub views: RwLock<HashMap<PathBuf, Arc<DirView>>>,
 }
 
 pub(super) fn file_type(st: &Stat) -> FileType {
@@ -74,54 +87,147 @@ impl Layers {
         }
     }
 
+    /// The merged directory `rel` (cached).
+    pub fn view(&self, rel: &Path) -> io::Result<Arc<DirView>> {
+        if let Some(v) = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+        {
+            return Ok(v.clone());
+        }
+        let layers = match rel.parent() {
+            None => {
+                let mut l = Vec::new();
+                for i in 0..self.dirs.len() {
+                    l.push(i);
+                    if i > 0 && is_opaque(&self.dirs[i]) {
+                        break;
+                    }
+                }
+                l
+            }
+            Some(parent) => {
+                let pv = self.view(parent)?;
+                let mut l = Vec::new();
+                for &i in &pv.layers {
+                    let p = self.path(i, rel);
+                    match lstat(&p)? {
+                        Some(st) if file_type(&st) == FileType::Directory => {
+                            l.push(i);
+                            if is_opaque(&p) {
+                                break;
+                            }
+                        }
+                        Some(_) => break,
+                        None => {}
+                    }
+                }
+                l
+            }
+        };
+        let mut names = HashMap::new();
+        let mut hidden: HashSet<OsString> = HashSet::new();
+        for &i in &layers {
+            let dir = self.path(i, rel);
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in rd {
+                let e = e?;
+                let name = e.file_name();
+                if names.contains_key(&name) || hidden.contains(&name) {
+                    continue;
+                }
+                let ft = e.file_type()?;
+                let whiteout = if ft.is_char_device_or_empty_file() {
+                    let p = dir.join(&name);
+                    lstat(&p)?.is_some_and(|st| is_whiteout(&st, &p))
+                } else {
+                    false
+                };
+                if whiteout {
+                    hidden.insert(name);
+                } else {
+                    names.insert(name, i);
+                }
+            }
+        }
+        let v = Arc::new(DirView { layers, names });
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rel.to_path_buf(), v.clone());
+        Ok(v)
+    }
+
+    /// Records in the cached view of `rel`'s parent (if any) that `rel` is now in layer
+    /// `layer`, or gone (`None`), without re-reading the directory.
+    pub fn note_entry(&self, rel: &Path, layer: Option<usize>) {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return;
+        };
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get_mut(parent) {
+            let v = Arc::make_mut(v);
+            match layer {
+                Some(l) => {
+                    v.names.insert(name.to_os_string(), l);
+                }
+                None => {
+                    v.names.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Drops the cached view of directory `rel`.
+    pub fn forget_dir(&self, rel: &Path) {
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(rel);
+    }
+
+    /// Drops the cached views of `rel` and everything under it (not its parent).
+    pub fn forget_tree_below(&self, rel: &Path) {
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p, _| !p.starts_with(rel));
+    }
+
+    /// Drops the cached views of `rel`, everything under it, and its parent.
+    pub fn forget_tree(&self, rel: &Path) {
+        let mut v = self.views.write().unwrap_or_else(|e| e.into_inner());
+        v.retain(|p, _| !p.starts_with(rel));
+        if let Some(parent) = rel.parent() {
+            v.remove(parent);
+        }
+    }
+
     /// The layers in which directory `rel` is part of the merged view, top first: the
     /// list ends at the first layer where it is opaque, or where something else (a
     /// whiteout, a file) stands at its name or at one of its parents'.
     pub fn dir_layers(&self, rel: &Path) -> io::Result<Vec<usize>> {
-        let mut current: Vec<usize> = Vec::new();
-        for i in 0..self.dirs.len() {
-            current.push(i);
-            if i > 0 && is_opaque(&self.dirs[i]) {
-                break;
-            }
-        }
-        let mut prefix = PathBuf::new();
-        for c in rel.components() {
-            prefix.push(c);
-            let mut next = Vec::new();
-            for &i in &current {
-                let p = self.path(i, &prefix);
-                match lstat(&p)? {
-                    Some(st) if file_type(&st) == FileType::Directory => {
-                        next.push(i);
-                        if is_opaque(&p) {
-                            break;
-                        }
-                    }
-                    Some(_) => break,
-                    None => {}
-                }
-            }
-            current = next;
-        }
-        Ok(current)
+        Ok(self.view(rel)?.layers.clone())
     }
 
     /// The visible entry at `rel`: its layer and `lstat`.
     pub fn find(&self, rel: &Path) -> io::Result<Option<(usize, Stat)>> {
-        let Some(parent) = rel.parent() else {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return Ok(lstat(&self.dirs[0])?.map(|st| (0, st)));
         };
-        for i in self.dir_layers(parent)? {
-            let p = self.path(i, rel);
-            if let Some(st) = lstat(&p)? {
-                if is_whiteout(&st, &p) {
-                    return Ok(None);
-                }
-                return Ok(Some((i, st)));
-            }
-        }
-        Ok(None)
+        let Ok(pv) = self.view(parent) else {
+            return Ok(None);
+        };
+        let Some(&layer) = pv.names.get(name) else {
+            return Ok(None);
+        };
+        Ok(lstat(&self.path(layer, rel))?.map(|st| (layer, st)))
     }
 
     /// Whether a lower layer has an entry at `rel` that the merged view would show were
@@ -141,26 +247,11 @@ impl Layers {
 
     /// The merged entries of directory `rel`: name, layer, `lstat`; sorted by name.
     pub fn list(&self, rel: &Path) -> io::Result<Vec<(OsString, usize, Stat)>> {
-        let mut seen: HashSet<OsString> = HashSet::new();
-        let mut out = Vec::new();
-        for i in self.dir_layers(rel)? {
-            let dir = self.path(i, rel);
-            let rd = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for e in rd {
-                let name = e?.file_name();
-                if !seen.insert(name.clone()) {
-                    continue;
-                }
-                let p = dir.join(&name);
-                let Some(st) = lstat(&p)? else { continue };
-                if is_whiteout(&st, &p) {
-                    continue;
-                }
-                out.push((name, i, st));
+        let v = self.view(rel)?;
+        let mut out = Vec::with_capacity(v.names.len());
+        for (name, &i) in &v.names {
+            if let Some(st) = lstat(&self.path(i, &child(rel, name)))? {
+                out.push((name.clone(), i, st));
             }
         }
         out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -169,7 +260,19 @@ impl Layers {
 
     /// Whether the merged directory `rel` has no entries.
     pub fn is_empty_dir(&self, rel: &Path) -> io::Result<bool> {
-        Ok(self.list(rel)?.is_empty())
+        Ok(self.view(rel)?.names.is_empty())
+    }
+}
+
+trait MaybeWhiteout {
+    fn is_char_device_or_empty_file(&self) -> bool;
+}
+
+impl MaybeWhiteout for std::fs::FileType {
+    /// Whiteouts are character devices, or (with the xattr) regular files.
+    fn is_char_device_or_empty_file(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_char_device() || self.is_file()
     }
 }
 

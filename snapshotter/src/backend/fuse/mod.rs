@@ -3,9 +3,9 @@
 //! format, so the same diff turns a step into a layer. It works where kernel overlayfs
 //! cannot: inside unprivileged containers, on backing filesystems overlayfs refuses.
 //!
-//! - [`layers`]: resolution through the stack (whiteouts, opaque directories);
-//! - [`copy_up`]: bringing lower entries into the upper directory before they change;
-//! - [`fs`]: the FUSE operations.
+//! - `layers`: resolution through the stack (whiteouts, opaque directories);
+//! - `copy_up`: bringing lower entries into the upper directory before they change;
+//! - `fs`: the FUSE operations.
 //!
 //! Mounting: `/dev/fuse` is opened and `mount(2)`ed here, inside the build's user and mount
 //! namespace (no fusermount, no setuid helper), with `allow_other,default_permissions` so
@@ -124,6 +124,7 @@ impl Backend for FuseBackend {
             } else {
                 format::OPAQUE_XATTR_USER
             },
+            views: Default::default(),
         };
         let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| err("opening /dev/fuse".into())(e.into()))?;

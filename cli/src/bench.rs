@@ -1,0 +1,381 @@
+//! `kiln bench snapshot`: one workload, run against every snapshotter backend that works
+//! here (and Debian's `fuse-overlayfs` and a plain directory for comparison), phase by
+//! phase, with the ratios people benchmarking snapshot performance look for.
+//!
+//! Phases: `extract` (write a tree of N files into an empty mount), `stat` and `read`
+//! (every file, on a fresh mount with that tree as its lower layer), `meta` (copy a tenth
+//! of the tree inside the mount and chmod it), `modify` (append to 1 % of the files,
+//! delete 1 %), `commit` (the step's changes into a zstd layer).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_snapshotter::backend::copy::CopyBackend;
+use kiln_snapshotter::backend::fuse::FuseBackend;
+use kiln_snapshotter::backend::overlay::OverlayBackend;
+use kiln_snapshotter::backend::Backend;
+use kiln_snapshotter::diff::{write_upper_diff, DiffOptions};
+use kiln_snapshotter::layer::{LayerCompression, LayerWriter};
+
+#[derive(Args)]
+pub struct SnapshotBench {
+    /// Backends to run: fuse, overlay, copy, fuse-overlayfs, plain.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fuse,overlay,copy,fuse-overlayfs,plain"
+    )]
+    backends: Vec<String>,
+    /// Files in the tree.
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    /// Total size of the tree in MB.
+    #[arg(long, default_value_t = 100)]
+    size: u64,
+    /// Where to work (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Seconds per phase, or why the backend was skipped.
+type BackendOutcome = Result<Vec<Option<f64>>, String>;
+
+const PHASES: [&str; 6] = ["extract", "stat", "read", "meta", "modify", "commit"];
+
+/// The source tree: `files` files over 100-file directories, sizes spread around the mean.
+fn make_source(dir: &Path, files: usize, size_mb: u64) -> Result<()> {
+    let mean = (size_mb * 1_000_000 / files.max(1) as u64).max(1);
+    let mut buf = Vec::new();
+    for i in 0..files {
+        let d = dir.join(format!("d{:04}", i / 100));
+        if i % 100 == 0 {
+            fs::create_dir_all(&d)?;
+        }
+        // 1/4, 1/2, 1, 2x the mean, so the total stays near size_mb.
+        let len = match i % 4 {
+            0 => mean / 4,
+            1 => mean / 2,
+            2 => mean,
+            _ => mean * 2 + mean / 4,
+        } as usize;
+        buf.resize(len, 0);
+        for (j, b) in buf.iter_mut().enumerate() {
+            *b = (i.wrapping_mul(31).wrapping_add(j) % 251) as u8;
+        }
+        fs::write(d.join(format!("f{i:06}")), &buf)?;
+    }
+    Ok(())
+}
+
+fn walk_files(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in fs::read_dir(root)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            walk_files(&e.path(), out)?;
+        } else {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let t = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &t)?;
+        } else {
+            fs::copy(e.path(), &t)?;
+        }
+    }
+    Ok(())
+}
+
+/// A mounted tree to work in, however it is provided.
+enum Mounted {
+    Kiln(Box<dyn kiln_snapshotter::backend::MountGuard>),
+    FuseOverlayfs(PathBuf),
+    Plain(PathBuf),
+}
+
+impl Mounted {
+    fn root(&self) -> &Path {
+        match self {
+            Mounted::Kiln(g) => g.root(),
+            Mounted::FuseOverlayfs(p) | Mounted::Plain(p) => p,
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Mounted::FuseOverlayfs(p) = self {
+            let _ = rustix::mount::unmount(p.as_path(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+fn mount(
+    kind: &str,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<Mounted> {
+    for d in [upper, work, target] {
+        fs::create_dir_all(d)?;
+    }
+    let kiln = |b: &dyn Backend| -> Result<Mounted> {
+        Ok(Mounted::Kiln(b.mount(lowers, upper, work, target)?))
+    };
+    match kind {
+        "fuse" => kiln(&FuseBackend),
+        "overlay" => kiln(&OverlayBackend),
+        "copy" => kiln(&CopyBackend),
+        "fuse-overlayfs" => {
+            let lowerdir = if lowers.is_empty() {
+                let empty = work.join("empty");
+                fs::create_dir_all(&empty)?;
+                empty.display().to_string()
+            } else {
+                lowers
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            let st = std::process::Command::new("fuse-overlayfs")
+                .arg("-o")
+                .arg(format!(
+                    "lowerdir={lowerdir},upperdir={},workdir={}",
+                    upper.display(),
+                    work.display()
+                ))
+                .arg(target)
+                .status()
+                .context("running fuse-overlayfs")?;
+            if !st.success() {
+                bail!("fuse-overlayfs failed: {st}");
+            }
+            Ok(Mounted::FuseOverlayfs(target.to_path_buf()))
+        }
+        "plain" => Ok(Mounted::Plain(target.to_path_buf())),
+        other => bail!("unknown backend {other:?}"),
+    }
+}
+
+/// Runs the workload on `kind`; seconds per phase (`None`: not applicable).
+fn run_backend(kind: &str, source: &Path, scratch: &Path) -> Result<Vec<Option<f64>>> {
+    let t = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let start = Instant::now();
+        f()?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let base = scratch.join(kind);
+    let _ = fs::remove_dir_all(&base);
+    let (u1, w1, m1) = (base.join("u1"), base.join("w1"), base.join("m1"));
+    let mut times = Vec::new();
+    // Phase 1: the tree written into an empty mount.
+    let plain = kind == "plain";
+    {
+        let m = mount(kind, &[], &u1, &w1, &m1)?;
+        times.push(Some(t(&mut || copy_tree(source, &m.root().join("tree")))?));
+    }
+    // The rest on a new mount over what phase 1 wrote.
+    let (u2, w2, m2) = (base.join("u2"), base.join("w2"), base.join("m2"));
+    // The copy backend writes into its mount point, not an upper directory.
+    let lower = if plain || kind == "copy" {
+        m1.clone()
+    } else {
+        u1.clone()
+    };
+    let m = if plain {
+        Mounted::Plain(m1.clone())
+    } else {
+        mount(kind, std::slice::from_ref(&lower), &u2, &w2, &m2)?
+    };
+    let root = m.root().join("tree");
+    let mut files = Vec::new();
+    walk_files(&root, &mut files)?;
+    times.push(Some(t(&mut || {
+        for f in &files {
+            fs::symlink_metadata(f)?;
+        }
+        Ok(())
+    })?));
+    times.push(Some(t(&mut || {
+        let mut buf = vec![0u8; 1 << 16];
+        for f in &files {
+            let mut h = fs::File::open(f)?;
+            while h.read(&mut buf)? > 0 {}
+        }
+        Ok(())
+    })?));
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    dirs.sort();
+    let tenth: Vec<PathBuf> = dirs
+        .iter()
+        .take((dirs.len() / 10).max(1))
+        .cloned()
+        .collect();
+    times.push(Some(t(&mut || {
+        for d in &tenth {
+            let to = m
+                .root()
+                .join("copied")
+                .join(d.file_name().unwrap_or_default());
+            copy_tree(d, &to)?;
+            let mut fs_ = Vec::new();
+            walk_files(&to, &mut fs_)?;
+            for f in fs_ {
+                fs::set_permissions(&f, fs::Permissions::from_mode(0o600))?;
+            }
+        }
+        Ok(())
+    })?));
+    times.push(Some(t(&mut || {
+        for (i, f) in files.iter().enumerate() {
+            if i % 100 == 0 {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(f)?
+                    .write_all(b"changed")?;
+            } else if i % 100 == 1 {
+                fs::remove_file(f)?;
+            }
+        }
+        Ok(())
+    })?));
+    let commit = if plain {
+        None
+    } else {
+        let blobs = base.join("blobs");
+        fs::create_dir_all(&blobs)?;
+        Some(t(&mut || {
+            if let Ok(f) = fs::File::open(m.root()) {
+                let _ = rustix::fs::syncfs(&f);
+            }
+            let mut w = LayerWriter::new(&blobs, LayerCompression::default())?;
+            match &m {
+                Mounted::Kiln(g) => {
+                    g.write_diff(&DiffOptions::default(), &mut w)?;
+                }
+                _ => {
+                    write_upper_diff(
+                        &u2,
+                        std::slice::from_ref(&lower),
+                        &DiffOptions::default(),
+                        &mut w,
+                    )?;
+                }
+            }
+            w.finish()?;
+            Ok(())
+        })?)
+    };
+    times.push(commit);
+    drop(m);
+    let _ = fs::remove_dir_all(&base);
+    Ok(times)
+}
+
+pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
+    let scratch_holder;
+    let scratch = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            scratch_holder = tempfile::Builder::new()
+                .prefix("kiln-bench-")
+                .tempdir_in(
+                    std::env::var_os("KILN_ROOT")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(std::env::temp_dir),
+                )
+                .or_else(|_| tempfile::tempdir())?;
+            scratch_holder.path().to_path_buf()
+        }
+    };
+    fs::create_dir_all(&scratch)?;
+    let source = scratch.join("source");
+    make_source(&source, args.files, args.size)?;
+    let mut results: Vec<(String, BackendOutcome)> = Vec::new();
+    for b in &args.backends {
+        let r = run_backend(b, &source, &scratch).map_err(|e| format!("{e:#}"));
+        results.push((b.clone(), r));
+    }
+    let get = |name: &str, i: usize| -> Option<f64> {
+        results
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .and_then(|v| v[i])
+    };
+    if args.json {
+        let v: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(n, r)| match r {
+                Ok(t) => serde_json::json!({"backend": n, "seconds": PHASES.iter().zip(t).map(|(p, s)| (p.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>()}),
+                Err(e) => serde_json::json!({"backend": n, "skipped": e}),
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"files": args.files, "size_mb": args.size, "results": v})
+        )?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "snapshot benchmark: {} files, {} MB (seconds per phase)",
+        args.files, args.size
+    )?;
+    write!(out, "{:<16}", "backend")?;
+    for p in PHASES {
+        write!(out, "{p:>9}")?;
+    }
+    writeln!(out)?;
+    for (n, r) in &results {
+        write!(out, "{n:<16}")?;
+        match r {
+            Ok(t) => {
+                for s in t {
+                    match s {
+                        Some(s) => write!(out, "{s:>9.3}")?,
+                        None => write!(out, "{:>9}", "-")?,
+                    }
+                }
+                writeln!(out)?;
+            }
+            Err(e) => writeln!(out, "skipped: {e}")?,
+        }
+    }
+    for (a, b) in [("fuse", "fuse-overlayfs"), ("fuse", "overlay")] {
+        if results.iter().any(|(n, r)| n == a && r.is_ok())
+            && results.iter().any(|(n, r)| n == b && r.is_ok())
+        {
+            write!(out, "{:<16}", format!("{a}/{b}"))?;
+            for i in 0..PHASES.len() {
+                match (get(a, i), get(b, i)) {
+                    (Some(x), Some(y)) if y > 0.0 => write!(out, "{:>9.2}", x / y)?,
+                    _ => write!(out, "{:>9}", "-")?,
+                }
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(0)
+}
