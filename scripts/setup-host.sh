@@ -18,7 +18,7 @@ apt-get update -qq
 # accept kiln's images; fuse-overlayfs, buildah, bc: the peers and tools the benchmarks
 # compare with.
 apt-get install -y -qq --no-install-recommends fuse3 uidmap busybox-static \
-  openssh-client skopeo umoci podman runc ca-certificates fuse-overlayfs buildah bc \
+  openssh-client skopeo umoci podman runc ca-certificates fuse-overlayfs buildah bc git \
   </dev/null >/dev/null
 
 echo "== unprivileged users ${KILN_TEST_USER} (subordinate ids) and ${KILN_TEST_USER_SINGLE} (none)"

@@ -1225,3 +1225,26 @@ fn snapshot_benchmark_runs_every_backend() {
         assert!(r["seconds"]["extract"].as_f64().is_some(), "{r}");
     }
 }
+
+#[test]
+fn git_works_inside_run_on_every_snapshotter() {
+    let Some(f) = Fixture::new() else { return };
+    if !Path::new("/usr/bin/git").exists() {
+        println!("skipped: /usr/bin/git missing");
+        assert!(std::env::var_os("CI").is_none(), "git missing under CI");
+        return;
+    }
+    assert!(copy_program_with_libs("/usr/bin/git", &f.ctx().join("sys")));
+    let df = format!(
+        "{BUSYBOX_BASE}COPY sys/ /
+RUN git init -q /repo && cd /repo && echo hello > f && git add f \\
+ && git -c user.email=k@example.com -c user.name=kiln commit -qm first \\
+ && echo again >> f && git -c user.email=k@example.com -c user.name=kiln commit -qam second \\
+ && echo commits=$(git log --oneline | wc -l) && git fsck && git gc -q && git status --short | wc -l
+"
+    );
+    for sn in ["fuse", "overlay"] {
+        let out = f.ok(&df, &["--snapshotter", sn]);
+        assert!(out.contains("commits=2"), "{sn}: {out}");
+    }
+}

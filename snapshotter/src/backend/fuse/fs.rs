@@ -58,6 +58,27 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
     }
 }
 
+/// The attributes sent with a negative entry (only node id 0 matters).
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FuseType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn attr(ino: u64, st: &Stat) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -485,7 +506,9 @@ impl Filesystem for OverlayFs {
                 let ino = self.table().ino_for(&rel);
                 reply.entry(&TTL, &attr(ino, &st), Generation(0));
             }
-            Ok(None) => reply.error(Errno::ENOENT),
+            // A miss the kernel may remember (node id 0 with a TTL: a negative entry):
+            // `$PATH` searches and include-path probing stop costing requests.
+            Ok(None) => reply.entry(&TTL, &negative_attr(), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -795,17 +818,6 @@ impl Filesystem for OverlayFs {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
-    }
-
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: fuser::LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
     }
 
     fn release(
