@@ -102,7 +102,7 @@ impl Layers {
                 let mut l = Vec::new();
                 for i in 0..self.dirs.len() {
                     l.push(i);
-                    if i > 0 && is_opaque(&self.dirs[i]) {
+                    if i > 0 && self.opaque_in(i, &self.dirs[i]) {
                         break;
                     }
                 }
@@ -116,7 +116,7 @@ impl Layers {
                     match lstat(&p)? {
                         Some(st) if file_type(&st) == FileType::Directory => {
                             l.push(i);
-                            if is_opaque(&p) {
+                            if self.opaque_in(i, &p) {
                                 break;
                             }
                         }
@@ -139,6 +139,19 @@ impl Layers {
             for e in rd {
                 let e = e?;
                 let name = e.file_name();
+                // AUFS-style whiteouts in lower layers (`.wh.NAME`, `.wh..wh..opq`), as
+                // layers unpacked by other tools hold them.
+                if i > 0 {
+                    if let Some(hid) = name
+                        .as_bytes()
+                        .strip_prefix(format::OCI_WHITEOUT_PREFIX.as_bytes())
+                    {
+                        if name.as_bytes() != format::OCI_OPAQUE_MARKER.as_bytes() {
+                            hidden.insert(OsStr::from_bytes(hid).to_os_string());
+                        }
+                        continue;
+                    }
+                }
                 if names.contains_key(&name) || hidden.contains(&name) {
                     continue;
                 }
@@ -182,6 +195,17 @@ impl Layers {
                 }
             }
         }
+    }
+
+    /// Whether directory `path` of layer `i` is opaque: the overlay xattr, or in a lower
+    /// layer an AUFS-style `.wh..wh..opq` file.
+    fn opaque_in(&self, i: usize, path: &Path) -> bool {
+        is_opaque(path)
+            || (i > 0
+                && lstat(&path.join(format::OCI_OPAQUE_MARKER))
+                    .ok()
+                    .flatten()
+                    .is_some())
     }
 
     /// Drops the cached view of directory `rel`.
@@ -241,6 +265,13 @@ impl Layers {
             if let Some(st) = lstat(&p)? {
                 return Ok(!is_whiteout(&st, &p));
             }
+            if let Some(name) = rel.file_name() {
+                let mut wh = std::ffi::OsString::from(format::OCI_WHITEOUT_PREFIX);
+                wh.push(name);
+                if lstat(&self.path(i, &child(parent, &wh)))?.is_some() {
+                    return Ok(false);
+                }
+            }
         }
         Ok(false)
     }
@@ -282,5 +313,55 @@ pub(super) fn child(parent: &Path, name: &OsStr) -> PathBuf {
         PathBuf::from(name)
     } else {
         parent.join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(root: &Path, n: usize) -> Layers {
+        let dirs: Vec<PathBuf> = (0..n).map(|i| root.join(format!("l{i}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Layers {
+            dirs,
+            work: root.join("work"),
+            opaque_xattr: format::OPAQUE_XATTR_USER,
+            views: Default::default(),
+        }
+    }
+
+    #[test]
+    fn aufs_whiteouts_in_lowers_hide_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layers(t.path(), 3);
+        // l1 (top lower) whites out `gone` and makes `dir` opaque, AUFS style.
+        std::fs::write(l.dirs[2].join("gone"), "x").unwrap();
+        std::fs::write(l.dirs[2].join("kept"), "x").unwrap();
+        std::fs::create_dir_all(l.dirs[2].join("dir")).unwrap();
+        std::fs::write(l.dirs[2].join("dir/old"), "x").unwrap();
+        std::fs::write(l.dirs[1].join(".wh.gone"), "").unwrap();
+        std::fs::create_dir_all(l.dirs[1].join("dir")).unwrap();
+        std::fs::write(l.dirs[1].join("dir/.wh..wh..opq"), "").unwrap();
+        std::fs::write(l.dirs[1].join("dir/new"), "x").unwrap();
+        let names: Vec<_> = l
+            .list(Path::new(""))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(names, ["dir", "kept"]);
+        let inner: Vec<_> = l
+            .list(Path::new("dir"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(inner, ["new"]);
+        assert!(l.find(Path::new("gone")).unwrap().is_none());
+        assert!(!l.exists_below(Path::new("gone")).unwrap());
+        assert!(l.exists_below(Path::new("kept")).unwrap());
     }
 }
