@@ -111,58 +111,16 @@ impl Backend for FuseBackend {
         work: &Path,
         target: &Path,
     ) -> Result<Box<dyn MountGuard>, BackendError> {
-        let fuse_work = work.join("fuse");
-        std::fs::create_dir_all(&fuse_work)
-            .map_err(err(format!("creating {}", fuse_work.display())))?;
-        let mut dirs = vec![upper.to_path_buf()];
-        dirs.extend(lowers.iter().cloned());
-        let layers = layers::Layers {
-            dirs,
-            work: fuse_work,
-            opaque_xattr: if crate::idmap::is_real_root() {
-                format::OPAQUE_XATTR_TRUSTED
-            } else {
-                format::OPAQUE_XATTR_USER
-            },
-            views: Default::default(),
+        let spec = OverlaySpec {
+            lowers: lowers.to_vec(),
+            upper: upper.to_path_buf(),
+            work: work.to_path_buf(),
         };
-        let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| err("opening /dev/fuse".into())(e.into()))?;
-        let root_mode = rustix::fs::stat(upper)
-            .map(|st| st.st_mode & 0o7777)
-            .unwrap_or(0o755);
-        let opts = format!(
-            "fd={},rootmode=4{:04o},user_id={},group_id={},allow_other,default_permissions",
-            dev.as_raw_fd(),
-            root_mode & 0o777,
-            rustix::process::geteuid().as_raw(),
-            rustix::process::getegid().as_raw(),
-        );
-        let data = CString::new(opts)
-            .map_err(|e| err("mount options".into())(std::io::Error::other(e)))?;
-        mount(
-            "kiln",
-            target,
-            "fuse.kiln",
-            MountFlags::NODEV,
-            data.as_c_str(),
-        )
-        .map_err(|e| err(format!("mount -t fuse.kiln {}", target.display()))(e.into()))?;
-        let config = {
-            let mut c = fuser::Config::default();
-            c.acl = fuser::SessionACL::All;
-            c.n_threads = Some(2);
-            c.clone_fd = true;
-            c
-        };
-        let started = fuser::Session::from_fd(
-            fs::OverlayFs::new(layers),
-            dev,
-            fuser::SessionACL::All,
-            config,
-        )
-        .and_then(|s| s.spawn());
-        let session = match started {
+        let session = mount_direct(&spec, target, false).map_err(err(format!(
+            "mounting the FUSE overlay at {}",
+            target.display()
+        )))?;
+        let session = match session.0.spawn() {
             Ok(s) => s,
             Err(e) => {
                 let _ = unmount(target, UnmountFlags::DETACH);
@@ -176,4 +134,123 @@ impl Backend for FuseBackend {
             session: Some(session),
         }))
     }
+}
+
+/// What a FUSE overlay mount serves: lowers (top first), upper, work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlaySpec {
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// A mounted FUSE overlay whose requests are not served yet.
+pub struct OverlaySession(fuser::Session<fs::OverlayFs>);
+
+impl OverlaySession {
+    /// Serves requests until the filesystem is unmounted.
+    pub fn run(self) -> std::io::Result<()> {
+        self.0.run()
+    }
+}
+
+fn filesystem(spec: &OverlaySpec) -> std::io::Result<fs::OverlayFs> {
+    let fuse_work = spec.work.join("fuse");
+    std::fs::create_dir_all(&fuse_work)?;
+    let mut dirs = vec![spec.upper.clone()];
+    dirs.extend(spec.lowers.iter().cloned());
+    Ok(fs::OverlayFs::new(layers::Layers {
+        dirs,
+        work: fuse_work,
+        opaque_xattr: if crate::idmap::is_real_root() {
+            format::OPAQUE_XATTR_TRUSTED
+        } else {
+            format::OPAQUE_XATTR_USER
+        },
+        views: Default::default(),
+    }))
+}
+
+fn config() -> fuser::Config {
+    let mut c = fuser::Config::default();
+    c.acl = fuser::SessionACL::All;
+    c.n_threads = Some(2);
+    c.clone_fd = true;
+    c
+}
+
+/// Mounts the overlay at `target` with `mount(2)` on a `/dev/fuse` opened here (as root,
+/// or as root of a user namespace), `allow_other,default_permissions`; read-only when
+/// asked. Returns once the kernel's INIT is answered.
+pub fn mount_direct(
+    spec: &OverlaySpec,
+    target: &Path,
+    read_only: bool,
+) -> std::io::Result<OverlaySession> {
+    let fs = filesystem(spec)?;
+    let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::Error::from(e).kind(),
+                format!("opening /dev/fuse: {e}"),
+            )
+        })?;
+    let root_mode = rustix::fs::stat(&spec.upper)
+        .map(|st| st.st_mode & 0o777)
+        .unwrap_or(0o755);
+    let opts = format!(
+        "fd={},rootmode=4{:04o},user_id={},group_id={},allow_other,default_permissions",
+        dev.as_raw_fd(),
+        root_mode,
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let data = CString::new(opts).map_err(std::io::Error::other)?;
+    let mut flags = MountFlags::NODEV;
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    mount(
+        "kiln-overlay",
+        target,
+        "fuse.kiln-overlay",
+        flags,
+        data.as_c_str(),
+    )
+    .map_err(|e| {
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!("mount(2) at {}: {e}", target.display()),
+        )
+    })?;
+    match fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, config()) {
+        Ok(s) => Ok(OverlaySession(s)),
+        Err(e) => {
+            let _ = unmount(target, UnmountFlags::DETACH);
+            Err(e)
+        }
+    }
+}
+
+/// Mounts the overlay through `fusermount3`, as every FUSE program does for a plain user
+/// outside a user namespace (only the caller may use the mount unless /etc/fuse.conf has
+/// `user_allow_other`).
+pub fn mount_with_fusermount(
+    spec: &OverlaySpec,
+    target: &Path,
+    read_only: bool,
+) -> std::io::Result<OverlaySession> {
+    let fs = filesystem(spec)?;
+    let mut c = config();
+    c.acl = fuser::SessionACL::Owner;
+    c.mount_options = vec![
+        fuser::MountOption::FSName("kiln-overlay".into()),
+        fuser::MountOption::Subtype("kiln-overlay".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+    ];
+    if read_only {
+        c.mount_options.push(fuser::MountOption::RO);
+    }
+    fuser::Session::new(fs, target, &c).map(OverlaySession)
 }
