@@ -27,7 +27,12 @@ pub const WHITEOUT_XATTR_USER: &str = "user.overlay.whiteout";
 pub const XWHITEOUT_PARENT_VALUE: &[u8] = b"x";
 
 /// Every xattr name overlayfs and kiln use for bookkeeping; never copied into layers.
-pub const PRIVATE_XATTR_PREFIXES: &[&str] = &["user.overlay.", "trusted.overlay.", "user.kiln."];
+pub const PRIVATE_XATTR_PREFIXES: &[&str] = &[
+    "user.overlay.",
+    "trusted.overlay.",
+    "user.kiln.",
+    "user.fuseoverlayfs.",
+];
 
 /// True when `name` is an xattr kiln must hide from layers and RUN steps.
 pub fn is_private_xattr(name: &[u8]) -> bool {

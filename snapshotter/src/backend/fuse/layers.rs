@@ -59,13 +59,18 @@ pub(super) fn is_whiteout(st: &Stat, path: &Path) -> bool {
 
 /// Whether directory `path` is opaque.
 pub(super) fn is_opaque(path: &Path) -> bool {
-    [format::OPAQUE_XATTR_USER, format::OPAQUE_XATTR_TRUSTED]
-        .iter()
-        .any(|x| {
-            let mut v = [0u8; 8];
-            rustix::fs::lgetxattr(path, *x, &mut v[..])
-                .is_ok_and(|n| format::is_opaque_value(&v[..n]))
-        })
+    // fuse-overlayfs marks opaque directories with its own xattr when it may not write
+    // the overlay ones: stacks it wrote are read too.
+    [
+        format::OPAQUE_XATTR_USER,
+        format::OPAQUE_XATTR_TRUSTED,
+        "user.fuseoverlayfs.opaque",
+    ]
+    .iter()
+    .any(|x| {
+        let mut v = [0u8; 8];
+        rustix::fs::lgetxattr(path, *x, &mut v[..]).is_ok_and(|n| format::is_opaque_value(&v[..n]))
+    })
 }
 
 /// `lstat` that reads "no such entry" (also through a non-directory) as `None`.

@@ -1,0 +1,413 @@
+//! `kiln-overlay`, the FUSE overlay as a mount program: fuse-overlayfs's command line,
+//! detaching once the mount is live, exiting on unmount; as root (mount(2)), inside
+//! `unshare -Urm`, and as a plain user through fusermount3; stacks written by kernel
+//! overlayfs and by fuse-overlayfs read back the same, and the reverse; a SIGKILLed server
+//! leaves a mount that `umount -l` clears; podman and buildah run on it as their
+//! `mount_program` (as root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_tests::{kiln_bin, real_root};
+
+/// A directory holding `kiln-overlay`, a link to the kiln binary.
+fn program_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(kiln_bin(), d.path().join("kiln-overlay")).unwrap();
+    d
+}
+
+fn have(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        println!("skipped: {program} missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} missing under CI"
+        );
+    }
+    found
+}
+
+/// Runs a shell script; in a new mount namespace (and user namespace unless real root)
+/// when `namespaced`. Returns stdout; panics with the output on failure.
+fn sh(script: &str, namespaced: bool) -> String {
+    let mut cmd = if namespaced {
+        let mut c = Command::new("unshare");
+        if !real_root() {
+            c.arg("--map-root-user");
+        }
+        c.args(["--mount", "--propagation", "private", "sh", "-ec", script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-ec", script]);
+        c
+    };
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "script failed:\n{script}\n---\n{text}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two lowers: `l2` at the bottom, `l1` above it with an AUFS-style whiteout of `gone`
+/// and an opaque directory `dir` (`.wh..wh..opq`, as unprivileged tools write them).
+fn lowers(root: &Path) -> (PathBuf, PathBuf) {
+    let (l1, l2) = (root.join("l1"), root.join("l2"));
+    for (p, body) in [
+        ("l2/base", "base\n"),
+        ("l2/gone", "gone\n"),
+        ("l2/dir/old", "old\n"),
+        ("l2/sub/keep", "keep\n"),
+        ("l1/top", "top\n"),
+        ("l1/.wh.gone", ""),
+        ("l1/dir/.wh..wh..opq", ""),
+        ("l1/dir/new", "new\n"),
+    ] {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    (l1, l2)
+}
+
+const LIST: &str =
+    "(cd \"$1\" && find . | LC_ALL=C sort && find . -type f | LC_ALL=C sort | xargs cat)";
+
+#[test]
+fn mount_program_serves_and_exits_on_umount() {
+    let prog = program_dir();
+    let t = tempfile::tempdir().unwrap();
+    let (l1, l2) = lowers(t.path());
+    let (u, w, m) = (t.path().join("u"), t.path().join("w"), t.path().join("m"));
+    for d in [&u, &w, &m] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let bin = prog.path().join("kiln-overlay");
+    let mount = format!(
+        "'{}' -o lowerdir={}:{},upperdir={},workdir={},noatime,fsync=0 '{}'",
+        bin.display(),
+        l1.display(),
+        l2.display(),
+        u.display(),
+        w.display(),
+        m.display()
+    );
+    let work = format!(
+        "{mount}
+         test \"$(cat '{m}/base')\" = base
+         test ! -e '{m}/gone'
+         test \"$(ls '{m}/dir')\" = new
+         echo written > '{m}/created'
+         rm '{m}/base'
+         mv '{m}/sub' '{m}/moved'
+         ls -A '{m}' | tr '\\n' ' '
+         {unmount} '{m}'
+         ",
+        m = m.display(),
+        unmount = if real_root() { "umount" } else { "UNMOUNT" },
+    );
+    let check_upper = |out: &str| {
+        assert_eq!(out.trim(), "created dir moved top");
+        // The upper directory is in overlayfs's format.
+        let base = std::fs::symlink_metadata(u.join("base")).unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        assert!(
+            base.file_type().is_char_device() && base.rdev() == 0,
+            "whiteout for base"
+        );
+        assert_eq!(
+            std::fs::read_to_string(u.join("created")).unwrap(),
+            "written\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(u.join("moved/keep")).unwrap(),
+            "keep\n"
+        );
+    };
+    let wait_gone = || {
+        let mp = m.display().to_string();
+        for _ in 0..200 {
+            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .contains(&mp);
+            if !mounted && !server_running(&mp) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the server or the mount outlived umount");
+    };
+    if real_root() {
+        let out = sh(&work, false);
+        check_upper(&out);
+        wait_gone();
+    } else {
+        // Inside a user namespace: mount(2) directly.
+        let out = sh(&work.replace("UNMOUNT", "umount"), true);
+        check_upper(&out);
+        // As a plain user outside one: through fusermount3.
+        if have("fusermount3") {
+            for d in [&u, &w] {
+                std::fs::remove_dir_all(d).unwrap();
+                std::fs::create_dir_all(d).unwrap();
+            }
+            let out = sh(&work.replace("UNMOUNT", "fusermount3 -u"), false);
+            check_upper(&out);
+            wait_gone();
+        }
+    }
+}
+
+fn server_running(mountpoint: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().parse::<u32>().is_ok()
+            && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("__kiln-overlay-serve") && c.contains(mountpoint)
+            })
+    })
+}
+
+#[test]
+fn sigkill_of_the_server_leaves_a_mount_umount_clears() {
+    let prog = program_dir();
+    let t = tempfile::tempdir().unwrap();
+    let (l1, l2) = lowers(t.path());
+    let (u, w, m) = (t.path().join("u"), t.path().join("w"), t.path().join("m"));
+    for d in [&u, &w, &m] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let script = format!(
+        "'{bin}' -o lowerdir={l1}:{l2},upperdir={u},workdir={w} '{m}'
+         cat '{m}/base' >/dev/null
+         pid=$(pgrep -f '[_]_kiln-overlay-serve.*{m}')
+         kill -9 $pid
+         while kill -0 $pid 2>/dev/null; do sleep 0.05; done
+         if stat '{m}/base' 2>err; then echo still-served; fi
+         cat err
+         umount -l '{m}'
+         test -e '{m}' && ls -A '{m}' | wc -l
+         ",
+        bin = prog.path().join("kiln-overlay").display(),
+        l1 = l1.display(),
+        l2 = l2.display(),
+        u = u.display(),
+        w = w.display(),
+        m = m.display(),
+    );
+    let out = sh(&script, !real_root());
+    assert!(out.contains("Transport endpoint is not connected"), "{out}");
+    assert!(!out.contains("still-served"), "{out}");
+    assert_eq!(out.lines().last().unwrap_or_default().trim(), "0", "{out}");
+}
+
+/// Writes the same changes through `mount_cmd` (which mounts lowers + upper at `m`).
+fn changes(m: &str) -> String {
+    format!(
+        "echo new > '{m}/created'
+         rm '{m}/base'
+         rm -r '{m}/dir' && mkdir '{m}/dir' && echo again > '{m}/dir/again'
+         mv '{m}/top' '{m}/top-renamed'
+         chmod 0600 '{m}/sub/keep'"
+    )
+}
+
+#[test]
+fn stacks_written_by_kernel_overlayfs_and_fuse_overlayfs_read_the_same() {
+    let prog = program_dir();
+    let bin = prog.path().join("kiln-overlay");
+    let t = tempfile::tempdir().unwrap();
+    let (l1, l2) = lowers(t.path());
+    // Kernel overlayfs does not read AUFS-style whiteouts: give it a lower stack in its
+    // own format (l2 only, plus l1 merged by kiln-overlay into one directory first).
+    let base = t.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    let flat = format!(
+        "'{bin}' -o lowerdir={l1}:{l2} '{m}' && cp -a '{m}/.' '{base}/' && umount '{m}'",
+        bin = bin.display(),
+        l1 = l1.display(),
+        l2 = l2.display(),
+        m = {
+            let m = t.path().join("flatmnt");
+            std::fs::create_dir_all(&m).unwrap();
+            m.display().to_string()
+        },
+        base = base.display()
+    );
+    sh(&flat, true);
+    let userxattr = if real_root() { "" } else { ",userxattr" };
+    let writers: Vec<(&str, String)> = {
+        let mut v = vec![(
+            "overlay",
+            format!("mount -t overlay overlay -o lowerdir={{lower}},upperdir={{upper}},workdir={{work}}{userxattr} '{{m}}'"),
+        )];
+        if have("fuse-overlayfs") {
+            v.push((
+                "fuse-overlayfs",
+                "fuse-overlayfs -o lowerdir={lower},upperdir={upper},workdir={work} '{m}'"
+                    .to_string(),
+            ));
+        }
+        v.push((
+            "kiln-overlay",
+            format!(
+                "'{}' -o lowerdir={{lower}},upperdir={{upper}},workdir={{work}} '{{m}}'",
+                bin.display()
+            ),
+        ));
+        v
+    };
+    let mut views = Vec::new();
+    for (writer, cmd) in &writers {
+        let d = t.path().join(format!("w-{writer}"));
+        let (u, w, m) = (d.join("u"), d.join("w"), d.join("m"));
+        for x in [&u, &w, &m] {
+            std::fs::create_dir_all(x).unwrap();
+        }
+        let fill = |c: &str, lower: &str, upper: &Path, work: &Path| {
+            c.replace("{lower}", lower)
+                .replace("{upper}", &upper.display().to_string())
+                .replace("{work}", &work.display().to_string())
+                .replace("{m}", &m.display().to_string())
+        };
+        let listing_script = format!("list() {{ {LIST}; }}\n");
+        // Write through the writer, and list its view.
+        let script = format!(
+            "{listing_script}{}\n{}\nlist '{}'\numount '{}'",
+            fill(cmd, &base.display().to_string(), &u, &w),
+            changes(&m.display().to_string()),
+            m.display(),
+            m.display()
+        );
+        let written_view = sh(&script, true);
+        // Read the written stack back with every reader (upper as the top lower).
+        for (reader, rcmd) in &writers {
+            // kiln-overlay reads every writer's stack, every reader reads kiln-overlay's
+            // (fuse-overlayfs's own opaque-marker files are not for the kernel to read).
+            if *writer != "kiln-overlay" && *reader != "kiln-overlay" {
+                continue;
+            }
+            let w2 = d.join(format!("w2-{reader}"));
+            let u2 = d.join(format!("u2-{reader}"));
+            std::fs::create_dir_all(&w2).unwrap();
+            std::fs::create_dir_all(&u2).unwrap();
+            let lower = format!("{}:{}", u.display(), base.display());
+            let script = format!(
+                "{listing_script}{}\nlist '{}'\numount '{}'",
+                fill(rcmd, &lower, &u2, &w2),
+                m.display(),
+                m.display()
+            );
+            let view = sh(&script, true);
+            views.push((format!("{writer} → {reader}"), view.clone()));
+            assert_eq!(
+                view, written_view,
+                "stack written by {writer}, read by {reader}"
+            );
+        }
+    }
+    assert!(views.len() >= 3, "{views:?}");
+}
+
+#[test]
+fn podman_and_buildah_run_on_kiln_overlay_as_mount_program() {
+    if !(real_root() && have("podman") && have("buildah")) {
+        println!("skipped: needs real root, podman and buildah");
+        return;
+    }
+    let Some(ctx) = kiln_tests::busybox_context() else {
+        return;
+    };
+    let prog = program_dir();
+    let bin = prog.path().join("kiln-overlay");
+    let t = tempfile::tempdir().unwrap();
+    let (graph, run) = (t.path().join("graph"), t.path().join("run"));
+    // A busybox image from kiln, as a docker archive.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    let archive = t.path().join("busybox.tar");
+    let out = Command::new(kiln_bin())
+        .args(["build", "-q", "--compression", "gzip", "-o"])
+        .arg(format!("type=docker,dest={}", archive.display()))
+        .args(["-t", "kiln-mp-busybox:1"])
+        .arg(ctx.path())
+        .env("KILN_ROOT", t.path().join("kiln"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let storage = |c: &mut Command| {
+        c.arg("--root")
+            .arg(&graph)
+            .arg("--runroot")
+            .arg(&run)
+            .args(["--storage-driver", "overlay", "--storage-opt"])
+            .arg(format!("overlay.mount_program={}", bin.display()));
+    };
+    let mut load = Command::new("podman");
+    storage(&mut load);
+    load.args(["load", "-q", "-i"]).arg(&archive);
+    let o = load.output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let mut runc = Command::new("podman");
+    storage(&mut runc);
+    runc.args([
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "localhost/kiln-mp-busybox:1",
+        "sh",
+        "-c",
+        "echo on-kiln-overlay > /f && cat /f && grep -c kiln-overlay /proc/mounts",
+    ]);
+    let o = runc.output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("on-kiln-overlay\n"),
+        "{o:?}"
+    );
+    let bctx = t.path().join("bctx");
+    std::fs::create_dir_all(&bctx).unwrap();
+    std::fs::write(
+        bctx.join("Dockerfile"),
+        "FROM localhost/kiln-mp-busybox:1\nRUN echo built > /built && mkdir -p /d && touch /d/x\n",
+    )
+    .unwrap();
+    let mut bud = Command::new("buildah");
+    storage(&mut bud);
+    bud.args([
+        "bud",
+        "-q",
+        "--pull=never",
+        "--isolation",
+        "chroot",
+        "-t",
+        "kiln-mp-built",
+    ])
+    .arg(&bctx);
+    let o = bud.output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let mut cleanup = Command::new("podman");
+    storage(&mut cleanup);
+    let _ = cleanup.args(["rmi", "-a", "-f"]).output();
+    let _ = Command::new("umount").arg("-R").arg(&graph).output();
+}
