@@ -30,6 +30,9 @@ use crate::format;
 /// How long the kernel may keep entries and attributes.
 const TTL: Duration = Duration::from_secs(3600);
 
+/// The longest name a directory entry may have.
+const NAME_MAX: usize = 255;
+
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
@@ -183,7 +186,8 @@ impl Table {
 type DirEntries = Vec<(u64, FuseType, OsString, Stat)>;
 
 enum Handle {
-    File(OwnedFd),
+    /// An open file: its inode and fd (which outlives an unlink of the file).
+    File(u64, OwnedFd),
     Dir(DirEntries),
 }
 
@@ -240,9 +244,18 @@ impl OverlayFs {
     ) -> Result<T, Errno> {
         let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
         match hs.get(&fh.0) {
-            Some(Handle::File(fd)) => f(fd),
+            Some(Handle::File(_, fd)) => f(fd),
             _ => Err(Errno::EBADF),
         }
+    }
+
+    /// `fstat` of any open handle of inode `ino`.
+    fn open_fstat(&self, ino: u64) -> Option<Stat> {
+        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        hs.values().find_map(|h| match h {
+            Handle::File(i, fd) if *i == ino => rustix::fs::fstat(fd).ok(),
+            _ => None,
+        })
     }
 
     /// The visible entry at `rel`, or ENOENT.
@@ -275,6 +288,9 @@ impl OverlayFs {
         mode: u32,
         make: impl FnOnce(&Path) -> io::Result<()>,
     ) -> Result<(PathBuf, bool), Errno> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         let pp = self.path(parent)?;
         let rel = child(&pp, name);
         if self.layers.find(&rel).map_err(errno)?.is_some() {
@@ -323,6 +339,9 @@ impl OverlayFs {
 
     /// Removes `rel` (not a directory unless `dir`) from the merged view.
     fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         let pp = self.path(parent)?;
         let rel = child(&pp, name);
         let _g = self.lock();
@@ -365,6 +384,9 @@ impl OverlayFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Errno> {
+        if name.len() > NAME_MAX || newname.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         if flags.contains(RenameFlags::RENAME_EXCHANGE)
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
@@ -452,7 +474,7 @@ impl OverlayFs {
             Mode::empty(),
         )
         .map_err(rerr)?;
-        Ok(self.add_handle(Handle::File(fd)))
+        Ok(self.add_handle(Handle::File(ino.0, fd)))
     }
 }
 
@@ -496,6 +518,9 @@ impl Filesystem for OverlayFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if name.len() > NAME_MAX {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
         let pp = match self.path(parent) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
@@ -521,7 +546,11 @@ impl Filesystem for OverlayFs {
         }
         match self.path(ino).and_then(|p| self.find(&p)) {
             Ok((_, st)) => reply.attr(&TTL, &attr(ino.0, &st)),
-            Err(e) => reply.error(e),
+            // An unlinked file still open: the kernel asks without a handle (fstat).
+            Err(e) => match self.open_fstat(ino.0) {
+                Some(st) => reply.attr(&TTL, &attr(ino.0, &st)),
+                None => reply.error(e),
+            },
         }
     }
 
@@ -621,6 +650,11 @@ impl Filesystem for OverlayFs {
     ) {
         let _g = self.lock();
         let ft = FileType::from_raw_mode(mode);
+        // A 0/0 character device is how the overlay format writes a whiteout: it cannot be
+        // stored, so it is refused, as kernel overlayfs refuses it.
+        if ft == FileType::CharacterDevice && rdev == 0 {
+            return reply.error(Errno::EPERM);
+        }
         match self.create_entry(req, parent, name, mode, |p| {
             rustix::fs::mknodat(CWD, p, ft, Mode::from_raw_mode(mode & 0o7777), rdev as _)?;
             Ok(())
@@ -715,6 +749,9 @@ impl Filesystem for OverlayFs {
         reply: ReplyEntry,
     ) {
         let run = || -> Result<FileAttr, Errno> {
+            if newname.len() > NAME_MAX {
+                return Err(Errno::ENAMETOOLONG);
+            }
             let src = self.path(ino)?;
             let dp = self.path(newparent)?;
             let dst = child(&dp, newname);
@@ -1072,7 +1109,8 @@ impl Filesystem for OverlayFs {
                 Mode::empty(),
             )
             .map_err(rerr)?;
-            Ok((a, self.add_handle(Handle::File(fd))))
+            let ino = a.ino.0;
+            Ok((a, self.add_handle(Handle::File(ino, fd))))
         };
         match run() {
             Ok((a, fh)) => reply.created(
