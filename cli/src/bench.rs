@@ -24,11 +24,12 @@ use kiln_snapshotter::layer::{LayerCompression, LayerWriter};
 
 #[derive(Args)]
 pub struct SnapshotBench {
-    /// Backends to run: fuse, overlay, copy, fuse-overlayfs, plain.
+    /// Backends to run: fuse, kiln-overlay (the mount program), overlay, copy,
+    /// fuse-overlayfs, plain.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fuse,overlay,copy,fuse-overlayfs,plain"
+        default_value = "fuse,kiln-overlay,overlay,copy,fuse-overlayfs,plain"
     )]
     backends: Vec<String>,
     /// Files in the tree.
@@ -143,7 +144,7 @@ fn mount(
         "fuse" => kiln(&FuseBackend),
         "overlay" => kiln(&OverlayBackend),
         "copy" => kiln(&CopyBackend),
-        "fuse-overlayfs" => {
+        "fuse-overlayfs" | "kiln-overlay" => {
             let lowerdir = if lowers.is_empty() {
                 let empty = work.join("empty");
                 fs::create_dir_all(&empty)?;
@@ -155,7 +156,15 @@ fn mount(
                     .collect::<Vec<_>>()
                     .join(":")
             };
-            let st = std::process::Command::new("fuse-overlayfs")
+            let mut cmd = if kind == "kiln-overlay" {
+                // The mount program path: kiln's own binary as `kiln overlay mount`.
+                let mut c = std::process::Command::new(std::env::current_exe()?);
+                c.args(["overlay", "mount"]);
+                c
+            } else {
+                std::process::Command::new("fuse-overlayfs")
+            };
+            let st = cmd
                 .arg("-o")
                 .arg(format!(
                     "lowerdir={lowerdir},upperdir={},workdir={}",
@@ -164,9 +173,9 @@ fn mount(
                 ))
                 .arg(target)
                 .status()
-                .context("running fuse-overlayfs")?;
+                .with_context(|| format!("running {kind}"))?;
             if !st.success() {
-                bail!("fuse-overlayfs failed: {st}");
+                bail!("{kind} failed: {st}");
             }
             Ok(Mounted::FuseOverlayfs(target.to_path_buf()))
         }
@@ -363,7 +372,11 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
             Err(e) => writeln!(out, "skipped: {e}")?,
         }
     }
-    for (a, b) in [("fuse", "fuse-overlayfs"), ("fuse", "overlay")] {
+    for (a, b) in [
+        ("fuse", "fuse-overlayfs"),
+        ("fuse", "overlay"),
+        ("kiln-overlay", "fuse-overlayfs"),
+    ] {
         if results.iter().any(|(n, r)| n == a && r.is_ok())
             && results.iter().any(|(n, r)| n == b && r.is_ok())
         {
