@@ -16,4 +16,4 @@ size=${2:-500}
 [ -x "$here/target/release/kiln" ] || (cd "$here" && cargo build --release --quiet -p kiln-cli)
 command -v fuse-overlayfs >/dev/null || echo "note: fuse-overlayfs is not installed; its row will say skipped" >&2
 "$here/target/release/kiln" bench snapshot --files "$files" --size "$size" \
-  --backends fuse,overlay,fuse-overlayfs,plain,copy
+  --backends fuse,kiln-overlay,overlay,fuse-overlayfs,plain,copy
