@@ -83,6 +83,12 @@ impl Layers {
     /// Makes directory `rel` and its parents exist in the upper directory, with the
     /// metadata they have in the merged view.
     pub fn copy_up_dirs(&self, rel: &Path) -> io::Result<()> {
+        // Usually the directory is in the upper already: one lstat.
+        if super::layers::lstat(&self.path(0, rel))?
+            .is_some_and(|st| file_type(&st) == FileType::Directory)
+        {
+            return Ok(());
+        }
         let mut prefix = PathBuf::new();
         for c in rel.components() {
             prefix.push(c);

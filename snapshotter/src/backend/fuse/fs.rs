@@ -1088,29 +1088,50 @@ impl Filesystem for OverlayFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _g = self.lock();
-        let made = self.create_entry(req, parent, name, mode, |p| {
-            let fd = rustix::fs::open(
-                p,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )?;
-            drop(fd);
-            Ok(())
-        });
+        // The hot path of every build that writes files: one open makes the file and is
+        // the handle; owner and mode are set on the fd.
         let run = || -> Result<(FileAttr, u64), Errno> {
-            let (rel, _) = made?;
-            let a = self.entry_of(&rel)?;
+            if name.len() > NAME_MAX {
+                return Err(Errno::ENAMETOOLONG);
+            }
+            let pp = self.path(parent)?;
+            let rel = child(&pp, name);
+            let _g = self.lock();
+            if self.layers.find(&rel).map_err(errno)?.is_some() {
+                return Err(Errno::EEXIST);
+            }
+            self.layers.copy_up_dirs(&pp).map_err(errno)?;
+            let had_whiteout = self.layers.clear_whiteout(&rel).map_err(errno)?;
+            let up = self.layers.path(0, &rel);
             let keep = OFlags::from_bits_retain(flags as _)
                 & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::TRUNC);
             let fd = rustix::fs::open(
-                self.layers.path(0, &rel),
-                keep | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
+                &up,
+                keep | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(rerr);
+            if had_whiteout {
+                self.layers.forget_tree(&rel);
+            } else {
+                self.layers.note_entry(&rel, fd.is_ok().then_some(0));
+            }
+            let fd = fd?;
+            let parent_st = super::layers::lstat(&self.layers.path(0, &pp)).map_err(errno)?;
+            let gid = match parent_st {
+                Some(st) if st.st_mode & 0o2000 != 0 => st.st_gid,
+                _ => req.gid(),
+            };
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(req.uid())),
+                Some(rustix::fs::Gid::from_raw(gid)),
             )
             .map_err(rerr)?;
-            let ino = a.ino.0;
-            Ok((a, self.add_handle(Handle::File(ino, fd))))
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777)).map_err(rerr)?;
+            let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+            let ino = self.table().ino_for(&rel);
+            Ok((attr(ino, &st), self.add_handle(Handle::File(ino, fd))))
         };
         match run() {
             Ok((a, fh)) => reply.created(
