@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_tests::{busybox_context, full_ids, kiln_bin, BUSYBOX_BASE};
+use kiln_tests::{busybox_context, full_ids, have, kiln_bin, BUSYBOX_BASE};
 
 /// A kiln root and a build context for one test.
 struct Fixture {
@@ -612,6 +612,25 @@ RUN echo \"ids $(id -u) $(id -g) $(id -G)\"
     );
 }
 
+/// Builds `ctx` with `snapshotter` into a fresh root at a fixed SOURCE_DATE_EPOCH; the
+/// image id.
+fn reproducible_build(ctx: &Path, snapshotter: &str) -> String {
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(kiln_bin())
+        .args(["build", "-q", "--snapshotter", snapshotter])
+        .arg(ctx)
+        .env("KILN_ROOT", root.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{snapshotter}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
 fn reproducible_across_builds_and_snapshotters() {
     let Some(f) = Fixture::new() else { return };
@@ -619,22 +638,9 @@ fn reproducible_across_builds_and_snapshotters() {
         "{BUSYBOX_BASE}RUN echo data > /f && mkdir -p /d && touch /d/x\nCMD [\"cat\", \"/f\"]\n"
     );
     let mut digests = Vec::new();
+    std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
     for sn in ["overlay", "copy", "fuse", "overlay"] {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
-        let out = Command::new(kiln_bin())
-            .args(["build", "-q", "--snapshotter", sn])
-            .arg(f.ctx())
-            .env("KILN_ROOT", root.path())
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        digests.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        digests.push(reproducible_build(f.ctx(), sn));
     }
     assert!(digests[0].starts_with("sha256:"), "{digests:?}");
     assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
@@ -877,20 +883,6 @@ fn onbuild_triggers_of_a_base_image_run_in_the_child() {
         child["config"].get("OnBuild").is_none(),
         "triggers do not carry on: {child}"
     );
-}
-
-fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    if !found {
-        println!("skipped: {program} missing");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} missing under CI"
-        );
-    }
-    found
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -1177,22 +1169,9 @@ RUN sync && find / -xdev -path /proc -prune -o -print | wc -l
 "
     );
     let mut digests = Vec::new();
+    std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
     for sn in ["overlay", "fuse", "copy"] {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
-        let out = Command::new(kiln_bin())
-            .args(["build", "-q", "--snapshotter", sn])
-            .arg(f.ctx())
-            .env("KILN_ROOT", root.path())
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sn}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        digests.push((sn, String::from_utf8_lossy(&out.stdout).trim().to_string()));
+        digests.push((sn, reproducible_build(f.ctx(), sn)));
     }
     assert!(
         digests.iter().all(|(_, d)| *d == digests[0].1),

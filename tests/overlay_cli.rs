@@ -8,27 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_tests::{kiln_bin, real_root};
+use kiln_tests::{have, kiln_bin, real_root};
 
 /// A directory holding `kiln-overlay`, a link to the kiln binary.
 fn program_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(kiln_bin(), d.path().join("kiln-overlay")).unwrap();
     d
-}
-
-fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    if !found {
-        println!("skipped: {program} missing");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} missing under CI"
-        );
-    }
-    found
 }
 
 /// Runs a shell script; in a new mount namespace (and user namespace unless real root)

@@ -142,3 +142,19 @@ pub fn full_ids() -> bool {
 pub fn real_root() -> bool {
     kiln_executor::sandbox::userns::is_real_root()
 }
+
+/// Whether `program` is on PATH; prints a visible "skipped" line when not, and fails
+/// under CI (where `.ci/run` installs every tool the tests use).
+pub fn have(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        println!("skipped: {program} missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} missing under CI"
+        );
+    }
+    found
+}

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{openat2, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
-use super::pattern::{has_wildcard, match_path};
+use super::pattern::{clean, has_wildcard, match_path};
 
 /// Why a COPY failed.
 #[derive(Debug, thiserror::Error)]
@@ -269,20 +269,6 @@ impl RootDir {
     fn is_dir(&self, rel: &str) -> bool {
         self.resolve(rel, OFlags::DIRECTORY | OFlags::PATH).is_ok()
     }
-}
-
-fn clean(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
 }
 
 /// Matches of one source pattern: relative paths in `root`.

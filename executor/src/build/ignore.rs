@@ -8,6 +8,8 @@
 
 use std::path::Path;
 
+use super::pattern::clean;
+
 /// One pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
@@ -19,20 +21,6 @@ struct Rule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IgnoreRules {
     rules: Vec<Rule>,
-}
-
-fn clean(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
 }
 
 impl IgnoreRules {

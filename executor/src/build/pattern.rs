@@ -3,6 +3,27 @@
 //! file walker accepts them. Written here because the `glob` crates differ from Go in
 //! character classes and escapes, and BuildKit's behaviour is what users expect.
 
+/// `p` as a clean relative path: no empty or `.` components, `..` taken back (never
+/// above the start), joined with `/`.
+pub fn clean(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// `p` cleaned as an absolute path (`/` for the root).
+pub fn clean_abs(p: &str) -> String {
+    format!("/{}", clean(p))
+}
+
 /// Whether `s` holds a wildcard.
 pub fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])

@@ -12,6 +12,7 @@ use kiln_snapshotter::layer::{write_layer, Layer};
 use kiln_snapshotter::store::{Active, ChainId, Store};
 
 use super::copy::{copy_into, CopyRequest, InlineSource};
+use super::pattern::clean_abs;
 use super::{setup, BuildError, BuildOptions, BuildResult, Event, NamedContext};
 use crate::dockerfile::ast::Document;
 use crate::dockerfile::instructions::{
@@ -1120,20 +1121,6 @@ impl crate::image::RunConfig {
     fn env_has_no_path(&self) -> bool {
         !self.env.iter().any(|e| e.starts_with("PATH="))
     }
-}
-
-fn clean_abs(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// `user[:group]` resolved in the stage root's /etc (numbers pass through).

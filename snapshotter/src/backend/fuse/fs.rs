@@ -61,6 +61,17 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
     }
 }
 
+/// Answers a getxattr/listxattr: the size when asked for it (`size` 0), ERANGE when the
+/// caller's buffer is too small, else the bytes.
+fn reply_xattr(v: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+    match v {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e),
+    }
+}
+
 /// The attributes sent with a negative entry (only node id 0 matters).
 fn negative_attr() -> FileAttr {
     FileAttr {
@@ -1025,12 +1036,7 @@ impl Filesystem for OverlayFs {
             v.truncate(n);
             Ok(v)
         };
-        match run() {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        }
+        reply_xattr(run(), size, reply)
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -1053,12 +1059,7 @@ impl Filesystem for OverlayFs {
             }
             Ok(out)
         };
-        match run() {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(e),
-        }
+        reply_xattr(run(), size, reply)
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
