@@ -11,39 +11,8 @@ use kiln_tests::{kiln, text};
 
 /// A busybox root in a fresh temp dir, or `None` (with a visible line) without busybox.
 fn busybox_root() -> Option<(tempfile::TempDir, PathBuf)> {
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        println!("run_cli: skipped, /bin/busybox missing (apt-get install busybox-static)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "busybox-static missing under CI"
-        );
-        return None;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = kiln_tests::busybox_context()?;
     let root = tmp.path().join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new(busybox)
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
-    )
-    .unwrap();
     Some((tmp, root))
 }
 
