@@ -83,7 +83,10 @@ impl Layers {
     /// Makes directory `rel` and its parents exist in the upper directory, with the
     /// metadata they have in the merged view.
     pub fn copy_up_dirs(&self, rel: &Path) -> io::Result<()> {
-        // Usually the directory is in the upper already: one lstat.
+        // Usually the directory is in the upper already: known from its view, or one lstat.
+        if self.upper_has_dir(rel) {
+            return Ok(());
+        }
         if super::layers::lstat(&self.path(0, rel))?
             .is_some_and(|st| file_type(&st) == FileType::Directory)
         {
@@ -223,7 +226,7 @@ impl Layers {
             Mode::empty(),
             0,
         )?;
-        self.note_entry(rel, None);
+        self.note_whiteout(rel);
         self.forget_tree_below(rel);
         Ok(())
     }
@@ -231,6 +234,9 @@ impl Layers {
     /// Removes what stands at `rel` in the upper directory if it is a whiteout; returns
     /// whether it was one.
     pub fn clear_whiteout(&self, rel: &Path) -> io::Result<bool> {
+        if !self.may_have_upper_whiteout(rel) {
+            return Ok(false);
+        }
         let p = self.path(0, rel);
         match super::layers::lstat(&p)? {
             Some(st) if super::layers::is_whiteout(&st, &p) => {

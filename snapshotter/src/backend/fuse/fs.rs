@@ -1106,10 +1106,11 @@ impl Filesystem for OverlayFs {
             let up = self.layers.path(0, &rel);
             let keep = OFlags::from_bits_retain(flags as _)
                 & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::TRUNC);
+            let wanted = mode & 0o7777;
             let fd = rustix::fs::open(
                 &up,
                 keep | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(wanted & 0o777),
             )
             .map_err(rerr);
             if had_whiteout {
@@ -1118,19 +1119,30 @@ impl Filesystem for OverlayFs {
                 self.layers.note_entry(&rel, fd.is_ok().then_some(0));
             }
             let fd = fd?;
-            let parent_st = super::layers::lstat(&self.layers.path(0, &pp)).map_err(errno)?;
-            let gid = match parent_st {
-                Some(st) if st.st_mode & 0o2000 != 0 => st.st_gid,
-                _ => req.gid(),
-            };
-            rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(req.uid())),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .map_err(rerr)?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777)).map_err(rerr)?;
-            let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+            // The file was made by this process: with the caller's own ids (the common
+            // case, root in the build) the filesystem already gave it the right owner,
+            // set-group-ID directories included.
+            if req.uid() != rustix::process::geteuid().as_raw()
+                || req.gid() != rustix::process::getegid().as_raw()
+            {
+                let parent_st = super::layers::lstat(&self.layers.path(0, &pp)).map_err(errno)?;
+                let gid = match parent_st {
+                    Some(st) if st.st_mode & 0o2000 != 0 => st.st_gid,
+                    _ => req.gid(),
+                };
+                rustix::fs::fchown(
+                    &fd,
+                    Some(rustix::fs::Uid::from_raw(req.uid())),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )
+                .map_err(rerr)?;
+            }
+            let mut st = rustix::fs::fstat(&fd).map_err(rerr)?;
+            // The process umask (or a chown clearing set-ID bits) may have changed the mode.
+            if st.st_mode & 0o7777 != wanted {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(wanted)).map_err(rerr)?;
+                st.st_mode = (st.st_mode & !0o7777) | wanted;
+            }
             let ino = self.table().ino_for(&rel);
             Ok((attr(ino, &st), self.add_handle(Handle::File(ino, fd))))
         };

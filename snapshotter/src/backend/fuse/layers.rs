@@ -25,7 +25,11 @@ use crate::format;
 #[derive(Debug, Clone)]
 pub(super) struct DirView {
     pub layers: Vec<usize>,
-    pub names: HashMap<OsString, usize>,
+    /// Name → (layer, `lstat` when the entry is in a lower layer: lowers never change,
+    /// so their stats are read once).
+    pub names: HashMap<OsString, (usize, Option<Stat>)>,
+    /// Names the upper directory holds a whiteout for.
+    pub upper_whiteouts: HashSet<OsString>,
 }
 
 /// The directories of the stack.
@@ -134,6 +138,7 @@ impl Layers {
         };
         let mut names = HashMap::new();
         let mut hidden: HashSet<OsString> = HashSet::new();
+        let mut upper_whiteouts: HashSet<OsString> = HashSet::new();
         for &i in &layers {
             let dir = self.path(i, rel);
             let rd = match std::fs::read_dir(&dir) {
@@ -161,20 +166,30 @@ impl Layers {
                     continue;
                 }
                 let ft = e.file_type()?;
-                let whiteout = if ft.is_char_device_or_empty_file() {
-                    let p = dir.join(&name);
-                    lstat(&p)?.is_some_and(|st| is_whiteout(&st, &p))
+                // Lower entries: one lstat, kept. Upper entries: stat only what may be a
+                // whiteout; they are stat'ed fresh when asked for.
+                let st = if i > 0 || ft.is_char_device_or_empty_file() {
+                    lstat(&dir.join(&name))?
                 } else {
-                    false
+                    None
                 };
+                let whiteout = ft.is_char_device_or_empty_file()
+                    && st.is_some_and(|st| is_whiteout(&st, &dir.join(&name)));
                 if whiteout {
+                    if i == 0 {
+                        upper_whiteouts.insert(name.clone());
+                    }
                     hidden.insert(name);
                 } else {
-                    names.insert(name, i);
+                    names.insert(name, (i, st.filter(|_| i > 0)));
                 }
             }
         }
-        let v = Arc::new(DirView { layers, names });
+        let v = Arc::new(DirView {
+            layers,
+            names,
+            upper_whiteouts,
+        });
         self.views
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -193,12 +208,27 @@ impl Layers {
             let v = Arc::make_mut(v);
             match layer {
                 Some(l) => {
-                    v.names.insert(name.to_os_string(), l);
+                    v.upper_whiteouts.remove(name);
+                    v.names.insert(name.to_os_string(), (l, None));
                 }
                 None => {
                     v.names.remove(name);
                 }
             }
+        }
+    }
+
+    /// Records in the cached view of `rel`'s parent (if any) that the upper directory now
+    /// holds a whiteout at `rel`.
+    pub fn note_whiteout(&self, rel: &Path) {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return;
+        };
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get_mut(parent) {
+            let v = Arc::make_mut(v);
+            v.names.remove(name);
+            v.upper_whiteouts.insert(name.to_os_string());
         }
     }
 
@@ -211,6 +241,32 @@ impl Layers {
                     .ok()
                     .flatten()
                     .is_some())
+    }
+
+    /// Whether directory `rel` is known to exist in the upper layer (from its cached view).
+    pub fn upper_has_dir(&self, rel: &Path) -> bool {
+        self.views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .is_some_and(|v| v.layers.first() == Some(&0))
+    }
+
+    /// Whether the upper directory may hold a whiteout at `rel`: false only when the
+    /// parent's cached view knows it does not.
+    pub fn may_have_upper_whiteout(&self, rel: &Path) -> bool {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return true;
+        };
+        match self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(parent)
+        {
+            Some(v) => v.upper_whiteouts.contains(name),
+            None => true,
+        }
     }
 
     /// Drops the cached view of directory `rel`.
@@ -253,9 +309,12 @@ impl Layers {
         let Ok(pv) = self.view(parent) else {
             return Ok(None);
         };
-        let Some(&layer) = pv.names.get(name) else {
+        let Some(&(layer, cached)) = pv.names.get(name) else {
             return Ok(None);
         };
+        if let Some(st) = cached {
+            return Ok(Some((layer, st)));
+        }
         Ok(lstat(&self.path(layer, rel))?.map(|st| (layer, st)))
     }
 
@@ -285,8 +344,12 @@ impl Layers {
     pub fn list(&self, rel: &Path) -> io::Result<Vec<(OsString, usize, Stat)>> {
         let v = self.view(rel)?;
         let mut out = Vec::with_capacity(v.names.len());
-        for (name, &i) in &v.names {
-            if let Some(st) = lstat(&self.path(i, &child(rel, name)))? {
+        for (name, &(i, cached)) in &v.names {
+            let st = match cached {
+                Some(st) => Some(st),
+                None => lstat(&self.path(i, &child(rel, name)))?,
+            };
+            if let Some(st) = st {
                 out.push((name.clone(), i, st));
             }
         }
