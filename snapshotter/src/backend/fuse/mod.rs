@@ -174,7 +174,16 @@ fn filesystem(spec: &OverlaySpec) -> std::io::Result<fs::OverlayFs> {
 fn config() -> fuser::Config {
     let mut c = fuser::Config::default();
     c.acl = fuser::SessionACL::All;
-    c.n_threads = Some(2);
+    // Serving threads: 2 by default. Measured here: a sequential create loop ran ~25 %
+    // faster on 1 thread, but buildah's file-heavy build was not faster (1.07 vs 0.92 of
+    // fuse-overlayfs, within this machine's noise); KILN_FUSE_THREADS overrides.
+    c.n_threads = Some(
+        std::env::var("KILN_FUSE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (1..=16).contains(n))
+            .unwrap_or(2),
+    );
     c.clone_fd = true;
     c
 }
