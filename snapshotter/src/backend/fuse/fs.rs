@@ -248,6 +248,13 @@ impl OverlayFs {
         fh
     }
 
+    fn drop_handle(&self, fh: FileHandle) {
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+    }
+
     fn with_fd<T>(
         &self,
         fh: FileHandle,
@@ -878,10 +885,7 @@ impl Filesystem for OverlayFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.drop_handle(fh);
         reply.ok();
     }
 
@@ -967,10 +971,7 @@ impl Filesystem for OverlayFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.drop_handle(fh);
         reply.ok();
     }
 
