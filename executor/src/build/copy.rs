@@ -368,8 +368,6 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             };
             let t = clean(&target);
             let fd = dest_root.mkdir_all(&t, dir_owner)?;
-            let dir_target = (rel.is_empty() || req.parents).then_some(());
-            let _ = dir_target;
             apply_meta(&fd, None, &md, req)?;
             copy_tree(&dest_root, &src, &t, req, rel)?;
         } else {

@@ -27,7 +27,7 @@ use kiln_snapshotter::backend::overlay::OverlayBackend;
 use kiln_snapshotter::backend::Backend;
 use kiln_snapshotter::layer::LayerCompression;
 
-use crate::dockerfile::{DockerfileError, Source};
+use crate::dockerfile::DockerfileError;
 use crate::mounts::SecretSource;
 use crate::plan::{PlanError, Platform};
 use crate::sandbox::userns::IdMapping;
@@ -244,9 +244,7 @@ pub fn build(
     opts: &BuildOptions,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<BuildResult, BuildError> {
-    let source = Source::new(opts.dockerfile_name.clone(), &opts.dockerfile);
     let doc = crate::dockerfile::parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
-    let _ = source;
     let mut plan_opts = crate::plan::PlanOptions {
         target: opts.target.clone(),
         build_args: opts.build_args.clone(),
@@ -271,6 +269,6 @@ pub fn build(
         ));
     }
     let mut session = stage::Session::open(opts, &doc, on_event)?;
-    let result = session.run(&graph, &doc, on_event)?;
+    let result = session.run(&graph, on_event)?;
     Ok(result)
 }

@@ -58,12 +58,11 @@ pub(super) struct Session<'a> {
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
 /// is refused (outside a mount namespace).
-fn scratch_dir(root: &Path) -> Result<(PathBuf, bool), BuildError> {
+fn scratch_dir() -> Result<(PathBuf, bool), BuildError> {
     let base = std::env::temp_dir().join(format!("kiln-build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base)
         .map_err(|e| setup("creating the build's scratch directory")(e.to_string()))?;
-    let _ = root;
     let ok = rustix::mount::mount(
         "tmpfs",
         &base,
@@ -85,7 +84,7 @@ impl<'a> Session<'a> {
             .map_err(|e| setup("opening the snapshot store")(e.to_string()))?;
         let images = ImageStore::open(&opts.root)
             .map_err(|e| setup("opening the image store")(e.to_string()))?;
-        let (scratch, on_tmpfs) = scratch_dir(&opts.root)?;
+        let (scratch, on_tmpfs) = scratch_dir()?;
         if !on_tmpfs && !opts.secrets.is_empty() {
             on_event(Event::Warning(
                 "secrets are kept in a plain directory: no private tmpfs could be mounted".into(),
@@ -179,10 +178,8 @@ impl<'a> Session<'a> {
     pub(super) fn run(
         &mut self,
         graph: &StageGraph,
-        doc: &Document,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<BuildResult, BuildError> {
-        let _ = doc;
         // Base images first: their Env feeds the evaluation of the stages.
         for s in graph.stages.iter().filter(|s| s.needed) {
             if let Base::Image(r) = &s.base {

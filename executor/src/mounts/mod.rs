@@ -114,7 +114,7 @@ fn absolute_target(target: &str, workdir: &str) -> Result<String, MountError> {
 /// `base/source`, resolved beneath `base` (symlinks inside resolve as if `base` were
 /// `/`), so a stage's symlink can never point a bind mount at the host.
 pub fn resolve_beneath(base: &Path, source: &str) -> std::io::Result<PathBuf> {
-    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
     let rel = source.trim_start_matches('/');
     if rel.is_empty() || rel == "." {
         return Ok(base.to_path_buf());
@@ -131,7 +131,6 @@ pub fn resolve_beneath(base: &Path, source: &str) -> std::io::Result<PathBuf> {
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )?;
-    let _ = CWD;
     let link = std::fs::read_link(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&fd)
