@@ -701,14 +701,7 @@ impl<'a> Session<'a> {
             Instruction::Copy(cp) => {
                 let req = CopyRequest {
                     sources: cp.sources.clone(),
-                    inline: cp
-                        .inline_files
-                        .iter()
-                        .map(|f| InlineSource {
-                            name: f.name.clone(),
-                            data: f.data.clone().into_bytes(),
-                        })
-                        .collect(),
+                    inline: inline_sources(&cp.inline_files),
                     dest: cp.dest.clone(),
                     src_root: PathBuf::new(),
                     from_context: cp.from.is_none(),
@@ -782,14 +775,7 @@ impl<'a> Session<'a> {
                 }
                 let req = CopyRequest {
                     sources: plain,
-                    inline: add
-                        .inline_files
-                        .iter()
-                        .map(|f| InlineSource {
-                            name: f.name.clone(),
-                            data: f.data.clone().into_bytes(),
-                        })
-                        .collect(),
+                    inline: inline_sources(&add.inline_files),
                     dest: add.dest.clone(),
                     src_root: PathBuf::new(),
                     from_context: true,
@@ -1129,6 +1115,17 @@ fn owner_in(root: &Path, user: &str) -> Result<(u32, u32), String> {
     crate::sandbox::user::resolve(user, &etc)
         .map(|ids| (ids.uid, ids.gid))
         .map_err(|e| format!("user {user:?}: {e}"))
+}
+
+/// Heredoc files of COPY/ADD as copy sources.
+fn inline_sources(files: &[crate::dockerfile::instructions::InlineFile]) -> Vec<InlineSource> {
+    files
+        .iter()
+        .map(|f| InlineSource {
+            name: f.name.clone(),
+            data: f.data.clone().into_bytes(),
+        })
+        .collect()
 }
 
 fn parse_chmod(s: Option<&str>) -> Result<Option<super::copy::Chmod>, String> {

@@ -11,9 +11,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use ssh_encoding::Encode as _;
 use ssh_key::PrivateKey;
@@ -29,9 +27,7 @@ const RSA_SHA2_256: u32 = 2;
 
 /// A running agent; stops and removes its socket when dropped.
 pub struct KeyAgent {
-    socket: PathBuf,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    server: super::ssh::SocketServer,
 }
 
 impl KeyAgent {
@@ -64,43 +60,16 @@ impl KeyAgent {
                 .map_err(io_err("setting the agent socket's mode"))?;
         }
         let keys = Arc::new(loaded);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let keys = keys.clone();
-                    std::thread::spawn(move || {
-                        if let Err(e) = serve(c, &keys) {
-                            tracing::debug!("ssh agent connection: {e}");
-                        }
-                    });
-                }
+        let server = super::ssh::SocketServer::spawn(listener, socket, move |c| {
+            if let Err(e) = serve(c, &keys) {
+                tracing::debug!("ssh agent connection: {e}");
             }
         });
-        Ok(KeyAgent {
-            socket: socket.to_path_buf(),
-            stop,
-            accept: Some(accept),
-        })
+        Ok(KeyAgent { server })
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-}
-
-impl Drop for KeyAgent {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.socket);
+        self.server.socket()
     }
 }
 

@@ -57,9 +57,59 @@ pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), String> {
 
 /// A listening socket that forwards connections to an agent, until dropped.
 pub struct AgentProxy {
+    server: SocketServer,
+}
+
+/// A listening socket whose connections go to `handle` on threads of their own, until
+/// dropped (then the socket file is removed).
+pub(super) struct SocketServer {
     socket: PathBuf,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+}
+
+impl SocketServer {
+    pub(super) fn spawn(
+        listener: UnixListener,
+        socket: &Path,
+        handle: impl Fn(UnixStream) + Send + Sync + 'static,
+    ) -> SocketServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let handle = Arc::new(handle);
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    let h = handle.clone();
+                    std::thread::spawn(move || h(c));
+                }
+            }
+        });
+        SocketServer {
+            socket: socket.to_path_buf(),
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    pub(super) fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 impl AgentProxy {
@@ -87,32 +137,19 @@ impl AgentProxy {
             std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err("setting the ssh socket's mode"))?;
         }
-        let stop = Arc::new(AtomicBool::new(false));
         let agent = agent.to_path_buf();
-        let stop2 = stop.clone();
-        let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = conn else { continue };
+        let server =
+            SocketServer::spawn(listener, socket, move |client| {
                 match UnixStream::connect(&agent) {
-                    Ok(upstream) => {
-                        std::thread::spawn(move || forward(client, upstream));
-                    }
+                    Ok(upstream) => forward(client, upstream),
                     Err(e) => tracing::warn!("ssh agent {}: {e}", agent.display()),
                 }
-            }
-        });
-        Ok(AgentProxy {
-            socket: socket.to_path_buf(),
-            stop,
-            accept: Some(accept),
-        })
+            });
+        Ok(AgentProxy { server })
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.server.socket()
     }
 }
 
@@ -128,18 +165,6 @@ fn forward(client: UnixStream, upstream: UnixStream) {
     let _ = io::copy(&mut u, &mut c2);
     let _ = c2.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
-}
-
-impl Drop for AgentProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.socket);
-    }
 }
 
 #[cfg(test)]

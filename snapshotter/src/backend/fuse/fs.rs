@@ -267,6 +267,25 @@ impl OverlayFs {
         }
     }
 
+    /// Copies `ino` up and applies `change` to its upper path, under the change lock.
+    fn change_upper(
+        &self,
+        ino: INodeNo,
+        change: impl FnOnce(&Path) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let rel = self.path(ino)?;
+        let _g = self.lock();
+        self.layers.copy_up(&rel, true).map_err(errno)?;
+        change(&self.layers.path(0, &rel))
+    }
+
+    /// The path of `ino` in the layer that shows it.
+    fn visible_path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+        let rel = self.path(ino)?;
+        let (layer, _) = self.find(&rel)?;
+        Ok(self.layers.path(layer, &rel))
+    }
+
     /// `fstat` of any open handle of inode `ino`.
     fn open_fstat(&self, ino: u64) -> Option<Stat> {
         let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
@@ -644,10 +663,7 @@ impl Filesystem for OverlayFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let run = || -> Result<Vec<u8>, Errno> {
-            let rel = self.path(ino)?;
-            let (layer, _) = self.find(&rel)?;
-            let t =
-                rustix::fs::readlink(self.layers.path(layer, &rel), Vec::new()).map_err(rerr)?;
+            let t = rustix::fs::readlink(self.visible_path(ino)?, Vec::new()).map_err(rerr)?;
             Ok(t.into_bytes())
         };
         match run() {
@@ -1005,19 +1021,16 @@ impl Filesystem for OverlayFs {
         if format::is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::EPERM);
         }
-        let run = || -> Result<(), Errno> {
-            let rel = self.path(ino)?;
-            let _g = self.lock();
-            self.layers.copy_up(&rel, true).map_err(errno)?;
+        let done = self.change_upper(ino, |up| {
             rustix::fs::lsetxattr(
-                self.layers.path(0, &rel),
+                up,
                 name,
                 value,
                 rustix::fs::XattrFlags::from_bits_retain(flags as _),
             )
             .map_err(rerr)
-        };
-        match run() {
+        });
+        match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -1029,9 +1042,7 @@ impl Filesystem for OverlayFs {
             return reply.error(Errno::NO_XATTR);
         }
         let run = || -> Result<Vec<u8>, Errno> {
-            let rel = self.path(ino)?;
-            let (layer, _) = self.find(&rel)?;
-            let p = self.layers.path(layer, &rel);
+            let p = self.visible_path(ino)?;
             let mut v = vec![0u8; 65536];
             let n = rustix::fs::lgetxattr(&p, name, &mut v[..]).map_err(rerr)?;
             v.truncate(n);
@@ -1042,9 +1053,7 @@ impl Filesystem for OverlayFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let run = || -> Result<Vec<u8>, Errno> {
-            let rel = self.path(ino)?;
-            let (layer, _) = self.find(&rel)?;
-            let p = self.layers.path(layer, &rel);
+            let p = self.visible_path(ino)?;
             let mut names = vec![0u8; 65536];
             let n = match rustix::fs::llistxattr(&p, &mut names[..]) {
                 Ok(n) => n,
@@ -1068,13 +1077,8 @@ impl Filesystem for OverlayFs {
         if format::is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::NO_XATTR);
         }
-        let run = || -> Result<(), Errno> {
-            let rel = self.path(ino)?;
-            let _g = self.lock();
-            self.layers.copy_up(&rel, true).map_err(errno)?;
-            rustix::fs::lremovexattr(self.layers.path(0, &rel), name).map_err(rerr)
-        };
-        match run() {
+        let done = self.change_upper(ino, |up| rustix::fs::lremovexattr(up, name).map_err(rerr));
+        match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
