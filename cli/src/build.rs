@@ -9,28 +9,12 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use kiln_executor::build::{self, BuildOptions, Event, NamedContext, Output, SnapshotterChoice};
+use clap::Args;
 use kiln_executor::mounts::secret::SecretSource;
 use kiln_executor::sandbox::userns;
-use kiln_snapshotter::layer::LayerCompression;
+use kiln_executor::{BackendChoice, BuildOptions, Event, NamedContext, Output};
 
-#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
-pub enum Compression {
-    #[default]
-    Zstd,
-    Gzip,
-    Uncompressed,
-}
-
-#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
-pub enum Snapshotter {
-    #[default]
-    Auto,
-    Fuse,
-    Overlay,
-    Copy,
-}
+use crate::args::{key_value, Compression};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -71,9 +55,9 @@ pub struct BuildArgs {
     compression: Compression,
     #[arg(long)]
     compression_level: Option<i32>,
-    /// How stage filesystems are mounted.
-    #[arg(long, value_enum, default_value_t, env = "KILN_SNAPSHOTTER")]
-    snapshotter: Snapshotter,
+    /// How stage filesystems are mounted: auto, overlay, fuse or copy.
+    #[arg(long, default_value = "auto", env = "KILN_SNAPSHOTTER")]
+    snapshotter: BackendChoice,
     /// kiln's data directory (default: $KILN_ROOT, $XDG_DATA_HOME/kiln, ~/.local/share/kiln,
     /// or /var/lib/kiln for root).
     #[arg(long, env = "KILN_ROOT")]
@@ -86,13 +70,6 @@ pub struct BuildArgs {
     allow: Vec<String>,
     /// The build context directory.
     context: PathBuf,
-}
-
-fn key_value(s: &str, what: &str) -> Result<(String, String)> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
-    }
 }
 
 /// Runs `kiln build`; returns the process exit code.
@@ -129,19 +106,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             )
         }
     };
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            None => {
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
+    let build_args = crate::args::build_args(&args.build_args)?;
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = key_value(l, "--label")?;
@@ -188,20 +153,15 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     let outputs = args
         .outputs
         .iter()
-        .map(|o| Output::parse(o).map_err(anyhow::Error::msg))
+        .map(|o| Output::parse(o).with_context(|| format!("-o {o}")))
         .collect::<Result<Vec<_>>>()?;
     let docker_out = outputs.iter().any(|o| matches!(o, Output::Docker { .. }));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // A docker archive gets gzip layers unless asked otherwise (docker cannot read zstd).
     let compression = match (args.compression, docker_out) {
-        (Compression::Uncompressed, _) => LayerCompression::None,
-        (Compression::Gzip, _) | (Compression::Zstd, true) => LayerCompression::Gzip {
-            level: args.compression_level.unwrap_or(6).clamp(0, 9) as u32,
-        },
-        (Compression::Zstd, false) => LayerCompression::Zstd {
-            level: args.compression_level.unwrap_or(3),
-            threads,
-        },
-    };
+        (Compression::Zstd, true) => Compression::Gzip,
+        (c, _) => c,
+    }
+    .layer(args.compression_level);
     let source_date_epoch = build_args
         .get("SOURCE_DATE_EPOCH")
         .cloned()
@@ -219,7 +179,10 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let opts = BuildOptions {
-        root: args.root.clone().unwrap_or_else(crate::root::default_root),
+        root: args
+            .root
+            .clone()
+            .unwrap_or_else(kiln_executor::default_root),
         context,
         dockerfile,
         dockerfile_name,
@@ -232,12 +195,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         ssh,
         named_contexts,
         compression,
-        snapshotter: match args.snapshotter {
-            Snapshotter::Auto => SnapshotterChoice::Auto,
-            Snapshotter::Fuse => SnapshotterChoice::Fuse,
-            Snapshotter::Overlay => SnapshotterChoice::Overlay,
-            Snapshotter::Copy => SnapshotterChoice::Copy,
-        },
+        snapshotter: args.snapshotter,
         source_date_epoch,
         mapping,
         helper: std::env::current_exe().context("locating the kiln binary")?,
@@ -305,7 +263,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             Event::Exported(what) => writeln!(err, "exported {what}"),
         };
     };
-    let result = match build::build(&opts, &mut render) {
+    let result = match kiln_executor::build(&opts, &mut render) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,6 +1,5 @@
 //! `kiln debug parse` and `kiln debug plan`: the team's and users' window into the frontend.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -192,7 +191,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
             let doc = load(&file)?;
             let opts = PlanOptions {
                 target,
-                build_args: parse_build_args(&build_args)?,
+                build_args: crate::args::build_args(&build_args)?,
                 build_platform: Platform::host(),
                 target_platform: platform
                     .map(|p| Platform::parse(&p).map_err(anyhow::Error::msg))
@@ -225,26 +224,6 @@ fn load(file: &PathBuf) -> Result<Document> {
         (file.display().to_string(), bytes)
     };
     Ok(dockerfile::parse(&name, &bytes)?)
-}
-
-/// `KEY=VALUE` or `KEY` (value from the environment, skipped when unset, as docker does).
-fn parse_build_args(items: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in items {
-        match item.split_once('=') {
-            Some(("", _)) => bail!("invalid --build-arg {item:?}: empty name"),
-            Some((k, v)) => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            None if item.is_empty() => bail!("invalid --build-arg: empty"),
-            None => {
-                if let Ok(v) = std::env::var(item) {
-                    out.insert(item.clone(), v);
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn print_parse_text(out: &mut impl Write, doc: &Document) -> Result<()> {

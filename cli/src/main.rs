@@ -2,6 +2,7 @@
 //! `kiln-executor` library: it parses arguments, renders results and errors, and maps them
 //! to exit codes (0 ok, 1 failed, 2 usage error).
 
+mod args;
 mod bench;
 mod build;
 mod debug;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kiln_executor::build::SnapshotterChoice;
 use kiln_executor::image_run::{run_image, RunImageOptions};
+use kiln_executor::BackendChoice;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -36,8 +36,9 @@ pub struct RunArgs {
     entrypoint: Option<String>,
     #[arg(long, env = "KILN_ROOT")]
     root: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t)]
-    snapshotter: crate::build::Snapshotter,
+    /// How the image's filesystem is mounted: auto, overlay, fuse or copy.
+    #[arg(long, default_value = "auto", env = "KILN_SNAPSHOTTER")]
+    snapshotter: BackendChoice,
     image: String,
     /// The command (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -51,7 +52,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
     let _ = (args.rm, args.tty);
     let opts = RunImageOptions {
-        root: args.root.unwrap_or_else(crate::root::default_root),
+        root: args.root.unwrap_or_else(kiln_executor::default_root),
         image: args.image,
         command: args.command,
         entrypoint: args
@@ -62,12 +63,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         workdir: args.workdir,
         isolated_network: args.network == "none",
         interactive: args.interactive,
-        snapshotter: match args.snapshotter {
-            crate::build::Snapshotter::Auto => SnapshotterChoice::Auto,
-            crate::build::Snapshotter::Fuse => SnapshotterChoice::Fuse,
-            crate::build::Snapshotter::Overlay => SnapshotterChoice::Overlay,
-            crate::build::Snapshotter::Copy => SnapshotterChoice::Copy,
-        },
+        snapshotter: args.snapshotter,
         mapping,
         helper: std::env::current_exe().context("locating the kiln binary")?,
     };

@@ -8,11 +8,10 @@
 //! typed events on a channel and is printed here, by the program, in its own format: the
 //! library never prints.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln_executor::build::{build_with_channel, BuildOptions, Event, NamedContext};
-use kiln_executor::sandbox::{prelude, userns};
+use kiln_executor::sandbox::prelude;
+use kiln_executor::{Build, BuildOptions, Event, NamedContext};
 
 fn main() {
     // The sandbox's helper processes are this very binary, and the build runs inside a
@@ -29,50 +28,30 @@ fn main() {
         .get(2)
         .cloned()
         .unwrap_or_else(|| "embedded:latest".into());
-    let dockerfile = match std::fs::read(context.join("Dockerfile")) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("reading {}/Dockerfile: {e}", context.display());
-            std::process::exit(1);
-        }
-    };
-    let mut named_contexts = BTreeMap::new();
+    let root = std::env::var_os("KILN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("kiln-embed-example"));
+    // Everything not set here has a default: the namespace's id mapping, this program
+    // as the sandbox's helper, zstd layers, the `auto` snapshotter.
+    let mut options = BuildOptions::builder(&context).root(root).tag(tag.clone());
     if let Ok(layout) = std::env::var("BUSYBOX_LAYOUT") {
-        named_contexts.insert(
-            "busybox".to_string(),
+        options = options.named_context(
+            "busybox",
             NamedContext::OciLayout {
                 path: layout.into(),
                 tag: None,
             },
         );
     }
-    let root = std::env::var_os("KILN_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("kiln-embed-example"));
-    let opts = BuildOptions {
-        root,
-        context: context.clone(),
-        dockerfile,
-        dockerfile_name: "Dockerfile".into(),
-        dockerfile_path: Some(context.join("Dockerfile")),
-        target: None,
-        build_args: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        tags: vec![tag.clone()],
-        secrets: Vec::new(),
-        ssh: BTreeMap::new(),
-        named_contexts,
-        compression: Default::default(),
-        snapshotter: Default::default(),
-        source_date_epoch: None,
-        mapping: userns::build_namespace().unwrap_or(userns::IdMapping::Root),
-        helper: std::env::current_exe().expect("the program's own path"),
-        outputs: Vec::new(),
-        allow_insecure: false,
-        platform: None,
+    let opts = match options.build() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("reading {}/Dockerfile: {e}", context.display());
+            std::process::exit(1);
+        }
     };
     let (tx, rx) = crossbeam_channel::unbounded();
-    let builder = std::thread::spawn(move || build_with_channel(&opts, &tx));
+    let builder = std::thread::spawn(move || Build::new(opts).run_with_channel(&tx));
     for event in rx {
         match event {
             Event::StepStarted {

@@ -5,12 +5,11 @@
 
 use std::path::PathBuf;
 
-use kiln_snapshotter::store::Store;
-
-use crate::build::{backend_for, SnapshotterChoice};
-use crate::sandbox::run::{run, RunSpec};
+use crate::image::resolve::{import_image, ResolveError};
+use crate::sandbox::run::{run, RunSpec, SandboxError};
 use crate::sandbox::userns::IdMapping;
-use crate::store::ImageStore;
+use crate::snapshots::{BackendChoice, Snapshotter, SnapshotterError};
+use crate::store::{ImageStore, ImageStoreError};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -28,22 +27,40 @@ pub struct RunImageOptions {
     pub isolated_network: bool,
     /// Pass kiln's stdin/stdout/stderr through.
     pub interactive: bool,
-    pub snapshotter: SnapshotterChoice,
+    pub snapshotter: BackendChoice,
     pub mapping: IdMapping,
     pub helper: PathBuf,
 }
 
 /// Why an image could not be run (not: the command's exit code).
 #[derive(Debug, thiserror::Error)]
-#[error("{context}: {message}")]
-pub struct RunImageError {
-    pub context: String,
-    pub message: String,
-}
-
-fn fail(context: impl Into<String>) -> impl FnOnce(String) -> RunImageError {
-    let context = context.into();
-    move |message| RunImageError { context, message }
+pub enum RunImageError {
+    #[error("{0}: no such image in the local store (see kiln images)")]
+    NoSuchImage(String),
+    #[error("{0}: the image has no Cmd or Entrypoint: give a command")]
+    NoCommand(String),
+    #[error("{image}: {source}")]
+    Image {
+        image: String,
+        #[source]
+        source: ResolveError,
+    },
+    #[error("{context}: {source}")]
+    ImageStore {
+        context: String,
+        #[source]
+        source: ImageStoreError,
+    },
+    #[error("{context}: {source}")]
+    Snapshotter {
+        context: &'static str,
+        #[source]
+        source: SnapshotterError,
+    },
+    #[error("scratch directory: {0}")]
+    Scratch(#[source] std::io::Error),
+    #[error("running: {0}")]
+    Sandbox(#[source] SandboxError),
 }
 
 /// Runs the command; returns its exit code. `on_output` gets its output unless
@@ -52,27 +69,38 @@ pub fn run_image(
     opts: &RunImageOptions,
     on_output: &mut dyn FnMut(&[u8]),
 ) -> Result<i32, RunImageError> {
-    let images =
-        ImageStore::open(&opts.root).map_err(|e| fail("opening the image store")(e.to_string()))?;
-    let snapshots =
-        Store::open(&opts.root).map_err(|e| fail("opening the snapshot store")(e.to_string()))?;
+    let images = ImageStore::open(&opts.root).map_err(|source| RunImageError::ImageStore {
+        context: "opening the image store".into(),
+        source,
+    })?;
     let desc = images
         .resolve(&opts.image)
-        .map_err(|e| fail(opts.image.clone())(e.to_string()))?
-        .ok_or_else(|| {
-            fail(opts.image.clone())("no such image in the local store (see kiln images)".into())
+        .map_err(|source| RunImageError::ImageStore {
+            context: opts.image.clone(),
+            source,
+        })?
+        .ok_or_else(|| RunImageError::NoSuchImage(opts.image.clone()))?;
+    let scratch = tempfile::tempdir().map_err(RunImageError::Scratch)?;
+    let snapshots =
+        Snapshotter::open(&opts.root, opts.snapshotter, scratch.path()).map_err(|source| {
+            RunImageError::Snapshotter {
+                context: "opening the snapshot store",
+                source,
+            }
         })?;
-    let st = crate::build::import_for_run(&snapshots, &images, &desc)
-        .map_err(fail(opts.image.clone()))?;
-    let scratch = tempfile::tempdir().map_err(|e| fail("scratch directory")(e.to_string()))?;
-    let backend =
-        backend_for(opts.snapshotter, scratch.path()).map_err(fail("choosing a snapshotter"))?;
-    let active = snapshots
-        .prepare(st.chain.as_ref())
-        .map_err(|e| fail("preparing the container's filesystem")(e.to_string()))?;
-    let guard = active
-        .mount(backend.as_ref())
-        .map_err(|e| fail("mounting the container's filesystem")(e.to_string()))?;
+    let st = import_image(&snapshots, &images, &images, &desc).map_err(|source| {
+        RunImageError::Image {
+            image: opts.image.clone(),
+            source,
+        }
+    })?;
+    let active =
+        snapshots
+            .prepare(st.chain.as_ref())
+            .map_err(|source| RunImageError::Snapshotter {
+                context: "preparing the container's filesystem",
+                source,
+            })?;
     let c = &st.config.config;
     let mut argv = opts
         .entrypoint
@@ -86,14 +114,12 @@ pub fn run_image(
         argv.extend(opts.command.iter().cloned());
     }
     if argv.is_empty() {
-        return Err(fail(opts.image.clone())(
-            "the image has no Cmd or Entrypoint: give a command".into(),
-        ));
+        return Err(RunImageError::NoCommand(opts.image.clone()));
     }
     let mut env = c.env.clone();
     env.extend(opts.env.iter().cloned());
     let spec = RunSpec {
-        rootfs: guard.root().to_path_buf(),
+        rootfs: active.root().to_path_buf(),
         argv,
         env,
         cwd: opts.workdir.clone().unwrap_or_else(|| {
@@ -115,9 +141,7 @@ pub fn run_image(
         secret_env: Vec::new(),
         etc_dir: PathBuf::new(),
     };
-    let outcome =
-        run(&spec, &opts.helper, |b| on_output(b)).map_err(|e| fail("running")(e.to_string()))?;
-    drop(guard);
+    let outcome = run(&spec, &opts.helper, |b| on_output(b)).map_err(RunImageError::Sandbox)?;
     drop(active);
     Ok(outcome.exit_code)
 }

@@ -1,6 +1,7 @@
 //! The Dockerfile frontend: from bytes to typed instructions, the way BuildKit reads them.
 //!
 //! - [`source`]: the file's text and name, and code frames for errors ([`DockerfileError`]).
+//! - [`chmod`]: `--chmod` values of COPY and ADD.
 //! - [`ast`]: the low-level parse tree ([`Node`], [`Heredoc`], [`Document`]).
 //! - [`parser`]: directives, comments, continuations, heredocs, JSON vs shell form, flags.
 //! - [`dump`]: BuildKit's AST dump format (for the conformance cases and `kiln debug parse`).
@@ -8,6 +9,7 @@
 //! - [`instructions`]: typed instructions with validated flags, `RUN --mount` and friends.
 
 pub mod ast;
+pub mod chmod;
 pub mod dump;
 pub mod instructions;
 pub mod parser;

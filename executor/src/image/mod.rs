@@ -6,6 +6,8 @@
 //! survive. Manifests, indexes and descriptors use `oci-spec` ([`crate::store`]).
 
 pub mod history;
+pub mod resolve;
+pub mod state;
 
 use std::collections::BTreeMap;
 

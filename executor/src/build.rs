@@ -1,0 +1,136 @@
+//! The one entry point an embedding program calls: [`Build`] parses the Dockerfile,
+//! plans the stages the target needs, resolves base images, lowers the plan to a
+//! [`StepGraph`](crate::graph::StepGraph), has the scheduler run it, and exports the
+//! image. The caller must already be inside the build's user and mount namespace
+//! ([`crate::sandbox::prelude`]); progress arrives as [`Event`]s; the library prints
+//! nothing.
+
+use std::collections::BTreeMap;
+
+use crate::error::{BuildError, SetupError};
+use crate::event::Event;
+use crate::options::BuildOptions;
+use crate::plan::{Base, PlanOptions, Platform};
+use crate::sandbox::userns::IdMapping;
+use crate::step::StepContext;
+
+/// The finished image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildResult {
+    pub manifest_digest: String,
+    pub config_digest: String,
+}
+
+/// A build, ready to run.
+#[derive(Debug, Clone)]
+pub struct Build {
+    options: BuildOptions,
+}
+
+impl Build {
+    pub fn new(options: BuildOptions) -> Build {
+        Build { options }
+    }
+
+    pub fn options(&self) -> &BuildOptions {
+        &self.options
+    }
+
+    /// Runs the build; `on_event` receives progress, in order.
+    pub fn run(&self, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
+        run(&self.options, on_event)
+    }
+
+    /// Runs the build, sending its progress on `events` (for a caller that renders it on
+    /// another thread).
+    pub fn run_with_channel(
+        &self,
+        events: &crossbeam_channel::Sender<Event>,
+    ) -> Result<BuildResult, BuildError> {
+        self.run(&mut |e| {
+            let _ = events.send(e);
+        })
+    }
+}
+
+/// Runs a build (as [`Build::run`]).
+pub fn build(
+    opts: &BuildOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<BuildResult, BuildError> {
+    run(opts, on_event)
+}
+
+/// Runs a build, sending its progress on `events` (as [`Build::run_with_channel`]).
+pub fn build_with_channel(
+    opts: &BuildOptions,
+    events: &crossbeam_channel::Sender<Event>,
+) -> Result<BuildResult, BuildError> {
+    run(opts, &mut |e| {
+        let _ = events.send(e);
+    })
+}
+
+fn run(opts: &BuildOptions, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
+    let doc = crate::dockerfile::parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
+    let mut plan_opts = PlanOptions {
+        target: opts.target.clone(),
+        build_args: opts.build_args.clone(),
+        ..Default::default()
+    };
+    if let Some(p) = &opts.platform {
+        let host = Platform::host();
+        if p.os != host.os || p.architecture != host.architecture {
+            return Err(BuildError::setup(
+                format!("--platform {p}"),
+                SetupError::Unsupported(format!(
+                    "building for another platform than this machine's ({host}) is not supported yet"
+                )),
+            ));
+        }
+        plan_opts.target_platform = Some(p.clone());
+    }
+    let plan = crate::plan::plan(&doc, &plan_opts)?;
+    if matches!(opts.mapping, IdMapping::Entered { single: true }) {
+        on_event(Event::Warning(
+            "kiln runs with the single id mapping (no subordinate ids for this user in /etc/subuid and /etc/subgid): \
+             only root exists inside RUN steps, so chown to other ids and USER other than root fail"
+                .into(),
+        ));
+    }
+    let cx = StepContext::open(opts, doc.source.clone(), on_event)?;
+    // Base images first: their Env and ONBUILD triggers feed the evaluation of the stages.
+    let mut env = BTreeMap::new();
+    let mut triggers = BTreeMap::new();
+    for s in plan.stages.iter().filter(|s| s.needed) {
+        let Base::Image(r) = &s.base else { continue };
+        if env.contains_key(r) {
+            continue;
+        }
+        let st = cx.base(r).map_err(|e| cx.fail_at(s.position, e))?;
+        let parsed = crate::graph::onbuild::parse_triggers(
+            &st.config.config.on_build,
+            r,
+            s.position,
+            &doc.source,
+        )?;
+        env.insert(r.clone(), st.config.env_pairs());
+        triggers.insert(r.clone(), parsed);
+    }
+    let env_of = |r: &str| env.get(r).cloned().unwrap_or_default();
+    let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
+    let evals = plan.evaluate_with_triggers(&doc.source, &env_of, &triggers_of)?;
+    let graph = crate::graph::lower(&plan, &evals, &doc.source)?;
+    crate::schedule::run(&cx, &graph, on_event)?;
+    let mut target = cx
+        .result(graph.target)
+        .ok_or_else(|| BuildError::setup("building", SetupError::TargetNotBuilt))?;
+    for (k, v) in &opts.labels {
+        target.config.config.labels.insert(k.clone(), v.clone());
+    }
+    let written = crate::export::finish(&cx, &target, on_event)?;
+    Ok(BuildResult {
+        manifest_digest: written.manifest_digest,
+        config_digest: written.config_digest,
+    })
+}

@@ -1,0 +1,32 @@
+//! What a build tells its caller while it runs: typed [`Event`]s, in order.
+
+/// What happened, for the caller to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Something the user should know (shown once).
+    Warning(String),
+    /// A step starts: `id` numbers steps across the build.
+    StepStarted {
+        id: usize,
+        stage: String,
+        index: usize,
+        total: usize,
+        text: String,
+    },
+    /// Output of a running step.
+    Output { id: usize, bytes: Vec<u8> },
+    /// A step ended; `layer` is the digest of the layer it made, if any.
+    StepDone {
+        id: usize,
+        layer: Option<String>,
+        seconds: f64,
+    },
+    /// The image was written (`manifest` and `config` digests).
+    ImageWritten {
+        manifest: String,
+        config: String,
+        tags: Vec<String>,
+    },
+    /// An output was exported.
+    Exported(String),
+}

@@ -1,0 +1,72 @@
+//! The image itself: config and manifest blobs in the local store.
+
+use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+
+use crate::error::{BuildError, SetupError};
+use crate::image::state::StageState;
+use crate::step::StepContext;
+use crate::store::descriptor;
+
+/// The written image.
+#[derive(Debug, Clone)]
+pub struct ImageWritten {
+    pub manifest: Descriptor,
+    pub manifest_digest: String,
+    pub config_digest: String,
+}
+
+pub(super) fn write(cx: &StepContext<'_>, target: &StageState) -> Result<ImageWritten, BuildError> {
+    let fail = |e: SetupError| BuildError::setup("writing the image", e);
+    let mut config = target.config.clone();
+    config.created = Some(cx.created().to_string());
+    config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let config_json = serde_json::to_vec(&config).map_err(|e| fail(e.into()))?;
+    let images = &cx.images;
+    let config_digest = images.put_blob(&config_json).map_err(|e| fail(e.into()))?;
+    let mut layers = Vec::new();
+    for l in &target.layers {
+        layers.push(
+            descriptor(media_type(&l.media_type), &l.digest, l.size).map_err(|e| fail(e.into()))?,
+        );
+    }
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(
+            descriptor(
+                MediaType::ImageConfig,
+                &config_digest,
+                config_json.len() as u64,
+            )
+            .map_err(|e| fail(e.into()))?,
+        )
+        .layers(layers)
+        .build()
+        .map_err(|e| fail(e.into()))?;
+    let manifest_json = manifest.to_string().map_err(|e| fail(e.into()))?;
+    let manifest_digest = images
+        .put_blob(manifest_json.as_bytes())
+        .map_err(|e| fail(e.into()))?;
+    let manifest = descriptor(
+        MediaType::ImageManifest,
+        &manifest_digest,
+        manifest_json.len() as u64,
+    )
+    .map_err(|e| fail(e.into()))?;
+    Ok(ImageWritten {
+        manifest,
+        manifest_digest,
+        config_digest,
+    })
+}
+
+fn media_type(s: &str) -> MediaType {
+    use kiln_snapshotter::layer::{MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_ZSTD};
+    match s {
+        MEDIA_TYPE_ZSTD => MediaType::ImageLayerZstd,
+        MEDIA_TYPE_GZIP => MediaType::ImageLayerGzip,
+        MEDIA_TYPE_TAR => MediaType::ImageLayer,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => MediaType::ImageLayerGzip,
+        other => MediaType::Other(other.to_string()),
+    }
+}

@@ -1,0 +1,24 @@
+//! `-o type=oci,dest=…`: an OCI image layout, as a directory or a tar file.
+
+use std::path::Path;
+
+use super::ImageWritten;
+use crate::error::SetupError;
+use crate::step::StepContext;
+
+pub(super) fn export(
+    cx: &StepContext<'_>,
+    image: &ImageWritten,
+    dest: &Path,
+    tar: bool,
+) -> Result<(), SetupError> {
+    let tag = cx.opts.tags.first().map(String::as_str);
+    if tar {
+        let dir = tempfile::tempdir()?;
+        cx.images.write_layout(dir.path(), &image.manifest, tag)?;
+        crate::store::archive::tar_dir(dir.path(), dest)?;
+    } else {
+        cx.images.write_layout(dest, &image.manifest, tag)?;
+    }
+    Ok(())
+}

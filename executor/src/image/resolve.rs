@@ -1,0 +1,189 @@
+//! Base images: what `FROM`, `COPY --from` and `RUN --mount from=` name when it is not a
+//! stage — a named context (`--build-context`: a directory, an OCI layout, another
+//! reference) or an image of the local store — turned into snapshots, layer by layer,
+//! with their blobs copied into kiln's store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::Descriptor;
+
+use super::state::{LayerRef, StageState};
+use super::{ImageConfig, RunConfig};
+use crate::options::NamedContext;
+use crate::plan::scope::DEFAULT_PATH;
+use crate::plan::Platform;
+use crate::snapshots::{CommitOptions, Snapshotter, SnapshotterError};
+use crate::store::{normalize_reference, ImageStore, ImageStoreError};
+
+/// Why a base image could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{reference}: the image is not in the local store ({}) and pulling from registries is not available yet; build it with `kiln build -t {reference}`, or pass --build-context {reference}=oci-layout://PATH", root.display())]
+    NotInStore { reference: String, root: PathBuf },
+    #[error("{}: no image {} in this OCI layout", path.display(), tag.as_deref().unwrap_or("(give a tag: oci-layout://PATH:TAG)"))]
+    NotInLayout { path: PathBuf, tag: Option<String> },
+    #[error(transparent)]
+    ImageStore(#[from] ImageStoreError),
+    #[error(transparent)]
+    Snapshotter(#[from] SnapshotterError),
+    #[error("copying layer {digest}: {source}")]
+    CopyBlob {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("applying layer {digest}: {source}")]
+    Apply {
+        digest: String,
+        #[source]
+        source: Box<SnapshotterError>,
+    },
+    #[error("reading layer {digest}: {source}")]
+    ReadBlob {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("copying {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: Box<SnapshotterError>,
+    },
+}
+
+/// Resolves base image references for one build.
+pub struct BaseImages<'a> {
+    pub snapshots: &'a Snapshotter,
+    pub images: &'a ImageStore,
+    pub named: &'a BTreeMap<String, NamedContext>,
+    pub root: &'a Path,
+    pub platform: Platform,
+    pub commit: CommitOptions,
+}
+
+impl BaseImages<'_> {
+    /// The config a stage starts with when its base gives none (scratch, a directory).
+    pub fn platform_config(&self) -> ImageConfig {
+        let p = self.platform.clone();
+        ImageConfig {
+            architecture: p.architecture,
+            os: p.os,
+            variant: p.variant,
+            config: RunConfig {
+                env: vec![format!("PATH={DEFAULT_PATH}")],
+                working_dir: "/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// An image reference: a named context, or the local store.
+    pub fn resolve(&self, reference: &str) -> Result<StageState, ResolveError> {
+        let wanted = normalize_reference(reference);
+        let named = self
+            .named
+            .iter()
+            .find(|(k, _)| k.as_str() == reference || normalize_reference(k) == wanted)
+            .map(|(_, v)| v.clone());
+        match named {
+            Some(NamedContext::Dir(dir)) => self.dir_as_base(&dir),
+            Some(NamedContext::OciLayout { path, tag }) => {
+                let layout = ImageStore::open(&path)?;
+                let index = layout.index()?;
+                let desc = match &tag {
+                    Some(t) => layout.resolve(t)?,
+                    None if index.manifests().len() == 1 => index.manifests().first().cloned(),
+                    None => None,
+                }
+                .ok_or(ResolveError::NotInLayout { path, tag })?;
+                import_image(self.snapshots, self.images, &layout, &desc)
+            }
+            Some(NamedContext::Image(r)) => self.resolve(&r),
+            None => {
+                let desc =
+                    self.images
+                        .resolve(reference)?
+                        .ok_or_else(|| ResolveError::NotInStore {
+                            reference: reference.to_string(),
+                            root: self.root.to_path_buf(),
+                        })?;
+                import_image(self.snapshots, self.images, self.images, &desc)
+            }
+        }
+    }
+
+    /// A directory as a one-layer base filesystem.
+    fn dir_as_base(&self, dir: &Path) -> Result<StageState, ResolveError> {
+        let mut st = StageState {
+            config: self.platform_config(),
+            ..Default::default()
+        };
+        let committed = self
+            .snapshots
+            .import_dir(None, dir, &self.commit)
+            .map_err(|e| ResolveError::Dir {
+                dir: dir.to_path_buf(),
+                source: Box::new(e),
+            })?;
+        if let Some(c) = committed {
+            st.push_layer(c);
+        }
+        Ok(st)
+    }
+}
+
+/// Makes snapshots of `desc`'s layers (copying its blobs from `from` into `images`).
+pub fn import_image(
+    snapshots: &Snapshotter,
+    images: &ImageStore,
+    from: &ImageStore,
+    desc: &Descriptor,
+) -> Result<StageState, ResolveError> {
+    let img = from.load(desc)?;
+    let mut st = StageState {
+        config: img.config.clone(),
+        ..Default::default()
+    };
+    for (i, l) in img.manifest.layers().iter().enumerate() {
+        let digest = l.digest().to_string();
+        let src = from.blob_path(&digest);
+        let dst = images.blob_path(&digest);
+        let copy_err = |source| ResolveError::CopyBlob {
+            digest: digest.clone(),
+            source,
+        };
+        if src != dst && !dst.exists() {
+            let tmp = dst.with_extension("tmp-import");
+            std::fs::copy(&src, &tmp).map_err(copy_err)?;
+            std::fs::rename(&tmp, &dst).map_err(copy_err)?;
+        }
+        let diff_id = img
+            .config
+            .rootfs
+            .diff_ids
+            .get(i)
+            .cloned()
+            .unwrap_or_default();
+        let f = std::fs::File::open(&dst).map_err(|source| ResolveError::ReadBlob {
+            digest: digest.clone(),
+            source,
+        })?;
+        let id = snapshots
+            .apply_layer(st.chain.as_ref(), &digest, std::io::BufReader::new(f))
+            .map_err(|e| ResolveError::Apply {
+                digest: digest.clone(),
+                source: Box::new(e),
+            })?;
+        st.chain = Some(id);
+        st.layers.push(LayerRef {
+            digest,
+            diff_id,
+            size: l.size(),
+            media_type: l.media_type().to_string(),
+        });
+    }
+    Ok(st)
+}

@@ -1,0 +1,113 @@
+//! COPY and ADD as steps: sources resolved (the context, another stage, a named context,
+//! downloads), then written into the stage's snapshot by [`tree`].
+//!
+//! - [`tree`]: copying files with BuildKit's rules, unpacking local archives;
+//! - [`download`]: ADD's http(s) sources, checked against `--checksum`.
+
+pub mod download;
+pub mod tree;
+
+use std::path::PathBuf;
+
+use tree::{copy_into, extract_into, CopyRequest, InlineSource};
+
+use super::{owner_in, StepContext};
+use crate::dockerfile::chmod::Chmod;
+use crate::error::StepError;
+use crate::graph::CopyOp;
+use crate::image::state::StageState;
+
+/// Runs a COPY or ADD; the digest of the layer it made.
+pub(super) fn run(
+    cx: &StepContext<'_>,
+    st: &mut StageState,
+    op: &CopyOp,
+    id: usize,
+) -> Result<Option<String>, StepError> {
+    let from = match &op.from {
+        Some(input) => Some(cx.view_of(input)?),
+        None => None,
+    };
+    // Downloads are copied like local files, mode 0600 as BuildKit gives them.
+    let mut downloads = Vec::new();
+    for (n, url) in op.urls.iter().enumerate() {
+        let dir = cx.scratch.join(format!("add-{id}-{n}"));
+        let name = download::fetch(url, &dir, op.checksum.as_deref())?;
+        downloads.push((dir, name));
+    }
+    // Local archives of ADD are unpacked (unless --unpack=false); the rest is copied.
+    let mut archives = Vec::new();
+    let mut plain = Vec::new();
+    for s in &op.sources {
+        let archive =
+            (op.add && op.unpack != Some(false) && !crate::context::pattern::has_wildcard(s))
+                .then(|| crate::mounts::resolve_beneath(&cx.opts.context, s).ok())
+                .flatten()
+                .filter(|p| !cx.ignore.excluded(s) && tree::archive_kind(p).is_some());
+        match archive {
+            Some(p) => archives.push(p),
+            None => plain.push(s.clone()),
+        }
+    }
+    let mut req = CopyRequest {
+        sources: plain,
+        inline: op
+            .inline
+            .iter()
+            .map(|f| InlineSource {
+                name: f.name.clone(),
+                data: f.data.clone(),
+            })
+            .collect(),
+        dest: op.dest.clone(),
+        src_root: match &from {
+            Some(t) => t.root().to_path_buf(),
+            None => cx.opts.context.clone(),
+        },
+        from_context: op.from.is_none(),
+        chown: None,
+        chmod: op.chmod.clone(),
+        workdir: st.config.config.working_dir.clone(),
+        excludes: op.excludes.clone(),
+        parents: op.parents,
+        ignore: Some(cx.ignore.clone()),
+    };
+    let extra: Vec<CopyRequest> = downloads
+        .into_iter()
+        .map(|(dir, name): (PathBuf, String)| CopyRequest {
+            sources: vec![name],
+            inline: Vec::new(),
+            src_root: dir,
+            from_context: false,
+            chmod: req.chmod.clone().or(Some(Chmod::Octal(0o600))),
+            ignore: None,
+            ..req.clone()
+        })
+        .collect();
+    let layer = cx.fs_step(st, |root| {
+        if let Some(c) = &op.chown {
+            req.chown = Some(owner_in(root, c)?);
+        }
+        if !req.sources.is_empty() || !req.inline.is_empty() {
+            copy_into(root, &req)?;
+        }
+        for x in &extra {
+            let mut x = x.clone();
+            x.chown = req.chown;
+            copy_into(root, &x)?;
+        }
+        for a in &archives {
+            extract_into(
+                root,
+                a,
+                &req.dest,
+                &req.workdir,
+                req.chown.unwrap_or((0, 0)),
+            )?;
+        }
+        Ok(())
+    })?;
+    drop(from);
+    cx.history(st, format!("{} # buildkit", op.history), layer.is_some());
+    Ok(layer)
+}

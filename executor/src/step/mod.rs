@@ -1,0 +1,372 @@
+//! Step runners: each step of the graph on its stage's snapshot chain.
+//!
+//! - [`meta`]: config-only instructions (ENV, LABEL, ARG, CMD, …) and WORKDIR;
+//! - [`copy`]: COPY and ADD;
+//! - [`run`]: RUN, through the sandbox, with its mounts.
+//!
+//! A filesystem step is `prepare(parent) → mutate → commit`; a step whose diff is empty
+//! makes no layer (its history entry says `empty_layer`). [`StepContext`] holds what the
+//! steps of one build share: the snapshotter, the image store, secrets, ssh agents, the
+//! context's `.dockerignore`, and the finished stages.
+
+pub mod copy;
+mod meta;
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::context::ignore::IgnoreRules;
+use crate::dockerfile::instructions::ShellOrExec;
+use crate::dockerfile::{Position, Source};
+use crate::error::{BuildError, StepError, StepFailure};
+use crate::event::Event;
+use crate::graph::{StageNode, StepGraph, StepInput, StepOp};
+use crate::image::history::{self};
+use crate::image::resolve::{BaseImages, ResolveError};
+use crate::image::state::StageState;
+use crate::image::History;
+use crate::mounts::key_agent::KeyAgent;
+use crate::mounts::ssh::SshSource;
+use crate::mounts::SecretStore;
+use crate::options::{BuildOptions, NamedContext};
+use crate::plan::scope::DEFAULT_PATH;
+use crate::plan::{Base, Platform};
+use crate::snapshots::{CommitOptions, DiffOptions, Snapshotter, View};
+use crate::store::ImageStore;
+
+/// What the steps of one build share.
+pub struct StepContext<'a> {
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) snapshots: Snapshotter,
+    pub(crate) images: ImageStore,
+    scratch: PathBuf,
+    secrets: SecretStore,
+    created: String,
+    step_id: AtomicUsize,
+    results: Mutex<BTreeMap<usize, StageState>>,
+    bases: Mutex<BTreeMap<String, StageState>>,
+    source: Arc<Source>,
+    /// ssh id → the agent socket steps are forwarded to.
+    ssh: BTreeMap<String, PathBuf>,
+    _agents: Vec<KeyAgent>,
+    ignore: Arc<IgnoreRules>,
+}
+
+/// A private tmpfs for the build's secrets and sockets; plain directory when the mount
+/// is refused (outside a mount namespace).
+fn scratch_dir() -> Result<(PathBuf, bool), BuildError> {
+    let base = std::env::temp_dir().join(format!("kiln-build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base)
+        .map_err(|e| BuildError::setup("creating the build's scratch directory", e))?;
+    let ok = rustix::mount::mount(
+        "tmpfs",
+        &base,
+        "tmpfs",
+        rustix::mount::MountFlags::NODEV,
+        c"mode=0700",
+    )
+    .is_ok();
+    Ok((base, ok))
+}
+
+impl<'a> StepContext<'a> {
+    pub(crate) fn open(
+        opts: &'a BuildOptions,
+        source: Arc<Source>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<StepContext<'a>, BuildError> {
+        let images = ImageStore::open(&opts.root)
+            .map_err(|e| BuildError::setup("opening the image store", e))?;
+        let (scratch, on_tmpfs) = scratch_dir()?;
+        if !on_tmpfs && !opts.secrets.is_empty() {
+            on_event(Event::Warning(
+                "secrets are kept in a plain directory: no private tmpfs could be mounted".into(),
+            ));
+        }
+        let snapshots = Snapshotter::open(&opts.root, opts.snapshotter, &scratch)
+            .map_err(|e| BuildError::setup("opening the snapshot store", e))?;
+        let secrets = SecretStore::load(&scratch, &opts.secrets)
+            .map_err(|e| BuildError::setup("loading secrets", e))?;
+        let ignore = IgnoreRules::load(&opts.context, opts.dockerfile_path.as_deref())
+            .map_err(|e| BuildError::setup("reading .dockerignore", e))?;
+        let mut ssh = BTreeMap::new();
+        let mut agents = Vec::new();
+        for (id, src) in &opts.ssh {
+            match src {
+                SshSource::Socket(p) => {
+                    ssh.insert(id.clone(), p.clone());
+                }
+                SshSource::Keys(keys) => {
+                    let sock = scratch.join(format!("agent-{}.sock", agents.len()));
+                    let agent = KeyAgent::start(keys, &sock)
+                        .map_err(|e| BuildError::setup(format!("--ssh {id}"), e))?;
+                    ssh.insert(id.clone(), agent.socket().to_path_buf());
+                    agents.push(agent);
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let created = match opts.source_date_epoch {
+            Some(e) => crate::image::rfc3339(e, 0),
+            None => crate::image::rfc3339(now.as_secs(), now.subsec_nanos()),
+        };
+        Ok(StepContext {
+            opts,
+            snapshots,
+            images,
+            scratch,
+            secrets,
+            created,
+            step_id: AtomicUsize::new(0),
+            results: Mutex::new(BTreeMap::new()),
+            bases: Mutex::new(BTreeMap::new()),
+            source,
+            ssh,
+            _agents: agents,
+            ignore: Arc::new(ignore),
+        })
+    }
+
+    fn results(&self) -> MutexGuard<'_, BTreeMap<usize, StageState>> {
+        self.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bases(&self) -> MutexGuard<'_, BTreeMap<String, StageState>> {
+        self.bases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the image's `created` and history timestamps say it was made.
+    pub(crate) fn created(&self) -> &str {
+        &self.created
+    }
+
+    /// A finished stage's state.
+    pub(crate) fn result(&self, stage: usize) -> Option<StageState> {
+        self.results().get(&stage).cloned()
+    }
+
+    pub(crate) fn set_result(&self, stage: usize, st: StageState) {
+        self.results().insert(stage, st);
+    }
+
+    /// How layers are written: diff options, blob directory, compression.
+    pub(crate) fn commit_options(&self) -> CommitOptions {
+        CommitOptions {
+            diff: DiffOptions {
+                source_date_epoch: self.opts.source_date_epoch,
+                ..Default::default()
+            },
+            blob_dir: self.images.blob_dir(),
+            compression: self.opts.compression,
+        }
+    }
+
+    fn base_images(&self) -> BaseImages<'_> {
+        BaseImages {
+            snapshots: &self.snapshots,
+            images: &self.images,
+            named: &self.opts.named_contexts,
+            root: &self.opts.root,
+            platform: self.opts.platform.clone().unwrap_or_else(Platform::host),
+            commit: self.commit_options(),
+        }
+    }
+
+    /// A base image, resolved once per build.
+    pub(crate) fn base(&self, reference: &str) -> Result<StageState, ResolveError> {
+        if let Some(s) = self.bases().get(reference) {
+            return Ok(s.clone());
+        }
+        let st = self.base_images().resolve(reference)?;
+        self.bases().insert(reference.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// A step's error at `pos`: the Dockerfile frame shows the cause's text.
+    pub(crate) fn fail_at(&self, pos: Position, e: impl Into<StepError>) -> BuildError {
+        self.fail(pos, e)
+    }
+
+    fn fail(&self, pos: Position, e: impl Into<StepError>) -> BuildError {
+        let source = e.into();
+        BuildError::Step(Box::new(StepFailure {
+            at: self.source.error(pos, source.to_string()),
+            source,
+        }))
+    }
+
+    fn history(&self, st: &mut StageState, created_by: String, layer: bool) {
+        st.config.history.push(History {
+            created: Some(self.created.clone()),
+            created_by,
+            comment: history::COMMENT.into(),
+            empty_layer: !layer,
+        });
+    }
+
+    /// A mounted read-only tree of what `input` names (for COPY --from and mounts).
+    fn view_of(&self, input: &StepInput) -> Result<SourceTree, StepError> {
+        match input {
+            StepInput::Context => Ok(SourceTree::Dir(self.opts.context.clone())),
+            StepInput::Stage(j) => {
+                let chain = self
+                    .result(*j)
+                    .ok_or_else(|| StepError::Refused(format!("stage {j} has not been built")))?
+                    .chain;
+                Ok(SourceTree::View(self.snapshots.view(chain.as_ref())?))
+            }
+            StepInput::Named(name) => {
+                if let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(name) {
+                    return Ok(SourceTree::Dir(d.clone()));
+                }
+                let st = self.base(name)?;
+                Ok(SourceTree::View(self.snapshots.view(st.chain.as_ref())?))
+            }
+        }
+    }
+
+    /// Where stage `node` starts.
+    fn initial_state(&self, node: &StageNode) -> Result<StageState, BuildError> {
+        let mut st = match &node.base {
+            Base::Scratch => StageState {
+                config: self.base_images().platform_config(),
+                ..Default::default()
+            },
+            Base::Stage(j) => self.result(*j).unwrap_or_default(),
+            Base::Image(r) => self.base(r).map_err(|e| self.fail(node.position, e))?,
+        };
+        st.config.config.on_build.clear();
+        st.cmd_set = false;
+        if !st.config.config.env.iter().any(|e| e.starts_with("PATH=")) {
+            st.config.config.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        if !matches!(node.base, Base::Stage(_)) {
+            st.build_args.clear();
+        }
+        Ok(st)
+    }
+
+    /// Runs one stage's steps in order; its stage dependencies must be finished.
+    pub(crate) fn run_stage(
+        &self,
+        graph: &StepGraph,
+        node: &StageNode,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Result<StageState, BuildError> {
+        let mut st = self.initial_state(node)?;
+        let total = node.steps.len();
+        for (k, step) in node.steps.iter().enumerate() {
+            let id = self.step_id.fetch_add(1, Ordering::SeqCst) + 1;
+            on_event(Event::StepStarted {
+                id,
+                stage: node.label.clone(),
+                index: k + 1,
+                total,
+                text: step.text.clone(),
+            });
+            let started = Instant::now();
+            let pos = step.position;
+            let layer = match &step.op {
+                StepOp::Meta(i) => {
+                    meta::apply(self, graph, &mut st, step, i).map_err(|e| self.fail(pos, e))?;
+                    None
+                }
+                StepOp::Workdir(w) => {
+                    meta::workdir(self, &mut st, w).map_err(|e| self.fail(pos, e))?
+                }
+                StepOp::Copy(op) => {
+                    copy::run(self, &mut st, op, id).map_err(|e| self.fail(pos, e))?
+                }
+                StepOp::Run(op) => run::run(self, &mut st, step, op, id, on_event)?,
+            };
+            on_event(Event::StepDone {
+                id,
+                layer,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        Ok(st)
+    }
+
+    /// A filesystem step: prepare, mutate, commit; the digest of the layer it made.
+    fn fs_step(
+        &self,
+        st: &mut StageState,
+        f: impl FnOnce(&Path) -> Result<(), StepError>,
+    ) -> Result<Option<String>, StepError> {
+        let active = self.snapshots.prepare(st.chain.as_ref())?;
+        f(active.root())?;
+        self.commit(st, active)
+    }
+
+    /// Commits `active` onto `st`; the digest of the layer, if the step changed anything.
+    fn commit(
+        &self,
+        st: &mut StageState,
+        active: crate::snapshots::ActiveSnapshot,
+    ) -> Result<Option<String>, StepError> {
+        Ok(
+            match self.snapshots.commit(active, &self.commit_options())? {
+                Some(c) => {
+                    let d = c.layer.digest.clone();
+                    st.push_layer(c);
+                    Some(d)
+                }
+                None => None,
+            },
+        )
+    }
+}
+
+/// A tree a step reads from: a directory as it is, or a mounted snapshot.
+enum SourceTree {
+    Dir(PathBuf),
+    View(View),
+}
+
+impl SourceTree {
+    fn root(&self) -> &Path {
+        match self {
+            SourceTree::Dir(d) => d,
+            SourceTree::View(v) => v.root(),
+        }
+    }
+}
+
+/// `user[:group]` resolved in the stage root's /etc (numbers pass through).
+fn owner_in(root: &Path, user: &str) -> Result<(u32, u32), StepError> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let etc = crate::mounts::resolve_beneath(root, "etc").unwrap_or_else(|_| root.join("etc"));
+    crate::sandbox::user::resolve(user, &etc)
+        .map(|ids| (ids.uid, ids.gid))
+        .map_err(|e| StepError::Owner {
+            user: user.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// The argv of a shell- or exec-form command: shell form goes through the stage's SHELL
+/// (`/bin/sh -c` by default).
+fn shell_argv(config: &crate::image::ImageConfig, form: &ShellOrExec) -> Vec<String> {
+    match form {
+        ShellOrExec::Exec(a) => a.clone(),
+        ShellOrExec::Shell(s) => {
+            let mut sh = if config.config.shell.is_empty() {
+                vec!["/bin/sh".to_string(), "-c".to_string()]
+            } else {
+                config.config.shell.clone()
+            };
+            sh.push(s.clone());
+            sh
+        }
+    }
+}
