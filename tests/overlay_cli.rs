@@ -179,8 +179,7 @@ fn sigkill_of_the_server_leaves_a_mount_umount_clears() {
          pid=$(pgrep -f '[_]_kiln-overlay-serve.*{m}')
          kill -9 $pid
          while kill -0 $pid 2>/dev/null; do sleep 0.05; done
-         if stat '{m}/base' 2>err; then echo still-served; fi
-         cat err
+         if stat '{m}/base' 2>&1; then echo still-served; fi
          umount -l '{m}'
          test -e '{m}' && ls -A '{m}' | wc -l
          ",
