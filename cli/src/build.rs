@@ -65,6 +65,9 @@ pub struct BuildArgs {
     /// Print only the image id.
     #[arg(short, long)]
     quiet: bool,
+    /// Run every step, reusing nothing from the build cache.
+    #[arg(long)]
+    no_cache: bool,
     /// Extra privileges (`security.insecure`).
     #[arg(long = "allow")]
     allow: Vec<String>,
@@ -202,6 +205,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         outputs,
         allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         platform,
+        no_cache: args.no_cache,
     };
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("creating {}", opts.root.display()))?;
@@ -239,11 +243,17 @@ pub fn run(args: BuildArgs) -> Result<i32> {
                 }
                 write!(err, "{out}")
             }
-            Event::StepDone { id, layer, seconds } => {
+            Event::StepDone {
+                id,
+                layer,
+                seconds,
+                cached,
+            } => {
                 if !at_line_start.get(&id).copied().unwrap_or(true) {
                     let _ = writeln!(err);
                 }
                 match layer {
+                    _ if cached => writeln!(err, "#{id} CACHED"),
                     Some(l) => writeln!(err, "#{id} DONE {seconds:.1}s (layer {})", short(&l)),
                     None => writeln!(err, "#{id} DONE {seconds:.1}s"),
                 }

@@ -75,6 +75,8 @@ pub enum SetupError {
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
@@ -115,6 +117,8 @@ pub enum StepError {
     Image(#[from] ResolveError),
     #[error(transparent)]
     ImageStore(#[from] ImageStoreError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// `USER`/`--chown` names that the stage's /etc does not know.

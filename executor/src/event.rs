@@ -15,11 +15,13 @@ pub enum Event {
     },
     /// Output of a running step.
     Output { id: usize, bytes: Vec<u8> },
-    /// A step ended; `layer` is the digest of the layer it made, if any.
+    /// A step ended; `layer` is the digest of the layer it made, if any; `cached`: its
+    /// result came from the build cache.
     StepDone {
         id: usize,
         layer: Option<String>,
         seconds: f64,
+        cached: bool,
     },
     /// The image was written (`manifest` and `config` digests).
     ImageWritten {

@@ -9,6 +9,7 @@
 //! - [`plan`]: the stages a `--target` needs, as a graph, with ARG/ENV scoping;
 //! - [`graph`]: the plan lowered to steps, each with what it reads;
 //! - `schedule`: walks the step graph, stages in parallel as their inputs are ready;
+//! - [`cache`]: step keys and the build cache;
 //! - `step`: runs one step (config instructions, COPY/ADD, RUN) on a snapshot;
 //! - `export`: the image into the store, and every `-o` output;
 //! - [`image`]: image configs, history, base images;
@@ -21,6 +22,7 @@
 //! The library never prints; progress reaches the caller as typed events.
 
 mod build;
+pub mod cache;
 pub mod context;
 pub mod dockerfile;
 mod error;

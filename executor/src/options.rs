@@ -53,6 +53,8 @@ pub struct BuildOptions {
     /// `--allow security.insecure` (only honoured as real root).
     pub allow_insecure: bool,
     pub platform: Option<Platform>,
+    /// `--no-cache`: run every step (results are still recorded in the cache).
+    pub no_cache: bool,
 }
 
 impl Default for BuildOptions {
@@ -80,6 +82,7 @@ impl Default for BuildOptions {
             outputs: Vec::new(),
             allow_insecure: false,
             platform: None,
+            no_cache: false,
         }
     }
 }
@@ -203,6 +206,10 @@ impl BuildOptionsBuilder {
     }
     pub fn platform(mut self, platform: Platform) -> Self {
         self.opts.platform = Some(platform);
+        self
+    }
+    pub fn no_cache(mut self, no_cache: bool) -> Self {
+        self.opts.no_cache = no_cache;
         self
     }
     /// The options; reads the Dockerfile from disk unless its bytes were given.

@@ -22,9 +22,20 @@ pub struct StageState {
     pub build_args: Vec<(String, String)>,
     /// Whether this stage (not its base) set CMD: ENTRYPOINT keeps only such a CMD.
     pub cmd_set: bool,
+    /// The build-cache key of this state (the last step's, or the base's).
+    pub key: Option<crate::cache::StepKey>,
 }
 
 impl StageState {
+    /// Puts a cached layer on top (the chain it leads to is `chain`).
+    pub fn push_cached(&mut self, chain: Option<ChainId>, layer: Option<LayerRef>) {
+        self.chain = chain;
+        if let Some(l) = layer {
+            self.config.rootfs.diff_ids.push(l.diff_id.clone());
+            self.layers.push(l);
+        }
+    }
+
     /// Puts a committed step on top: its chain, its layer, its diff id.
     pub fn push_layer(&mut self, committed: Committed) {
         let layer = committed.layer;

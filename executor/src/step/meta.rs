@@ -161,11 +161,7 @@ pub(super) fn workdir(
     st: &mut StageState,
     w: &str,
 ) -> Result<Option<String>, StepError> {
-    let wd = if w.starts_with('/') {
-        clean_abs(w)
-    } else {
-        clean_abs(&format!("{}/{w}", st.config.config.working_dir))
-    };
+    let wd = workdir_path(st, w);
     st.config.config.working_dir = wd.clone();
     let mut layer = None;
     if wd != "/" {
@@ -179,6 +175,15 @@ pub(super) fn workdir(
     let made = layer.is_some();
     cx.history(st, format!("WORKDIR {wd}"), made);
     Ok(layer)
+}
+
+/// `WORKDIR w` made absolute against the stage's current working directory.
+pub(super) fn workdir_path(st: &StageState, w: &str) -> String {
+    if w.starts_with('/') {
+        clean_abs(w)
+    } else {
+        clean_abs(&format!("{}/{w}", st.config.config.working_dir))
+    }
 }
 
 /// `EXPOSE` words → `port/proto` entries (ranges expanded, ip/host parts dropped).

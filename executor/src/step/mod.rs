@@ -10,6 +10,7 @@
 //! context's `.dockerignore`, and the finished stages.
 
 pub mod copy;
+mod keys;
 mod meta;
 mod run;
 
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::cache::{CachedStep, ContextDigests, StepCache};
 use crate::context::ignore::IgnoreRules;
 use crate::dockerfile::instructions::ShellOrExec;
 use crate::dockerfile::{Position, Source};
@@ -54,6 +56,8 @@ pub struct StepContext<'a> {
     ssh: BTreeMap<String, PathBuf>,
     _agents: Vec<KeyAgent>,
     ignore: Arc<IgnoreRules>,
+    cache: StepCache,
+    digests: ContextDigests,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
@@ -110,6 +114,8 @@ impl<'a> StepContext<'a> {
                 }
             }
         }
+        let cache = StepCache::open(&opts.root)
+            .map_err(|e| BuildError::setup("opening the build cache", e))?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -131,6 +137,8 @@ impl<'a> StepContext<'a> {
             ssh,
             _agents: agents,
             ignore: Arc::new(ignore),
+            cache,
+            digests: ContextDigests::default(),
         })
     }
 
@@ -253,7 +261,9 @@ impl<'a> StepContext<'a> {
         Ok(st)
     }
 
-    /// Runs one stage's steps in order; its stage dependencies must be finished.
+    /// Runs one stage's steps in order; its stage dependencies must be finished. A
+    /// filesystem step whose key is in the cache is not run: its snapshot and layer are
+    /// reused and it is reported `cached`.
     pub(crate) fn run_stage(
         &self,
         graph: &StepGraph,
@@ -261,6 +271,7 @@ impl<'a> StepContext<'a> {
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<StageState, BuildError> {
         let mut st = self.initial_state(node)?;
+        let mut key = self.stage_key(node, &st);
         let total = node.steps.len();
         for (k, step) in node.steps.iter().enumerate() {
             let id = self.step_id.fetch_add(1, Ordering::SeqCst) + 1;
@@ -273,25 +284,55 @@ impl<'a> StepContext<'a> {
             });
             let started = Instant::now();
             let pos = step.position;
-            let layer = match &step.op {
-                StepOp::Meta(i) => {
-                    meta::apply(self, graph, &mut st, step, i).map_err(|e| self.fail(pos, e))?;
-                    None
-                }
-                StepOp::Workdir(w) => {
-                    meta::workdir(self, &mut st, w).map_err(|e| self.fail(pos, e))?
-                }
-                StepOp::Copy(op) => {
-                    copy::run(self, &mut st, op, id).map_err(|e| self.fail(pos, e))?
-                }
-                StepOp::Run(op) => run::run(self, &mut st, step, op, id, on_event)?,
+            let step_key = self
+                .step_key(&key, step, &st)
+                .map_err(|e| self.fail(pos, e))?;
+            let filesystem = !matches!(step.op, StepOp::Meta(_));
+            let hit = match (&step_key, filesystem && !self.opts.no_cache) {
+                (Some(k), true) => self.cache.get(k, &self.snapshots, &self.images),
+                _ => None,
             };
+            let cached = hit.is_some();
+            let layer = match hit {
+                Some(hit) => {
+                    let digest = hit.layer.as_ref().map(|l| l.digest.clone());
+                    self.replay(&mut st, step, hit);
+                    digest
+                }
+                None => {
+                    let layer = match &step.op {
+                        StepOp::Meta(i) => {
+                            meta::apply(self, graph, &mut st, step, i)
+                                .map_err(|e| self.fail(pos, e))?;
+                            None
+                        }
+                        StepOp::Workdir(w) => {
+                            meta::workdir(self, &mut st, w).map_err(|e| self.fail(pos, e))?
+                        }
+                        StepOp::Copy(op) => {
+                            copy::run(self, &mut st, op, id).map_err(|e| self.fail(pos, e))?
+                        }
+                        StepOp::Run(op) => run::run(self, &mut st, step, op, id, on_event)?,
+                    };
+                    if let (Some(k), true) = (&step_key, filesystem) {
+                        let entry = CachedStep {
+                            chain: st.chain.clone(),
+                            layer: layer.as_ref().and_then(|_| st.layers.last().cloned()),
+                        };
+                        self.cache.put(k, &entry).map_err(|e| self.fail(pos, e))?;
+                    }
+                    layer
+                }
+            };
+            key = step_key.unwrap_or_else(|| keys::reanchor(&key, &st));
             on_event(Event::StepDone {
                 id,
                 layer,
                 seconds: started.elapsed().as_secs_f64(),
+                cached,
             });
         }
+        st.key = Some(key);
         Ok(st)
     }
 
