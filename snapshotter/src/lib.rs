@@ -18,3 +18,4 @@ pub mod idmap;
 pub mod layer;
 pub mod store;
 pub mod testsuite;
+mod xattr;

@@ -588,10 +588,10 @@ impl Applier<'_> {
                 rustix::fs::fsetxattr(&fd, format::WHITEOUT_XATTR_USER, b"y", XattrFlags::empty())
                     .map_err(e("marking the whiteout file"))?;
                 let dir = reopen_dir(parent).map_err(e("opening the parent"))?;
-                let mut cur = [0u8; 8];
-                let opaque =
-                    rustix::fs::fgetxattr(&dir, format::OPAQUE_XATTR_USER, &mut cur[..]).ok();
-                if opaque.is_none() {
+                let marked = crate::xattr::get_fd(&dir, format::OPAQUE_XATTR_USER.as_bytes())
+                    .ok()
+                    .flatten();
+                if marked.is_none() {
                     rustix::fs::fsetxattr(
                         &dir,
                         format::OPAQUE_XATTR_USER,

@@ -73,27 +73,6 @@ pub fn materialize(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn is_whiteout(md: &fs::Metadata, path: &Path) -> bool {
-    let ft = md.file_type();
-    (ft.is_char_device() && md.rdev() == 0)
-        || (ft.is_file() && md.len() == 0 && has_xattr(path, format::WHITEOUT_XATTR_USER))
-}
-
-fn has_xattr(path: &Path, name: &str) -> bool {
-    let mut b = [0u8; 8];
-    rustix::fs::lgetxattr(path, name, &mut b[..]).is_ok()
-}
-
-pub(crate) fn is_opaque(path: &Path) -> bool {
-    [format::OPAQUE_XATTR_USER, format::OPAQUE_XATTR_TRUSTED]
-        .iter()
-        .any(|x| {
-            let mut b = [0u8; 8];
-            rustix::fs::lgetxattr(path, *x, &mut b[..])
-                .is_ok_and(|n| format::is_opaque_value(&b[..n]))
-        })
-}
-
 fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -113,7 +92,7 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
         let s = src.join(&name);
         let d = dst.join(&name);
         let md = fs::symlink_metadata(&s)?;
-        if is_whiteout(&md, &s) {
+        if format::is_whiteout(&s, &md) {
             remove_any(&d)?;
             continue;
         }
@@ -121,7 +100,7 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
         if md.is_dir() {
             match existing {
                 Some(e) if e.is_dir() => {
-                    if is_opaque(&s) {
+                    if format::is_opaque(&s) {
                         for child in fs::read_dir(&d)? {
                             remove_any(&child?.path())?;
                         }
@@ -216,16 +195,9 @@ pub(crate) fn copy_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> io::Re
         Some(rustix::fs::Gid::from_raw(md.gid())),
         AtFlags::SYMLINK_NOFOLLOW,
     );
-    let mut names = vec![0u8; 4096];
-    if let Ok(n) = rustix::fs::llistxattr(src, &mut names[..]) {
-        for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-            if format::is_private_xattr(name) {
-                continue;
-            }
-            let mut v = vec![0u8; 65536];
-            if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut v[..]) {
-                let _ = rustix::fs::lsetxattr(dst, name, &v[..len], XattrFlags::empty());
-            }
+    if let Ok(xattrs) = crate::xattr::read_all(src, |n| !format::is_private_xattr(n)) {
+        for (name, value) in xattrs {
+            let _ = rustix::fs::lsetxattr(dst, name.as_slice(), &value, XattrFlags::empty());
         }
     }
     if !md.file_type().is_symlink() {

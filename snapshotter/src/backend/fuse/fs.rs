@@ -1043,10 +1043,9 @@ impl Filesystem for OverlayFs {
         }
         let run = || -> Result<Vec<u8>, Errno> {
             let p = self.visible_path(ino)?;
-            let mut v = vec![0u8; 65536];
-            let n = rustix::fs::lgetxattr(&p, name, &mut v[..]).map_err(rerr)?;
-            v.truncate(n);
-            Ok(v)
+            crate::xattr::get(&p, name.as_bytes())
+                .map_err(rerr)?
+                .ok_or(Errno::NO_XATTR)
         };
         reply_xattr(run(), size, reply)
     }
@@ -1054,16 +1053,10 @@ impl Filesystem for OverlayFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let run = || -> Result<Vec<u8>, Errno> {
             let p = self.visible_path(ino)?;
-            let mut names = vec![0u8; 65536];
-            let n = match rustix::fs::llistxattr(&p, &mut names[..]) {
-                Ok(n) => n,
-                Err(rustix::io::Errno::NOTSUP) => 0,
-                Err(e) => return Err(rerr(e)),
-            };
             let mut out = Vec::new();
-            for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-                if !format::is_private_xattr(name) {
-                    out.extend_from_slice(name);
+            for name in crate::xattr::list(&p).map_err(rerr)? {
+                if !format::is_private_xattr(&name) {
+                    out.extend_from_slice(&name);
                     out.push(0);
                 }
             }
