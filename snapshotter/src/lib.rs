@@ -7,6 +7,7 @@
 //! - [`diff`]: upper directory → deterministic OCI tar stream.
 //! - [`layer`]: tar stream → compressed, content-addressed blob in one pass.
 //! - [`store`]: committed and active snapshots on disk, crash-safe.
+//! - [`root`]: [`Root`], paths resolved inside a directory, never outside (`openat2`).
 //! - [`backend`]: overlay and copy mounts of `lowers + upper`, one contract.
 //! - [`testsuite`]: tree descriptions for the shared backend battery.
 
@@ -16,6 +17,9 @@ pub mod diff;
 pub mod format;
 pub mod idmap;
 pub mod layer;
+pub mod root;
 pub mod store;
 pub mod testsuite;
 mod xattr;
+
+pub use root::{Containment, Root, RootError};

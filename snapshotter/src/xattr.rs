@@ -75,10 +75,7 @@ pub(crate) type Xattr = (Vec<u8>, Vec<u8>);
 
 /// Every xattr of `path` whose name `keep` accepts, as (name, value), in list order.
 /// Attributes removed between listing and reading are left out.
-pub(crate) fn read_all(
-    path: &Path,
-    keep: impl Fn(&[u8]) -> bool,
-) -> Result<Vec<Xattr>, Errno> {
+pub(crate) fn read_all(path: &Path, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Xattr>, Errno> {
     let mut out = Vec::new();
     for name in list(path)?.into_iter().filter(|n| keep(n)) {
         if let Some(v) = get(path, &name)? {
