@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags};
 
-use super::{Backend, BackendError, MountGuard};
+use super::{Backend, BackendError, BackendKind, MountGuard, ProbeError};
 use crate::diff::{write_diff_against_lowers, DiffError, DiffOptions, DiffStats};
 use crate::format;
 
@@ -37,10 +37,13 @@ impl MountGuard for CopyMount {
 }
 
 impl Backend for CopyBackend {
-    fn name(&self) -> &'static str {
-        "copy"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Copy
     }
-    fn probe(&self, _scratch: &Path) -> Result<(), String> {
+    fn changes_in_upper(&self) -> bool {
+        false
+    }
+    fn probe(&self, _scratch: &Path) -> Result<(), ProbeError> {
         Ok(())
     }
     fn mount(
@@ -154,6 +157,26 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
             }
         }
         copy_metadata(&s, &d, &md)?;
+    }
+    Ok(())
+}
+
+/// Gives every directory below `upper` the owner, mode, times and xattrs it has at the
+/// same place in `tree`, deepest first: after a layer of `tree`'s changes is replayed
+/// into an empty upper directory, the parents apply had to create (fresh, with the
+/// time of now) look as they do in the tree, as a copied-up directory would.
+pub(crate) fn copy_dir_metadata(tree: &Path, upper: &Path) -> io::Result<()> {
+    for e in fs::read_dir(upper)? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let (t, u) = (tree.join(e.file_name()), e.path());
+        copy_dir_metadata(&t, &u)?;
+        match fs::symlink_metadata(&t) {
+            Ok(md) if md.is_dir() => copy_metadata(&t, &u, &md)?,
+            _ => {}
+        }
     }
     Ok(())
 }

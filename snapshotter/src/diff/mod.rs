@@ -4,7 +4,8 @@
 //! size of the layers below. Children are visited in byte order of their names (a
 //! directory before its contents), so one tree always gives the same bytes. Conversions:
 //! - a whiteout (a 0/0 character device, or an empty file with
-//!   [`format::WHITEOUT_XATTR_USER`]) becomes an empty `.wh.<name>` file;
+//!   [`format::WHITEOUT_XATTR_USER`]) becomes an empty `.wh.<name>` file, dated 0 (or
+//!   `source_date_epoch`) whatever the deletion's time;
 //! - an opaque directory (`user.`/`trusted.overlay.opaque` = `y`) becomes the directory
 //!   entry followed by `<dir>/.wh..wh..opq`;
 //! - host ids are mapped back to container ids (ids outside the mapping become 65534,
@@ -244,6 +245,10 @@ impl<W: Write> Differ<'_, W> {
                 let mut wh = rel.clone();
                 wh.extend_from_slice(format::OCI_WHITEOUT_PREFIX.as_bytes());
                 wh.extend_from_slice(name.as_bytes());
+                // Not the time of the deletion: a whiteout's time says nothing, and the
+                // copy backend's diff (which has no whiteout to read it from) writes the
+                // same, so every backend gives the same layer.
+                let mtime = self.opts.source_date_epoch.unwrap_or(0);
                 self.emit(
                     &path,
                     plain_entry(&wh, tar::EntryType::Regular, mtime),
