@@ -499,7 +499,7 @@ impl Backend for ProgramBackend {
     fn name(&self) -> &'static str {
         "kiln-overlay"
     }
-    fn probe(&self, _scratch: &Path) -> Result<(), ProbeError> {
+    fn works_here(&self, _scratch: &Path) -> Result<(), ProbeError> {
         std::fs::metadata(&self.program)
             .map(drop)
             .map_err(ProbeError::setup(&self.program))
@@ -590,7 +590,7 @@ fn main() -> ExitCode {
     let mut overlay_ok = false;
     for backend in &backends {
         let probe_dir = tempfile::tempdir().expect("tempdir");
-        if let Err(why) = backend.probe(probe_dir.path()) {
+        if let Err(why) = backend.works_here(probe_dir.path()) {
             println!("{}: cannot mount here: {why}", backend.name());
             if ci {
                 failed += 1;

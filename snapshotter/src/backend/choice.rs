@@ -155,7 +155,7 @@ pub fn backend_for(kind: BackendKind) -> Arc<dyn Backend> {
 /// removed afterwards.
 pub fn probe(kind: BackendKind, scratch: &Path) -> Result<(), ProbeError> {
     let dir = scratch.join(format!("probe-{kind}"));
-    let outcome = backend_for(kind).probe(&dir);
+    let outcome = backend_for(kind).works_here(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

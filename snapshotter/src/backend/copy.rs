@@ -43,7 +43,7 @@ impl Backend for CopyBackend {
     fn changes_in_upper(&self) -> bool {
         false
     }
-    fn probe(&self, _scratch: &Path) -> Result<(), ProbeError> {
+    fn works_here(&self, _scratch: &Path) -> Result<(), ProbeError> {
         Ok(())
     }
     fn mount(

@@ -85,7 +85,7 @@ impl Backend for FuseBackend {
         BackendKind::Fuse
     }
 
-    fn probe(&self, scratch: &Path) -> Result<(), ProbeError> {
+    fn works_here(&self, scratch: &Path) -> Result<(), ProbeError> {
         let dirs = ["l", "u", "w", "m"].map(|d| scratch.join(d));
         for d in &dirs {
             std::fs::create_dir_all(d).map_err(ProbeError::setup(d))?;
