@@ -5,7 +5,7 @@
 //!
 //! - `layers`: resolution through the stack (whiteouts, opaque directories);
 //! - `copy_up`: bringing lower entries into the upper directory before they change;
-//! - `fs`: the FUSE operations.
+//! - `fs`: the FUSE operations (node table, attributes, namespace changes, dispatch).
 //!
 //! Mounting: `/dev/fuse` is opened and `mount(2)`ed here, inside the build's user and mount
 //! namespace (no fusermount, no setuid helper), with `allow_other,default_permissions` so
