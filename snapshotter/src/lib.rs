@@ -15,6 +15,11 @@
 //! - [`root`]: [`Root`], paths resolved inside a directory, never outside (`openat2`).
 //! - [`backend`]: overlay and copy mounts of `lowers + upper`, one contract.
 //! - [`testsuite`]: tree descriptions for the shared backend battery.
+//!
+//! The library has no `unsafe`; the `kiln-overlay` mount program (`src/bin/kiln-overlay`)
+//! keeps its fork/exec-time `unsafe` in one module of its own.
+
+#![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod backend;
