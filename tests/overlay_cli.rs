@@ -180,12 +180,13 @@ fn sigkill_of_the_server_leaves_a_mount_umount_clears() {
          pid=$(pgrep -f '[_]_kiln-overlay-serve.*{m}')
          kill -9 $pid
          while kill -0 $pid 2>/dev/null; do sleep 0.05; done
-         if stat '{m}/base' 2>err; then echo still-served; fi
-         cat err
+         if stat '{m}/base' 2>'{err}'; then echo still-served; fi
+         cat '{err}'
          umount -l '{m}'
          test -e '{m}' && ls -A '{m}' | wc -l
          ",
         bin = prog.path().join("kiln-overlay").display(),
+        err = t.path().join("err").display(),
         l1 = l1.display(),
         l2 = l2.display(),
         u = u.display(),
