@@ -14,9 +14,10 @@ for tool in buildah fuse-overlayfs skopeo bc; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install $tool)" >&2; exit 1; }
 done
 [ -x "$here/target/release/kiln" ] || (cd "$here" && cargo build --release --quiet -p kiln-cli)
+[ -x "$here/target/release/kiln-overlay" ] || (cd "$here" && cargo build --release --quiet -p kiln-snapshotter --bin kiln-overlay)
 work=$(mktemp -d)
 trap 'umount -R "$work"/*/graph 2>/dev/null || true; rm -rf "$work"' EXIT
-ln -s "$here/target/release/kiln" "$work/kiln-overlay"
+ln -s "$here/target/release/kiln-overlay" "$work/kiln-overlay"
 KILN="$here/target/release/kiln" bash "$here/scripts/busybox-base.sh" "$work/base" >/dev/null
 mkdir -p "$work/ctx"
 cat >"$work/ctx/Dockerfile" <<DOCKERFILE

@@ -14,6 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-30000}
 size=${2:-500}
 [ -x "$here/target/release/kiln" ] || (cd "$here" && cargo build --release --quiet -p kiln-cli)
+[ -x "$here/target/release/kiln-overlay" ] || (cd "$here" && cargo build --release --quiet -p kiln-snapshotter --bin kiln-overlay)
 command -v fuse-overlayfs >/dev/null || echo "note: fuse-overlayfs is not installed; its row will say skipped" >&2
 "$here/target/release/kiln" bench snapshot --files "$files" --size "$size" \
   --backends fuse,kiln-overlay,overlay,fuse-overlayfs,plain,copy

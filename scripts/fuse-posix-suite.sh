@@ -11,11 +11,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tools=${PJDFSTEST_ROOT:-/tmp/kiln-pjdfstest}
 [ -x "$tools/bin/pjdfstest" ] || cargo install --quiet pjdfstest --root "$tools"
-(cd "$here" && cargo build --quiet -p kiln-cli)
+(cd "$here" && cargo build --quiet -p kiln-snapshotter --bin kiln-overlay)
 work=$(mktemp -d)
 trap 'umount -l "$work/m" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/l" "$work/u" "$work/w" "$work/m"
-ln -s "$here/target/debug/kiln" "$work/kiln-overlay"
+ln -s "$here/target/debug/kiln-overlay" "$work/kiln-overlay"
 cat >"$work/pjdfstest.toml" <<'TOML'
 [features]
 posix_fallocate = {}

@@ -18,12 +18,11 @@ echo "== cargo doc (the library API documents itself without warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p kiln-executor -p kiln-snapshotter
 
 echo "== cargo test (as $(id -un))"
-# kiln-overlay (the mount program) is the kiln binary under that name; the battery runs
+# kiln-overlay (the mount program, a binary of kiln-snapshotter); the battery runs
 # through it too.
 cargo build --quiet -p kiln-cli
-links=$(mktemp -d)
-ln -s "$root_dir/target/debug/kiln" "$links/kiln-overlay"
-KILN_OVERLAY_PROGRAM="$links/kiln-overlay" cargo test --workspace
+cargo build --quiet -p kiln-snapshotter --bin kiln-overlay
+KILN_OVERLAY_PROGRAM="$root_dir/target/debug/kiln-overlay" cargo test --workspace
 
 echo "== end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
 KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli
@@ -46,8 +45,9 @@ cargo test --workspace --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//' | grep -v '/examples/' | sort -u >"$stage/tests.txt"
 while read -r exe; do cp "$exe" "$stage/bin/"; done <"$stage/tests.txt"
 cargo build --quiet -p kiln-cli
+cargo build --quiet -p kiln-snapshotter --bin kiln-overlay
 cp target/debug/kiln "$stage/bin/kiln"
-ln -s kiln "$stage/bin/kiln-overlay"
+cp target/debug/kiln-overlay "$stage/bin/kiln-overlay"
 for d in "$root_dir/shared/conformance" "$root_dir/../shared/conformance"; do
   if [ -d "$d" ]; then cp -r "$d" "$stage/conformance"; break; fi
 done

@@ -8,12 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_tests::{have, kiln_bin, real_root};
+use kiln_tests::{have, kiln_bin, kiln_overlay_bin, real_root};
 
-/// A directory holding `kiln-overlay`, a link to the kiln binary.
+/// A directory holding `kiln-overlay` (a link to the mount program), so every test
+/// names the program the same way.
 fn program_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(kiln_bin(), d.path().join("kiln-overlay")).unwrap();
+    std::os::unix::fs::symlink(kiln_overlay_bin(), d.path().join("kiln-overlay")).unwrap();
     d
 }
 
@@ -179,11 +180,13 @@ fn sigkill_of_the_server_leaves_a_mount_umount_clears() {
          pid=$(pgrep -f '[_]_kiln-overlay-serve.*{m}')
          kill -9 $pid
          while kill -0 $pid 2>/dev/null; do sleep 0.05; done
-         if stat '{m}/base' 2>&1; then echo still-served; fi
+         if stat '{m}/base' 2>'{err}'; then echo still-served; fi
+         cat '{err}'
          umount -l '{m}'
          test -e '{m}' && ls -A '{m}' | wc -l
          ",
         bin = prog.path().join("kiln-overlay").display(),
+        err = t.path().join("err").display(),
         l1 = l1.display(),
         l2 = l2.display(),
         u = u.display(),
@@ -395,4 +398,23 @@ fn podman_and_buildah_run_on_kiln_overlay_as_mount_program() {
     storage(&mut cleanup);
     let _ = cleanup.args(["rmi", "-a", "-f"]).output();
     let _ = Command::new("umount").arg("-R").arg(&graph).output();
+}
+
+#[test]
+fn options_it_cannot_honour_are_refused_by_name() {
+    let prog = program_dir();
+    for opt in ["squash_to_root", "uidmapping=0:1000:1", "no_such_option"] {
+        let out = Command::new(prog.path().join("kiln-overlay"))
+            .args([
+                "-o",
+                &format!("lowerdir=/nonexistent,{opt}"),
+                "/nonexistent",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = opt.split('=').next().unwrap_or(opt);
+        assert_eq!(out.status.code(), Some(2), "{opt}: {stderr}");
+        assert!(stderr.contains(name), "{opt}: {stderr}");
+    }
 }

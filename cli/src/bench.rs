@@ -15,12 +15,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_snapshotter::backend::copy::CopyBackend;
-use kiln_snapshotter::backend::fuse::FuseBackend;
-use kiln_snapshotter::backend::overlay::OverlayBackend;
-use kiln_snapshotter::backend::Backend;
-use kiln_snapshotter::diff::{write_upper_diff, DiffOptions};
-use kiln_snapshotter::layer::{LayerCompression, LayerWriter};
+use kiln_snapshotter::backend::choice::backend_for;
+use kiln_snapshotter::backend::MountGuard;
+use kiln_snapshotter::diff::write_upper_diff;
+use kiln_snapshotter::layer::LayerWriter;
+use kiln_snapshotter::{BackendKind, DiffOptions, LayerCompression};
 
 #[derive(Args)]
 pub struct SnapshotBench {
@@ -31,7 +30,7 @@ pub struct SnapshotBench {
         value_delimiter = ',',
         default_value = "fuse,kiln-overlay,overlay,copy,fuse-overlayfs,plain"
     )]
-    backends: Vec<String>,
+    backends: Vec<Subject>,
     /// Files in the tree.
     #[arg(long, default_value_t = 10_000)]
     files: usize,
@@ -44,6 +43,56 @@ pub struct SnapshotBench {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// What the workload runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// One of kiln's backends, in this process.
+    Kiln(BackendKind),
+    /// kiln's FUSE overlay through its mount program, `kiln-overlay`.
+    KilnOverlayProgram,
+    /// Debian's fuse-overlayfs.
+    FuseOverlayfs,
+    /// A plain directory (no snapshots at all).
+    Plain,
+}
+
+impl std::str::FromStr for Subject {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kiln-overlay" => Ok(Subject::KilnOverlayProgram),
+            "fuse-overlayfs" => Ok(Subject::FuseOverlayfs),
+            "plain" => Ok(Subject::Plain),
+            other => other.parse::<BackendKind>().map(Subject::Kiln).map_err(|_| {
+                format!(
+                    "unknown backend {other:?} (valid: fuse, kiln-overlay, overlay, copy, fuse-overlayfs, plain)"
+                )
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Kiln(k) => write!(f, "{k}"),
+            Subject::KilnOverlayProgram => f.write_str("kiln-overlay"),
+            Subject::FuseOverlayfs => f.write_str("fuse-overlayfs"),
+            Subject::Plain => f.write_str("plain"),
+        }
+    }
+}
+
+/// The `kiln-overlay` mount program: next to this binary (both are built and installed
+/// together), else on PATH.
+fn kiln_overlay_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("kiln-overlay"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("kiln-overlay"))
 }
 
 /// Seconds per phase, or why the backend was skipped.
@@ -105,7 +154,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 /// A mounted tree to work in, however it is provided.
 enum Mounted {
-    Kiln(Box<dyn kiln_snapshotter::backend::MountGuard>),
+    Kiln(Box<dyn MountGuard>),
     FuseOverlayfs(PathBuf),
     Plain(PathBuf),
 }
@@ -128,7 +177,7 @@ impl Drop for Mounted {
 }
 
 fn mount(
-    kind: &str,
+    subject: Subject,
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
@@ -137,14 +186,11 @@ fn mount(
     for d in [upper, work, target] {
         fs::create_dir_all(d)?;
     }
-    let kiln = |b: &dyn Backend| -> Result<Mounted> {
-        Ok(Mounted::Kiln(b.mount(lowers, upper, work, target)?))
-    };
-    match kind {
-        "fuse" => kiln(&FuseBackend),
-        "overlay" => kiln(&OverlayBackend),
-        "copy" => kiln(&CopyBackend),
-        "fuse-overlayfs" | "kiln-overlay" => {
+    match subject {
+        Subject::Kiln(kind) => Ok(Mounted::Kiln(
+            backend_for(kind).mount(lowers, upper, work, target)?,
+        )),
+        Subject::FuseOverlayfs | Subject::KilnOverlayProgram => {
             let lowerdir = if lowers.is_empty() {
                 let empty = work.join("empty");
                 fs::create_dir_all(&empty)?;
@@ -156,11 +202,8 @@ fn mount(
                     .collect::<Vec<_>>()
                     .join(":")
             };
-            let mut cmd = if kind == "kiln-overlay" {
-                // The mount program path: kiln's own binary as `kiln overlay mount`.
-                let mut c = std::process::Command::new(std::env::current_exe()?);
-                c.args(["overlay", "mount"]);
-                c
+            let mut cmd = if subject == Subject::KilnOverlayProgram {
+                std::process::Command::new(kiln_overlay_program())
             } else {
                 std::process::Command::new("fuse-overlayfs")
             };
@@ -173,38 +216,42 @@ fn mount(
                 ))
                 .arg(target)
                 .status()
-                .with_context(|| format!("running {kind}"))?;
+                .with_context(|| format!("running {subject}"))?;
             if !st.success() {
-                bail!("{kind} failed: {st}");
+                bail!("{subject} failed: {st}");
             }
             Ok(Mounted::FuseOverlayfs(target.to_path_buf()))
         }
-        "plain" => Ok(Mounted::Plain(target.to_path_buf())),
-        other => bail!("unknown backend {other:?}"),
+        Subject::Plain => Ok(Mounted::Plain(target.to_path_buf())),
     }
 }
 
-/// Runs the workload on `kind`; seconds per phase (`None`: not applicable).
-fn run_backend(kind: &str, source: &Path, scratch: &Path) -> Result<Vec<Option<f64>>> {
+/// Runs the workload on `subject`; seconds per phase (`None`: not applicable).
+fn run_backend(subject: Subject, source: &Path, scratch: &Path) -> Result<Vec<Option<f64>>> {
     let t = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         let start = Instant::now();
         f()?;
         Ok(start.elapsed().as_secs_f64())
     };
-    let base = scratch.join(kind);
+    let base = scratch.join(subject.to_string());
     let _ = fs::remove_dir_all(&base);
     let (u1, w1, m1) = (base.join("u1"), base.join("w1"), base.join("m1"));
     let mut times = Vec::new();
     // Phase 1: the tree written into an empty mount.
-    let plain = kind == "plain";
+    let plain = subject == Subject::Plain;
     {
-        let m = mount(kind, &[], &u1, &w1, &m1)?;
+        let m = mount(subject, &[], &u1, &w1, &m1)?;
         times.push(Some(t(&mut || copy_tree(source, &m.root().join("tree")))?));
     }
     // The rest on a new mount over what phase 1 wrote.
     let (u2, w2, m2) = (base.join("u2"), base.join("w2"), base.join("m2"));
     // The copy backend writes into its mount point, not an upper directory.
-    let lower = if plain || kind == "copy" {
+    let in_mount_point = match subject {
+        Subject::Kiln(kind) => !backend_for(kind).changes_in_upper(),
+        Subject::Plain => true,
+        Subject::KilnOverlayProgram | Subject::FuseOverlayfs => false,
+    };
+    let lower = if in_mount_point {
         m1.clone()
     } else {
         u1.clone()
@@ -212,7 +259,7 @@ fn run_backend(kind: &str, source: &Path, scratch: &Path) -> Result<Vec<Option<f
     let m = if plain {
         Mounted::Plain(m1.clone())
     } else {
-        mount(kind, std::slice::from_ref(&lower), &u2, &w2, &m2)?
+        mount(subject, std::slice::from_ref(&lower), &u2, &w2, &m2)?
     };
     let root = m.root().join("tree");
     let mut files = Vec::new();
@@ -320,15 +367,15 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
     fs::create_dir_all(&scratch)?;
     let source = scratch.join("source");
     make_source(&source, args.files, args.size)?;
-    let mut results: Vec<(String, BackendOutcome)> = Vec::new();
+    let mut results: Vec<(Subject, BackendOutcome)> = Vec::new();
     for b in &args.backends {
-        let r = run_backend(b, &source, &scratch).map_err(|e| format!("{e:#}"));
-        results.push((b.clone(), r));
+        let r = run_backend(*b, &source, &scratch).map_err(|e| format!("{e:#}"));
+        results.push((*b, r));
     }
-    let get = |name: &str, i: usize| -> Option<f64> {
+    let get = |subject: Subject, i: usize| -> Option<f64> {
         results
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == subject)
             .and_then(|(_, r)| r.as_ref().ok())
             .and_then(|v| v[i])
     };
@@ -336,8 +383,8 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
         let v: Vec<serde_json::Value> = results
             .iter()
             .map(|(n, r)| match r {
-                Ok(t) => serde_json::json!({"backend": n, "seconds": PHASES.iter().zip(t).map(|(p, s)| (p.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>()}),
-                Err(e) => serde_json::json!({"backend": n, "skipped": e}),
+                Ok(t) => serde_json::json!({"backend": n.to_string(), "seconds": PHASES.iter().zip(t).map(|(p, s)| (p.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>()}),
+                Err(e) => serde_json::json!({"backend": n.to_string(), "skipped": e}),
             })
             .collect();
         writeln!(
@@ -358,7 +405,7 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
     }
     writeln!(out)?;
     for (n, r) in &results {
-        write!(out, "{n:<16}")?;
+        write!(out, "{:<16}", n.to_string())?;
         match r {
             Ok(t) => {
                 for s in t {
@@ -372,13 +419,14 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
             Err(e) => writeln!(out, "skipped: {e}")?,
         }
     }
+    let fuse = Subject::Kiln(BackendKind::Fuse);
     for (a, b) in [
-        ("fuse", "fuse-overlayfs"),
-        ("fuse", "overlay"),
-        ("kiln-overlay", "fuse-overlayfs"),
+        (fuse, Subject::FuseOverlayfs),
+        (fuse, Subject::Kiln(BackendKind::Overlay)),
+        (Subject::KilnOverlayProgram, Subject::FuseOverlayfs),
     ] {
-        if results.iter().any(|(n, r)| n == a && r.is_ok())
-            && results.iter().any(|(n, r)| n == b && r.is_ok())
+        if results.iter().any(|(n, r)| *n == a && r.is_ok())
+            && results.iter().any(|(n, r)| *n == b && r.is_ok())
         {
             write!(out, "{:<16}", format!("{a}/{b}"))?;
             for i in 0..PHASES.len() {

@@ -8,9 +8,8 @@ use std::process::Command;
 use anyhow::Result;
 use kiln_executor::sandbox::subid::SubIds;
 use kiln_executor::sandbox::userns::{enter_namespaces, Namespaces};
-use kiln_snapshotter::backend::copy::CopyBackend;
-use kiln_snapshotter::backend::overlay::OverlayBackend;
-use kiln_snapshotter::backend::Backend;
+use kiln_snapshotter::backend::choice::{auto_pick, probe};
+use kiln_snapshotter::{probe_all, BackendChoice, BackendKind};
 
 struct Check {
     ok: bool,
@@ -19,13 +18,31 @@ struct Check {
     fix: &'static str,
 }
 
-/// Probes `backend` in a scratch directory, from inside the namespaces a build uses.
-fn probe_in_namespaces(backend: &str) -> Result<(), String> {
+/// Each backend's probe outcome, from inside the namespaces a build uses (the reason as
+/// text when it fails).
+type Outcomes = Vec<(BackendKind, Result<(), String>)>;
+
+/// Probes every backend in a scratch directory, from inside the namespaces a build uses:
+/// `kiln probe-backend auto DIR` prints one line per backend, `KIND<TAB>ok` or
+/// `KIND<TAB>REASON`.
+fn probe_in_namespaces() -> Outcomes {
+    let failed = |why: String| -> Outcomes {
+        BackendKind::ALL
+            .into_iter()
+            .map(|k| (k, Err(why.clone())))
+            .collect()
+    };
     let scratch = std::env::temp_dir().join(format!("kiln-doctor-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        return failed(format!("creating {}: {e}", scratch.display()));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return failed(format!("finding kiln's own binary: {e}")),
+    };
     let mut cmd = Command::new(exe);
-    cmd.args(["probe-backend", backend]).arg(&scratch);
+    cmd.args(["probe-backend", BackendChoice::Auto.name()])
+        .arg(&scratch);
     enter_namespaces(
         &mut cmd,
         Namespaces {
@@ -33,27 +50,53 @@ fn probe_in_namespaces(backend: &str) -> Result<(), String> {
             ..Namespaces::default()
         },
     );
-    let out = cmd
-        .output()
-        .map_err(|e| format!("entering a user and mount namespace: {e}"));
+    let out = cmd.output();
     let _ = std::fs::remove_dir_all(&scratch);
-    let out = out?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return failed(format!("entering a user and mount namespace: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut outcomes: Outcomes = stdout
+        .lines()
+        .filter_map(|line| {
+            let (kind, what) = line.split_once('\t')?;
+            let kind = kind.parse::<BackendKind>().ok()?;
+            Some((
+                kind,
+                if what == "ok" {
+                    Ok(())
+                } else {
+                    Err(what.to_string())
+                },
+            ))
+        })
+        .collect();
+    for kind in BackendKind::ALL {
+        if !outcomes.iter().any(|(k, _)| *k == kind) {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            outcomes.push((kind, Err(format!("the probe did not report ({why})"))));
+        }
     }
+    outcomes
 }
 
-/// The hidden `kiln probe-backend NAME DIR`, run by `doctor` inside namespaces.
+/// The hidden `kiln probe-backend NAME DIR`, run by `doctor` inside namespaces: probes
+/// the backend NAME (`auto`: every backend, in auto's order) in DIR and prints one line
+/// per backend, `KIND<TAB>ok` or `KIND<TAB>REASON`.
 pub fn probe_backend(name: &str, dir: PathBuf) -> Result<()> {
-    let backend: Box<dyn Backend> = match name {
-        "overlay" => Box::new(OverlayBackend),
-        "copy" => Box::new(CopyBackend),
-        "fuse" => Box::new(kiln_snapshotter::backend::fuse::FuseBackend),
-        other => anyhow::bail!("unknown backend {other:?}"),
+    let outcomes = match name.parse::<BackendChoice>()?.kind() {
+        Some(kind) => vec![(kind, probe(kind, &dir))],
+        None => probe_all(&dir),
     };
-    backend.probe(&dir).map_err(anyhow::Error::msg)
+    let mut out = std::io::stdout().lock();
+    for (kind, outcome) in outcomes {
+        match outcome {
+            Ok(()) => writeln!(out, "{kind}\tok")?,
+            Err(e) => writeln!(out, "{kind}\t{}", e.to_string().replace(['\n', '\t'], " "))?,
+        }
+    }
+    Ok(())
 }
 
 pub fn run(out: &mut impl Write) -> Result<()> {
@@ -114,7 +157,15 @@ pub fn run(out: &mut impl Write) -> Result<()> {
         },
         fix: "install fuse3 and make /dev/fuse usable (mode 0666), or pass it into the container",
     });
-    let overlay = probe_in_namespaces("overlay");
+    let outcomes = probe_in_namespaces();
+    let outcome = |kind: BackendKind| {
+        outcomes
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| Err("not probed".into()))
+    };
+    let overlay = outcome(BackendKind::Overlay);
     checks.push(Check {
         ok: overlay.is_ok(),
         name: "overlay in user namespace",
@@ -124,7 +175,7 @@ pub fn run(out: &mut impl Write) -> Result<()> {
         },
         fix: "needs Linux 5.11+ for unprivileged overlayfs, and a backing filesystem overlayfs accepts (not overlayfs itself); kiln falls back to another snapshotter",
     });
-    let fuse_overlay = probe_in_namespaces("fuse");
+    let fuse_overlay = outcome(BackendKind::Fuse);
     checks.push(Check {
         ok: fuse_overlay.is_ok(),
         name: "FUSE overlay",
@@ -145,13 +196,7 @@ pub fn run(out: &mut impl Write) -> Result<()> {
         },
         fix: "",
     });
-    let auto = if overlay.is_ok() {
-        "overlay"
-    } else if fuse_overlay.is_ok() {
-        "fuse"
-    } else {
-        "copy"
-    };
+    let auto = auto_pick(&outcomes);
     checks.push(Check {
         ok: true,
         name: "snapshotter auto",

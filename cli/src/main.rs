@@ -9,7 +9,6 @@ mod debug;
 mod doctor;
 mod images;
 mod layer;
-mod overlay;
 mod root;
 mod run;
 
@@ -63,9 +62,6 @@ enum Command {
     },
     /// Run a command in an image of the local store, rootless, through the sandbox.
     Run(run::RunArgs),
-    /// kiln's FUSE overlay as a mount program (`kiln overlay mount -o lowerdir=…,upperdir=…,workdir=… MNT`).
-    #[command(subcommand)]
-    Overlay(OverlayCommand),
     /// Benchmarks (`kiln bench snapshot`).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -79,15 +75,6 @@ enum Command {
     ProbeBackend {
         name: String,
         dir: std::path::PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum OverlayCommand {
-    /// Mount, as `kiln-overlay` (fuse-overlayfs's options) does.
-    Mount {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        args: Vec<String>,
     },
 }
 
@@ -118,18 +105,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    // Called as `kiln-overlay`: the mount program.
-    if std::path::Path::new(args.first().map(String::as_str).unwrap_or(""))
-        .file_name()
-        .is_some_and(|n| n == "kiln-overlay")
-    {
-        init_logging();
-        return ExitCode::from(u8::try_from(overlay::main(&args[1..])).unwrap_or(1));
-    }
-    if args.get(1).map(String::as_str) == Some(overlay::SERVE_ARG) {
-        init_logging();
-        return ExitCode::from(u8::try_from(overlay::serve_main(&args[2..])).unwrap_or(1));
-    }
     if let Some(code) = kiln_executor::sandbox::helper_main(&args) {
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
@@ -155,9 +130,6 @@ fn main() -> ExitCode {
             },
             Err(e) => Err(e),
         },
-        Command::Overlay(OverlayCommand::Mount { args }) => {
-            return ExitCode::from(u8::try_from(overlay::main(&args)).unwrap_or(1))
-        }
         Command::Images { root } => images::images(root, &mut std::io::stdout().lock()),
         Command::Rmi { root, names } => images::rmi(root, &names, &mut std::io::stdout().lock()),
         Command::Save {

@@ -8,8 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use crate::backend::copy::{is_opaque, is_whiteout};
 use crate::format;
+use crate::format::{is_opaque, is_whiteout};
 
 /// What a description includes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,19 +30,12 @@ pub fn describe_tree(root: &Path, how: Describe) -> BTreeMap<Vec<u8>, String> {
 }
 
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut names = vec![0u8; 4096];
-    if let Ok(len) = rustix::fs::llistxattr(p, &mut names[..]) {
-        for name in names[..len]
-            .split(|b| *b == 0)
-            .filter(|s| !s.is_empty() && !format::is_private_xattr(s))
-        {
-            let mut v = vec![0u8; 4096];
-            if let Ok(l) = rustix::fs::lgetxattr(p, name, &mut v[..]) {
-                out.push((String::from_utf8_lossy(name).into_owned(), v[..l].to_vec()));
-            }
-        }
-    }
+    let mut out: Vec<(String, Vec<u8>)> =
+        crate::xattr::read_all(p, |n| !format::is_private_xattr(n))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8_lossy(&n).into_owned(), v))
+            .collect();
     out.sort();
     out
 }
@@ -62,7 +55,7 @@ fn walk(dir: &Path, rel: &[u8], how: Describe, out: &mut BTreeMap<Vec<u8>, Strin
         }
         r.extend_from_slice(n.as_bytes());
         let ft = md.file_type();
-        let whiteout = how.overlay_format && is_whiteout(&md, &p);
+        let whiteout = how.overlay_format && is_whiteout(&p, &md);
         let what = if whiteout {
             "whiteout".to_string()
         } else if ft.is_dir() {

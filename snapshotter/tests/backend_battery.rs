@@ -21,7 +21,7 @@ use kiln_snapshotter::apply::{apply_layer, ApplyOptions, ApplyTarget};
 use kiln_snapshotter::backend::copy::{materialize, CopyBackend};
 use kiln_snapshotter::backend::fuse::FuseBackend;
 use kiln_snapshotter::backend::overlay::OverlayBackend;
-use kiln_snapshotter::backend::Backend;
+use kiln_snapshotter::backend::{Backend, BackendKind, ProbeError};
 use kiln_snapshotter::diff::DiffOptions;
 use kiln_snapshotter::format;
 use kiln_snapshotter::testsuite::{describe_tree, Describe};
@@ -493,15 +493,16 @@ impl Drop for ProgramMount {
 }
 
 impl Backend for ProgramBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Fuse
+    }
     fn name(&self) -> &'static str {
         "kiln-overlay"
     }
-    fn probe(&self, _scratch: &Path) -> Result<(), String> {
-        if self.program.exists() {
-            Ok(())
-        } else {
-            Err(format!("{} missing", self.program.display()))
-        }
+    fn works_here(&self, _scratch: &Path) -> Result<(), ProbeError> {
+        std::fs::metadata(&self.program)
+            .map(drop)
+            .map_err(ProbeError::setup(&self.program))
     }
     fn mount(
         &self,
@@ -589,14 +590,14 @@ fn main() -> ExitCode {
     let mut overlay_ok = false;
     for backend in &backends {
         let probe_dir = tempfile::tempdir().expect("tempdir");
-        if let Err(why) = backend.probe(probe_dir.path()) {
+        if let Err(why) = backend.works_here(probe_dir.path()) {
             println!("{}: cannot mount here: {why}", backend.name());
             if ci {
                 failed += 1;
             }
             continue;
         }
-        overlay_ok |= backend.name() == "overlay";
+        overlay_ok |= backend.kind() == BackendKind::Overlay;
         for case in cases() {
             let scratch = tempfile::tempdir().expect("tempdir");
             match run_case(backend.as_ref(), &case, scratch.path()) {

@@ -26,30 +26,44 @@ pub fn kiln_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(build_kiln).clone()
+    BUILT.get_or_init(|| build_bin("kiln-cli", "kiln")).clone()
 }
 
-fn build_kiln() -> PathBuf {
+/// The `kiln-overlay` mount program: `$KILN_OVERLAY_PROGRAM`, else
+/// `target/<profile>/kiln-overlay`, built as [`kiln_bin`] is.
+pub fn kiln_overlay_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_OVERLAY_PROGRAM") {
+        return PathBuf::from(p);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_bin("kiln-snapshotter", "kiln-overlay"))
+        .clone()
+}
+
+/// `target/<profile>/<bin>` next to this test executable, built from `package` with
+/// cargo when run under cargo or missing.
+fn build_bin(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/kiln
+    // target/<profile>/deps/<test> -> target/<profile>/<bin>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let bin = profile_dir.join("kiln");
-    if std::env::var_os("CARGO").is_some() || !bin.exists() {
+    let path = profile_dir.join(bin);
+    if std::env::var_os("CARGO").is_some() || !path.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "kiln-cli", "--bin", "kiln"])
+            .args(["build", "-p", package, "--bin", bin])
             .current_dir(workspace_root())
             .status();
         assert!(
             matches!(status, Ok(s) if s.success()),
-            "building kiln failed: {status:?}"
+            "building {bin} failed: {status:?}"
         );
     }
-    bin
+    path
 }
 
 /// Runs `kiln` with `args`, feeding `stdin` when given.

@@ -35,7 +35,8 @@ use rustix::io::Errno;
 
 use crate::format;
 use crate::idmap::IdMap;
-use resolve::{components, resolve_dir, ResolveError};
+use crate::root::{Root, RootError};
+use resolve::{components, resolve_dir};
 
 /// Where a layer is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,12 +145,10 @@ pub fn apply_layer(
     dest: &Path,
     opts: &ApplyOptions,
 ) -> Result<ApplyStats, ApplyError> {
-    let root: OwnedFd = File::open(dest)
-        .map(OwnedFd::from)
-        .map_err(|source| ApplyError::Root {
-            path: dest.to_path_buf(),
-            source,
-        })?;
+    let root = Root::open_beneath(dest).map_err(|e| ApplyError::Root {
+        path: dest.to_path_buf(),
+        source: root_io(e),
+    })?;
     let mut applier = Applier {
         root,
         opts,
@@ -262,13 +261,21 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 struct Applier<'a> {
-    root: OwnedFd,
+    root: Root,
     opts: &'a ApplyOptions,
     stats: ApplyStats,
     warned: HashSet<&'static str>,
     /// Paths this layer wrote (for opaque markers in merged mode).
     written: HashSet<Vec<u8>>,
     dir_times: Vec<(Vec<u8>, u64)>,
+}
+
+/// The I/O error inside a root failure (the others are named by the caller).
+fn root_io(e: RootError) -> io::Error {
+    match e {
+        RootError::Open { source, .. } | RootError::Io { source, .. } => source,
+        other => io::Error::other(other),
+    }
 }
 
 fn io_err(e: Errno) -> io::Error {
@@ -318,17 +325,20 @@ impl Applier<'_> {
 
     fn parent(&self, name: &[u8], comps: &[&[u8]]) -> Result<OwnedFd, ApplyError> {
         resolve_dir(&self.root, comps, true).map_err(|e| match e {
-            ResolveError::Escapes => Self::unsafe_entry(
+            RootError::Escapes { .. } => Self::unsafe_entry(
                 name,
                 "its parent directory resolves outside the snapshot (through a symlink)",
             ),
-            ResolveError::NotDirectory => {
+            RootError::NotDirectory { .. } => {
                 Self::unsafe_entry(name, "a parent path component is not a directory")
             }
-            ResolveError::Io(e) => ApplyError::Entry {
+            RootError::SymlinkLoop { .. } => {
+                Self::unsafe_entry(name, "its parent directory is a symlink loop")
+            }
+            e @ (RootError::Open { .. } | RootError::Io { .. }) => ApplyError::Entry {
                 entry: String::from_utf8_lossy(name).into_owned(),
                 context: "resolving its parent directory",
-                source: io_err(e),
+                source: root_io(e),
             },
         })
     }
@@ -418,7 +428,7 @@ impl Applier<'_> {
                     ));
                 };
                 let tdir = resolve_dir(&self.root, tparent, false).map_err(|e| match e {
-                    ResolveError::Escapes => Self::unsafe_entry(
+                    RootError::Escapes { .. } => Self::unsafe_entry(
                         name,
                         "the hard link target resolves outside the snapshot",
                     ),
@@ -588,10 +598,10 @@ impl Applier<'_> {
                 rustix::fs::fsetxattr(&fd, format::WHITEOUT_XATTR_USER, b"y", XattrFlags::empty())
                     .map_err(e("marking the whiteout file"))?;
                 let dir = reopen_dir(parent).map_err(e("opening the parent"))?;
-                let mut cur = [0u8; 8];
-                let opaque =
-                    rustix::fs::fgetxattr(&dir, format::OPAQUE_XATTR_USER, &mut cur[..]).ok();
-                if opaque.is_none() {
+                let marked = crate::xattr::get_fd(&dir, format::OPAQUE_XATTR_USER.as_bytes())
+                    .ok()
+                    .flatten();
+                if marked.is_none() {
                     rustix::fs::fsetxattr(
                         &dir,
                         format::OPAQUE_XATTR_USER,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags};
 
-use super::{Backend, BackendError, MountGuard};
+use super::{Backend, BackendError, BackendKind, MountGuard, ProbeError};
 use crate::diff::{write_diff_against_lowers, DiffError, DiffOptions, DiffStats};
 use crate::format;
 
@@ -37,10 +37,13 @@ impl MountGuard for CopyMount {
 }
 
 impl Backend for CopyBackend {
-    fn name(&self) -> &'static str {
-        "copy"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Copy
     }
-    fn probe(&self, _scratch: &Path) -> Result<(), String> {
+    fn changes_in_upper(&self) -> bool {
+        false
+    }
+    fn works_here(&self, _scratch: &Path) -> Result<(), ProbeError> {
         Ok(())
     }
     fn mount(
@@ -73,27 +76,6 @@ pub fn materialize(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn is_whiteout(md: &fs::Metadata, path: &Path) -> bool {
-    let ft = md.file_type();
-    (ft.is_char_device() && md.rdev() == 0)
-        || (ft.is_file() && md.len() == 0 && has_xattr(path, format::WHITEOUT_XATTR_USER))
-}
-
-fn has_xattr(path: &Path, name: &str) -> bool {
-    let mut b = [0u8; 8];
-    rustix::fs::lgetxattr(path, name, &mut b[..]).is_ok()
-}
-
-pub(crate) fn is_opaque(path: &Path) -> bool {
-    [format::OPAQUE_XATTR_USER, format::OPAQUE_XATTR_TRUSTED]
-        .iter()
-        .any(|x| {
-            let mut b = [0u8; 8];
-            rustix::fs::lgetxattr(path, *x, &mut b[..])
-                .is_ok_and(|n| format::is_opaque_value(&b[..n]))
-        })
-}
-
 fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -113,7 +95,7 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
         let s = src.join(&name);
         let d = dst.join(&name);
         let md = fs::symlink_metadata(&s)?;
-        if is_whiteout(&md, &s) {
+        if format::is_whiteout(&s, &md) {
             remove_any(&d)?;
             continue;
         }
@@ -121,7 +103,7 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
         if md.is_dir() {
             match existing {
                 Some(e) if e.is_dir() => {
-                    if is_opaque(&s) {
+                    if format::is_opaque(&s) {
                         for child in fs::read_dir(&d)? {
                             remove_any(&child?.path())?;
                         }
@@ -179,6 +161,26 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
     Ok(())
 }
 
+/// Gives every directory below `upper` the owner, mode, times and xattrs it has at the
+/// same place in `tree`, deepest first: after a layer of `tree`'s changes is replayed
+/// into an empty upper directory, the parents apply had to create (fresh, with the
+/// time of now) look as they do in the tree, as a copied-up directory would.
+pub(crate) fn copy_dir_metadata(tree: &Path, upper: &Path) -> io::Result<()> {
+    for e in fs::read_dir(upper)? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let (t, u) = (tree.join(e.file_name()), e.path());
+        copy_dir_metadata(&t, &u)?;
+        match fs::symlink_metadata(&t) {
+            Ok(md) if md.is_dir() => copy_metadata(&t, &u, &md)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Copies file contents: a reflink when the filesystem can, else `copy_file_range`.
 pub(crate) fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
     let from = File::open(src)?;
@@ -216,16 +218,9 @@ pub(crate) fn copy_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> io::Re
         Some(rustix::fs::Gid::from_raw(md.gid())),
         AtFlags::SYMLINK_NOFOLLOW,
     );
-    let mut names = vec![0u8; 4096];
-    if let Ok(n) = rustix::fs::llistxattr(src, &mut names[..]) {
-        for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-            if format::is_private_xattr(name) {
-                continue;
-            }
-            let mut v = vec![0u8; 65536];
-            if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut v[..]) {
-                let _ = rustix::fs::lsetxattr(dst, name, &v[..len], XattrFlags::empty());
-            }
+    if let Ok(xattrs) = crate::xattr::read_all(src, |n| !format::is_private_xattr(n)) {
+        for (name, value) in xattrs {
+            let _ = rustix::fs::lsetxattr(dst, name.as_slice(), &value, XattrFlags::empty());
         }
     }
     if !md.file_type().is_symlink() {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
-use super::{Backend, BackendError, MountGuard};
+use super::{Backend, BackendError, BackendKind, MountGuard, ProbeError};
 use crate::diff::{write_upper_diff, DiffError, DiffOptions, DiffStats};
 
 /// Options longer than this are flattened (the kernel's limit is one 4 KiB page).
@@ -74,19 +74,22 @@ fn options(lowers: &[PathBuf], upper: &Path, work: &Path) -> String {
 }
 
 impl Backend for OverlayBackend {
-    fn name(&self) -> &'static str {
-        "overlay"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Overlay
     }
 
-    fn probe(&self, scratch: &Path) -> Result<(), String> {
+    fn works_here(&self, scratch: &Path) -> Result<(), ProbeError> {
         let dirs = ["l", "u", "w", "m"].map(|d| scratch.join(d));
         for d in &dirs {
-            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(ProbeError::setup(d))?;
         }
         let [l, u, w, m] = dirs;
         let guard = self
             .mount(&[l], &u, &w, &m)
-            .map_err(|e| format!("mounting overlayfs failed ({e}); it needs a mount namespace and, unprivileged, Linux 5.11+"))?;
+            .map_err(|source| ProbeError::Mount {
+                hint: "it needs a mount namespace and, unprivileged, Linux 5.11+",
+                source,
+            })?;
         drop(guard);
         Ok(())
     }

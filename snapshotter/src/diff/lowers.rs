@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::backend::copy::{is_opaque, is_whiteout};
+use crate::format::{is_opaque, is_whiteout};
 
 pub(crate) struct LowerView<'a> {
     pub lowers: &'a [PathBuf],
@@ -34,7 +34,7 @@ impl LowerView<'_> {
                     InLower::Absent
                 };
             };
-            if is_whiteout(&md, &p) {
+            if is_whiteout(&p, &md) {
                 return InLower::Hidden;
             }
             let last = i + 1 == comps.len();
@@ -94,7 +94,7 @@ impl LowerView<'_> {
                     let name = e.file_name().as_bytes().to_vec();
                     let p = e.path();
                     let wh = fs::symlink_metadata(&p)
-                        .map(|m| is_whiteout(&m, &p))
+                        .map(|m| is_whiteout(&p, &m))
                         .unwrap_or(false);
                     if wh {
                         hidden.insert(name);

@@ -4,7 +4,8 @@
 //! size of the layers below. Children are visited in byte order of their names (a
 //! directory before its contents), so one tree always gives the same bytes. Conversions:
 //! - a whiteout (a 0/0 character device, or an empty file with
-//!   [`format::WHITEOUT_XATTR_USER`]) becomes an empty `.wh.<name>` file;
+//!   [`format::WHITEOUT_XATTR_USER`]) becomes an empty `.wh.<name>` file, dated 0 (or
+//!   `source_date_epoch`) whatever the deletion's time;
 //! - an opaque directory (`user.`/`trusted.overlay.opaque` = `y`) becomes the directory
 //!   entry followed by `<dir>/.wh..wh..opq`;
 //! - host ids are mapped back to container ids (ids outside the mapping become 65534,
@@ -15,7 +16,7 @@
 //!
 //! Sockets are skipped (tar cannot hold them, and BuildKit skips them too).
 
-mod lowers;
+pub(crate) mod lowers;
 mod tar_writer;
 
 use std::collections::HashMap;
@@ -137,59 +138,11 @@ struct Differ<'a, W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-fn xattr_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
-    let n = rustix::fs::lgetxattr(path, name, &mut buf[..]).ok()?;
-    buf.truncate(n);
-    Some(buf)
-}
-
 /// The xattrs of `path` that belong in a layer, sorted by name.
 fn layer_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        if format::is_private_xattr(name) {
-            continue;
-        }
-        let mut value = vec![0u8; 1024];
-        let len = loop {
-            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
-                Ok(l) => break Some(l),
-                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
-                Err(_) => break None,
-            }
-        };
-        if let Some(len) = len {
-            value.truncate(len);
-            out.push((name.to_vec(), value));
-        }
-    }
+    let mut out = crate::xattr::read_all(path, |n| !format::is_private_xattr(n))?;
     out.sort();
     Ok(out)
-}
-
-fn is_whiteout(md: &Metadata, path: &Path) -> bool {
-    let ft = md.file_type();
-    (ft.is_char_device() && md.rdev() == 0)
-        || (ft.is_file()
-            && md.len() == 0
-            && (xattr_value(path, format::WHITEOUT_XATTR_USER).is_some()
-                || xattr_value(path, "trusted.overlay.whiteout").is_some()))
-}
-
-fn is_opaque(path: &Path) -> bool {
-    [format::OPAQUE_XATTR_USER, format::OPAQUE_XATTR_TRUSTED]
-        .iter()
-        .any(|x| xattr_value(path, x).is_some_and(|v| format::is_opaque_value(&v)))
 }
 
 impl<W: Write> Differ<'_, W> {
@@ -277,7 +230,7 @@ impl<W: Write> Differ<'_, W> {
                 }
             }
             if let (Some(ul), true) = (&self.upper_lowers, md.is_dir()) {
-                let copied_up = !is_opaque(&path)
+                let copied_up = !format::is_opaque(&path)
                     && ul.lookup(&child).is_some_and(|(lp, lmd)| {
                         lmd.is_dir() && lowers::same_entry(&path, &md, &lp, &lmd)
                     });
@@ -288,10 +241,14 @@ impl<W: Write> Differ<'_, W> {
                     continue;
                 }
             }
-            if is_whiteout(&md, &path) {
+            if format::is_whiteout(&path, &md) {
                 let mut wh = rel.clone();
                 wh.extend_from_slice(format::OCI_WHITEOUT_PREFIX.as_bytes());
                 wh.extend_from_slice(name.as_bytes());
+                // Not the time of the deletion: a whiteout's time says nothing, and the
+                // copy backend's diff (which has no whiteout to read it from) writes the
+                // same, so every backend gives the same layer.
+                let mtime = self.opts.source_date_epoch.unwrap_or(0);
                 self.emit(
                     &path,
                     plain_entry(&wh, tar::EntryType::Regular, mtime),
@@ -330,7 +287,7 @@ impl<W: Write> Differ<'_, W> {
                 meta.path = &dir_path;
                 meta.kind = tar::EntryType::Directory;
                 self.emit(&path, meta, &mut io::empty())?;
-                if is_opaque(&path) {
+                if format::is_opaque(&path) {
                     let mut opq = dir_path.clone();
                     opq.extend_from_slice(format::OCI_OPAQUE_MARKER.as_bytes());
                     self.emit(

@@ -29,21 +29,8 @@ fn times(st: &Stat) -> Timestamps {
 
 /// Copies the non-private xattrs of `from` onto `to` (neither followed if a symlink).
 pub(super) fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(from, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        if format::is_private_xattr(name) {
-            continue;
-        }
-        let mut v = vec![0u8; 65536];
-        let Ok(len) = rustix::fs::lgetxattr(from, name, &mut v[..]) else {
-            continue;
-        };
-        rustix::fs::lsetxattr(to, name, &v[..len], rustix::fs::XattrFlags::empty())?;
+    for (name, value) in crate::xattr::read_all(from, |n| !format::is_private_xattr(n))? {
+        rustix::fs::lsetxattr(to, name.as_slice(), &value, rustix::fs::XattrFlags::empty())?;
     }
     Ok(())
 }
@@ -239,7 +226,7 @@ impl Layers {
         }
         let p = self.path(0, rel);
         match super::layers::lstat(&p)? {
-            Some(st) if super::layers::is_whiteout(&st, &p) => {
+            Some(st) if format::is_whiteout(&p, &st) => {
                 rustix::fs::unlink(&p)?;
                 self.forget_tree(rel);
                 Ok(true)
@@ -256,7 +243,7 @@ impl Layers {
             let e = e?;
             let cp = e.path();
             if let Some(st) = super::layers::lstat(&cp)? {
-                if super::layers::is_whiteout(&st, &cp) {
+                if format::is_whiteout(&cp, &st) {
                     rustix::fs::unlink(&cp)?;
                 } else if file_type(&st) == FileType::Directory {
                     // An upper-only directory holding only whiteouts.

@@ -49,34 +49,6 @@ pub(super) fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
 
-/// Whether `st` (at `path`) is a whiteout.
-pub(super) fn is_whiteout(st: &Stat, path: &Path) -> bool {
-    match file_type(st) {
-        FileType::CharacterDevice => st.st_rdev == 0,
-        FileType::RegularFile if st.st_size == 0 => {
-            let mut v = [0u8; 8];
-            rustix::fs::lgetxattr(path, format::WHITEOUT_XATTR_USER, &mut v[..]).is_ok()
-        }
-        _ => false,
-    }
-}
-
-/// Whether directory `path` is opaque.
-pub(super) fn is_opaque(path: &Path) -> bool {
-    // fuse-overlayfs marks opaque directories with its own xattr when it may not write
-    // the overlay ones: stacks it wrote are read too.
-    [
-        format::OPAQUE_XATTR_USER,
-        format::OPAQUE_XATTR_TRUSTED,
-        "user.fuseoverlayfs.opaque",
-    ]
-    .iter()
-    .any(|x| {
-        let mut v = [0u8; 8];
-        rustix::fs::lgetxattr(path, *x, &mut v[..]).is_ok_and(|n| format::is_opaque_value(&v[..n]))
-    })
-}
-
 /// `lstat` that reads "no such entry" (also through a non-directory) as `None`.
 pub(super) fn lstat(path: &Path) -> io::Result<Option<Stat>> {
     match rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW) {
@@ -174,7 +146,7 @@ impl Layers {
                     None
                 };
                 let whiteout = ft.is_char_device_or_empty_file()
-                    && st.is_some_and(|st| is_whiteout(&st, &dir.join(&name)));
+                    && st.is_some_and(|st| format::is_whiteout(&dir.join(&name), &st));
                 if whiteout {
                     if i == 0 {
                         upper_whiteouts.insert(name.clone());
@@ -235,7 +207,7 @@ impl Layers {
     /// Whether directory `path` of layer `i` is opaque: the overlay xattr, or in a lower
     /// layer an AUFS-style `.wh..wh..opq` file.
     fn opaque_in(&self, i: usize, path: &Path) -> bool {
-        is_opaque(path)
+        format::is_opaque(path)
             || (i > 0
                 && lstat(&path.join(format::OCI_OPAQUE_MARKER))
                     .ok()
@@ -327,7 +299,7 @@ impl Layers {
         for i in self.dir_layers(parent)?.into_iter().filter(|i| *i > 0) {
             let p = self.path(i, rel);
             if let Some(st) = lstat(&p)? {
-                return Ok(!is_whiteout(&st, &p));
+                return Ok(!format::is_whiteout(&p, &st));
             }
             if let Some(name) = rel.file_name() {
                 let mut wh = std::ffi::OsString::from(format::OCI_WHITEOUT_PREFIX);
@@ -431,5 +403,124 @@ mod tests {
         assert!(l.find(Path::new("gone")).unwrap().is_none());
         assert!(!l.exists_below(Path::new("gone")).unwrap());
         assert!(l.exists_below(Path::new("kept")).unwrap());
+    }
+
+    /// Every visible path below `rel` of the FUSE overlay's merged view.
+    fn fuse_paths(l: &Layers, rel: &Path, out: &mut Vec<String>) {
+        for (name, _, st) in l.list(rel).unwrap() {
+            let c = child(rel, &name);
+            out.push(c.display().to_string());
+            if file_type(&st) == FileType::Directory {
+                fuse_paths(l, &c, out);
+            }
+        }
+    }
+
+    /// Every visible path below `rel` of the diff's merged view of the lowers.
+    fn diff_paths(v: &crate::diff::lowers::LowerView<'_>, rel: &[u8], out: &mut Vec<String>) {
+        for name in v.children(rel) {
+            let mut c = rel.to_vec();
+            if !c.is_empty() {
+                c.push(b'/');
+            }
+            c.extend_from_slice(&name);
+            out.push(String::from_utf8_lossy(&c).into_owned());
+            if v.lookup(&c).is_some_and(|(_, md)| md.is_dir()) {
+                diff_paths(v, &c, out);
+            }
+        }
+    }
+
+    /// Every path below `dir` of a plain tree (the copy backend's merged copy).
+    fn tree_paths(dir: &Path, rel: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let c = child(rel, &e.file_name());
+            out.push(c.display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                tree_paths(dir, &c, out);
+            }
+        }
+    }
+
+    /// One stack with every whiteout and opaque marker the overlay format knows reads the
+    /// same through the FUSE overlay, the diff's view of lowers and the copy backend.
+    #[test]
+    fn every_reader_sees_the_same_markers() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layers(t.path(), 3);
+        let (top, bottom) = (&l.dirs[1], &l.dirs[2]);
+        let set = |p: &Path, name: &str, value: &[u8]| {
+            rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).is_ok()
+        };
+        std::fs::write(bottom.join("kept"), "k").unwrap();
+        let mut want = vec!["kept".to_string()];
+        for (dir, xattr, value, opaque) in [
+            ("o-user", format::OPAQUE_XATTR_USER, &b"y"[..], true),
+            ("o-trusted", format::OPAQUE_XATTR_TRUSTED, b"y", true),
+            ("o-fuse", format::OPAQUE_XATTR_FUSE_OVERLAYFS, b"y", true),
+            (
+                "o-x",
+                format::OPAQUE_XATTR_USER,
+                format::XWHITEOUT_PARENT_VALUE,
+                false,
+            ),
+        ] {
+            std::fs::create_dir_all(bottom.join(dir)).unwrap();
+            std::fs::write(bottom.join(dir).join("old"), "o").unwrap();
+            std::fs::create_dir_all(top.join(dir)).unwrap();
+            std::fs::write(top.join(dir).join("new"), "n").unwrap();
+            want.extend([dir.to_string(), format!("{dir}/new")]);
+            // trusted.* needs real root: unprivileged, that directory merges plainly.
+            if !(set(&top.join(dir), xattr, value) && opaque) {
+                want.push(format!("{dir}/old"));
+            }
+        }
+        for (name, xattr) in [
+            ("gone-user", Some(format::WHITEOUT_XATTR_USER)),
+            ("gone-trusted", Some(format::WHITEOUT_XATTR_TRUSTED)),
+            ("gone-device", None),
+        ] {
+            std::fs::write(bottom.join(name), "g").unwrap();
+            let p = top.join(name);
+            let hidden = match xattr {
+                Some(x) => {
+                    std::fs::write(&p, "").unwrap();
+                    set(&p, x, b"y")
+                }
+                None => rustix::fs::mknodat(
+                    CWD,
+                    &p,
+                    FileType::CharacterDevice,
+                    rustix::fs::Mode::empty(),
+                    0,
+                )
+                .is_ok(),
+            };
+            if !hidden {
+                // An empty file without the marker is an ordinary file above the old one.
+                let _ = std::fs::remove_file(&p);
+                std::fs::write(&p, "").unwrap();
+                want.push(name.to_string());
+            }
+        }
+        want.sort();
+
+        let mut fuse = Vec::new();
+        fuse_paths(&l, Path::new(""), &mut fuse);
+        fuse.sort();
+        let lowers = vec![top.clone(), bottom.clone()];
+        let view = crate::diff::lowers::LowerView { lowers: &lowers };
+        let mut diff = Vec::new();
+        diff_paths(&view, b"", &mut diff);
+        diff.sort();
+        let copy_dir = t.path().join("copy");
+        crate::backend::copy::materialize(&lowers, &copy_dir).unwrap();
+        let mut copy = Vec::new();
+        tree_paths(&copy_dir, Path::new(""), &mut copy);
+        copy.sort();
+        assert_eq!(fuse, want, "FUSE overlay");
+        assert_eq!(diff, want, "diff's view of the lowers");
+        assert_eq!(copy, want, "copy backend");
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! - `layers`: resolution through the stack (whiteouts, opaque directories);
 //! - `copy_up`: bringing lower entries into the upper directory before they change;
-//! - `fs`: the FUSE operations.
+//! - `fs`: the FUSE operations (node table, attributes, namespace changes, dispatch).
 //!
 //! Mounting: `/dev/fuse` is opened and `mount(2)`ed here, inside the build's user and mount
 //! namespace (no fusermount, no setuid helper), with `allow_other,default_permissions` so
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
-use super::{Backend, BackendError, MountGuard};
+use super::{Backend, BackendError, BackendKind, MountGuard, ProbeError};
 use crate::diff::{write_upper_diff, DiffError, DiffOptions, DiffStats};
 use crate::format;
 
@@ -81,25 +81,33 @@ fn err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
 }
 
 impl Backend for FuseBackend {
-    fn name(&self) -> &'static str {
-        "fuse"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Fuse
     }
 
-    fn probe(&self, scratch: &Path) -> Result<(), String> {
+    fn works_here(&self, scratch: &Path) -> Result<(), ProbeError> {
         let dirs = ["l", "u", "w", "m"].map(|d| scratch.join(d));
         for d in &dirs {
-            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(ProbeError::setup(d))?;
         }
         let [l, u, w, m] = dirs;
-        std::fs::write(l.join("probe"), b"kiln").map_err(|e| e.to_string())?;
+        let probe = l.join("probe");
+        std::fs::write(&probe, b"kiln").map_err(ProbeError::setup(&probe))?;
         let guard = self
             .mount(&[l], &u, &w, &m)
-            .map_err(|e| format!("mounting the FUSE overlay failed ({e}); it needs /dev/fuse readable and writable and a user namespace"))?;
-        let got = std::fs::read(guard.root().join("probe"))
-            .map_err(|e| format!("reading through the FUSE overlay: {e}"))?;
+            .map_err(|source| ProbeError::Mount {
+                hint: "it needs /dev/fuse readable and writable and a user namespace",
+                source,
+            })?;
+        let got = std::fs::read(guard.root().join("probe")).map_err(|source| ProbeError::Read {
+            kind: BackendKind::Fuse,
+            source,
+        })?;
         drop(guard);
         if got != b"kiln" {
-            return Err("the FUSE overlay served wrong data".into());
+            return Err(ProbeError::WrongData {
+                kind: BackendKind::Fuse,
+            });
         }
         Ok(())
     }

@@ -1,20 +1,11 @@
-//! The overlay filesystem served over FUSE (`fuser::Filesystem`).
-//!
-//! Inode numbers are kiln's own: one per path, given at first sight and kept for the
-//! life of the mount (a hard link made here shares its source's number), so they stay
-//! stable across copy-up. Namespace changes (create, unlink, rename, copy-up) take one
-//! mutex; lookups, reads and writes do not. Entries and attributes are cached by the
-//! kernel for a long time and misses are cached too (negative entries): the lowers never
-//! change and every change of the upper goes through this filesystem.
+//! The `fuser::Filesystem` operations: each answers the kernel through the node table,
+//! the stack's lookups and the namespace changes.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::SystemTime;
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -22,525 +13,12 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps, CWD};
 
-use super::layers::{child, file_type, Layers};
+use super::attr::*;
+use super::{DirEntries, Handle, OverlayFs};
+use crate::backend::fuse::layers::{child, file_type};
 use crate::format;
-
-/// How long the kernel may keep entries and attributes.
-const TTL: Duration = Duration::from_secs(3600);
-
-/// The longest name a directory entry may have.
-const NAME_MAX: usize = 255;
-
-fn errno(e: io::Error) -> Errno {
-    Errno::from(e)
-}
-
-fn rerr(e: rustix::io::Errno) -> Errno {
-    Errno::from(io::Error::from(e))
-}
-
-fn kind(st: &Stat) -> FuseType {
-    match file_type(st) {
-        FileType::Directory => FuseType::Directory,
-        FileType::Symlink => FuseType::Symlink,
-        FileType::Fifo => FuseType::NamedPipe,
-        FileType::CharacterDevice => FuseType::CharDevice,
-        FileType::BlockDevice => FuseType::BlockDevice,
-        FileType::Socket => FuseType::Socket,
-        _ => FuseType::RegularFile,
-    }
-}
-
-fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
-    }
-}
-
-/// Answers a getxattr/listxattr: the size when asked for it (`size` 0), ERANGE when the
-/// caller's buffer is too small, else the bytes.
-fn reply_xattr(v: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
-    match v {
-        Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-        Ok(v) => reply.data(&v),
-        Err(e) => reply.error(e),
-    }
-}
-
-/// The attributes sent with a negative entry (only node id 0 matters).
-fn negative_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
-        kind: FuseType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn attr(ino: u64, st: &Stat) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(ino),
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: time(st.st_atime, st.st_atime_nsec as i64),
-        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
-        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
-        crtime: UNIX_EPOCH,
-        kind: kind(st),
-        perm: (st.st_mode & 0o7777) as u16,
-        nlink: st.st_nlink as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev as u32,
-        blksize: st.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-/// Paths ↔ inode numbers.
-#[derive(Default)]
-struct Table {
-    paths: HashMap<u64, Vec<PathBuf>>,
-    inos: HashMap<PathBuf, u64>,
-    next: u64,
-}
-
-impl Table {
-    fn new() -> Table {
-        let mut t = Table {
-            next: 2,
-            ..Default::default()
-        };
-        t.paths.insert(1, vec![PathBuf::new()]);
-        t.inos.insert(PathBuf::new(), 1);
-        t
-    }
-
-    fn ino_for(&mut self, path: &Path) -> u64 {
-        if let Some(i) = self.inos.get(path) {
-            return *i;
-        }
-        let i = self.next;
-        self.next += 1;
-        self.inos.insert(path.to_path_buf(), i);
-        self.paths.entry(i).or_default().push(path.to_path_buf());
-        i
-    }
-
-    fn path_of(&self, ino: u64) -> Option<PathBuf> {
-        self.paths.get(&ino).and_then(|p| p.first().cloned())
-    }
-
-    fn add_link(&mut self, ino: u64, path: &Path) {
-        self.remove_path(path);
-        self.inos.insert(path.to_path_buf(), ino);
-        self.paths.entry(ino).or_default().push(path.to_path_buf());
-    }
-
-    fn remove_path(&mut self, path: &Path) {
-        if let Some(i) = self.inos.remove(path) {
-            if let Some(ps) = self.paths.get_mut(&i) {
-                ps.retain(|p| p != path);
-            }
-        }
-    }
-
-    /// `from` (and everything under it) is now at `to`.
-    fn rename(&mut self, from: &Path, to: &Path) {
-        let moved: Vec<(PathBuf, u64)> = self
-            .inos
-            .iter()
-            .filter(|(p, _)| p.starts_with(from))
-            .map(|(p, i)| (p.clone(), *i))
-            .collect();
-        // What stood at `to` is replaced.
-        let replaced: Vec<PathBuf> = self
-            .inos
-            .keys()
-            .filter(|p| p.starts_with(to))
-            .cloned()
-            .collect();
-        for p in replaced {
-            self.remove_path(&p);
-        }
-        for (p, i) in moved {
-            self.remove_path(&p);
-            let rest = p.strip_prefix(from).unwrap_or(Path::new(""));
-            let np = if rest.as_os_str().is_empty() {
-                to.to_path_buf()
-            } else {
-                to.join(rest)
-            };
-            self.inos.insert(np.clone(), i);
-            self.paths.entry(i).or_default().push(np);
-        }
-    }
-}
-
-/// A directory's entries as `opendir` saw them: inode, type, name, `lstat`.
-type DirEntries = Vec<(u64, FuseType, OsString, Stat)>;
-
-enum Handle {
-    /// An open file: its inode and fd (which outlives an unlink of the file).
-    File(u64, OwnedFd),
-    Dir(DirEntries),
-}
-
-/// The filesystem.
-pub(super) struct OverlayFs {
-    layers: Layers,
-    table: RwLock<Table>,
-    /// Held by every change of the upper directory.
-    changes: Mutex<()>,
-    handles: RwLock<HashMap<u64, Handle>>,
-    next_fh: AtomicU64,
-}
-
-impl OverlayFs {
-    pub fn new(layers: Layers) -> OverlayFs {
-        OverlayFs {
-            layers,
-            table: RwLock::new(Table::new()),
-            changes: Mutex::new(()),
-            handles: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-        }
-    }
-
-    fn table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
-        self.table.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
-        self.table
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .path_of(ino.0)
-            .ok_or(Errno::ENOENT)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add_handle(&self, h: Handle) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, h);
-        fh
-    }
-
-    fn drop_handle(&self, fh: FileHandle) {
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
-    }
-
-    fn with_fd<T>(
-        &self,
-        fh: FileHandle,
-        f: impl FnOnce(&OwnedFd) -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
-        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
-        match hs.get(&fh.0) {
-            Some(Handle::File(_, fd)) => f(fd),
-            _ => Err(Errno::EBADF),
-        }
-    }
-
-    /// Copies `ino` up and applies `change` to its upper path, under the change lock.
-    fn change_upper(
-        &self,
-        ino: INodeNo,
-        change: impl FnOnce(&Path) -> Result<(), Errno>,
-    ) -> Result<(), Errno> {
-        let rel = self.path(ino)?;
-        let _g = self.lock();
-        self.layers.copy_up(&rel, true).map_err(errno)?;
-        change(&self.layers.path(0, &rel))
-    }
-
-    /// The path of `ino` in the layer that shows it.
-    fn visible_path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
-        let rel = self.path(ino)?;
-        let (layer, _) = self.find(&rel)?;
-        Ok(self.layers.path(layer, &rel))
-    }
-
-    /// `fstat` of any open handle of inode `ino`.
-    fn open_fstat(&self, ino: u64) -> Option<Stat> {
-        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
-        hs.values().find_map(|h| match h {
-            Handle::File(i, fd) if *i == ino => rustix::fs::fstat(fd).ok(),
-            _ => None,
-        })
-    }
-
-    /// The visible entry at `rel`, or ENOENT.
-    fn find(&self, rel: &Path) -> Result<(usize, Stat), Errno> {
-        self.layers.find(rel).map_err(errno)?.ok_or(Errno::ENOENT)
-    }
-
-    fn entry_of(&self, rel: &Path) -> Result<FileAttr, Errno> {
-        let (_, st) = self.find(rel)?;
-        let ino = self.table().ino_for(rel);
-        Ok(attr(ino, &st))
-    }
-
-    /// Owner of a new entry in `parent` for `req`: the caller, with the parent's group
-    /// when the parent is set-group-ID (as the kernel does).
-    fn new_owner(&self, req: &Request, parent: &Path) -> (u32, u32, bool) {
-        match self.layers.find(parent) {
-            Ok(Some((_, st))) if st.st_mode & 0o2000 != 0 => (req.uid(), st.st_gid, true),
-            _ => (req.uid(), req.gid(), false),
-        }
-    }
-
-    /// Creates `parent/name` in the upper directory with `make`, owned by the caller and
-    /// with exactly `mode`; returns its path and whether a whiteout stood there.
-    fn create_entry(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        make: impl FnOnce(&Path) -> io::Result<()>,
-    ) -> Result<(PathBuf, bool), Errno> {
-        if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        let pp = self.path(parent)?;
-        let rel = child(&pp, name);
-        if self.layers.find(&rel).map_err(errno)?.is_some() {
-            return Err(Errno::EEXIST);
-        }
-        self.layers.copy_up_dirs(&pp).map_err(errno)?;
-        let had_whiteout = self.layers.clear_whiteout(&rel).map_err(errno)?;
-        let up = self.layers.path(0, &rel);
-        let made = make(&up).map_err(errno);
-        if had_whiteout {
-            self.layers.forget_tree(&rel);
-        } else {
-            self.layers.note_entry(&rel, made.is_ok().then_some(0));
-            self.layers.forget_tree_below(&rel);
-        }
-        made?;
-        let (uid, gid, sgid_dir) = self.new_owner(req, &pp);
-        rustix::fs::chownat(
-            CWD,
-            &up,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(rerr)?;
-        let st = super::layers::lstat(&up)
-            .map_err(errno)?
-            .ok_or(Errno::EIO)?;
-        if file_type(&st) != FileType::Symlink {
-            let mut m = mode & 0o7777;
-            if sgid_dir && file_type(&st) == FileType::Directory {
-                m |= 0o2000;
-            }
-            rustix::fs::chmodat(CWD, &up, Mode::from_raw_mode(m), AtFlags::empty())
-                .map_err(rerr)?;
-        }
-        Ok((rel, had_whiteout))
-    }
-
-    fn reply_new(&self, rel: &Path, reply: ReplyEntry) {
-        match self.entry_of(rel) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    /// Removes `rel` (not a directory unless `dir`) from the merged view.
-    fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
-        if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        let pp = self.path(parent)?;
-        let rel = child(&pp, name);
-        let _g = self.lock();
-        let (layer, st) = self.find(&rel)?;
-        let is_dir = file_type(&st) == FileType::Directory;
-        match (dir, is_dir) {
-            (false, true) => return Err(Errno::EISDIR),
-            (true, false) => return Err(Errno::ENOTDIR),
-            _ => {}
-        }
-        if dir && !self.layers.is_empty_dir(&rel).map_err(errno)? {
-            return Err(Errno::ENOTEMPTY);
-        }
-        self.layers.copy_up_dirs(&pp).map_err(errno)?;
-        let up = self.layers.path(0, &rel);
-        if layer == 0 || super::layers::lstat(&up).map_err(errno)?.is_some() {
-            if is_dir {
-                self.layers.remove_upper_dir(&rel).map_err(errno)?;
-            } else {
-                rustix::fs::unlink(&up).map_err(rerr)?;
-            }
-        }
-        if is_dir {
-            self.layers.forget_tree_below(&rel);
-        }
-        if self.layers.exists_below(&rel).map_err(errno)? {
-            self.layers.whiteout(&rel).map_err(errno)?;
-        } else {
-            self.layers.note_entry(&rel, None);
-        }
-        self.table().remove_path(&rel);
-        Ok(())
-    }
-
-    fn do_rename(
-        &self,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-    ) -> Result<(), Errno> {
-        if name.len() > NAME_MAX || newname.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        if flags.contains(RenameFlags::RENAME_EXCHANGE)
-            || flags.contains(RenameFlags::RENAME_WHITEOUT)
-        {
-            return Err(Errno::EINVAL);
-        }
-        let src = child(&self.path(parent)?, name);
-        let dst_parent = self.path(newparent)?;
-        let dst = child(&dst_parent, newname);
-        if dst.starts_with(&src) && dst != src {
-            return Err(Errno::EINVAL);
-        }
-        let _g = self.lock();
-        let (slayer, sst) = self.find(&src)?;
-        let src_dir = file_type(&sst) == FileType::Directory;
-        if src == dst {
-            return Ok(());
-        }
-        if let Some((_, dst_st)) = self.layers.find(&dst).map_err(errno)? {
-            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-                return Err(Errno::EEXIST);
-            }
-            let dst_dir = file_type(&dst_st) == FileType::Directory;
-            match (src_dir, dst_dir) {
-                (true, false) => return Err(Errno::ENOTDIR),
-                (false, true) => return Err(Errno::EISDIR),
-                (true, true) => {
-                    if !self.layers.is_empty_dir(&dst).map_err(errno)? {
-                        return Err(Errno::ENOTEMPTY);
-                    }
-                    if super::layers::lstat(&self.layers.path(0, &dst))
-                        .map_err(errno)?
-                        .is_some()
-                    {
-                        self.layers.remove_upper_dir(&dst).map_err(errno)?;
-                    }
-                }
-                (false, false) => {}
-            }
-        }
-        // The source comes up whole: a directory with lower entries takes them along and
-        // becomes opaque, so the layer never needs a redirect.
-        let src_lower = slayer > 0 || self.layers.exists_below(&src).map_err(errno)?;
-        if src_dir && src_lower {
-            self.layers.copy_up_tree(&src).map_err(errno)?;
-        } else {
-            self.layers.copy_up(&src, true).map_err(errno)?;
-        }
-        self.layers.copy_up_dirs(&dst_parent).map_err(errno)?;
-        let had_whiteout = self.layers.clear_whiteout(&dst).map_err(errno)?;
-        let renamed =
-            rustix::fs::rename(self.layers.path(0, &src), self.layers.path(0, &dst)).map_err(rerr);
-        self.layers.forget_tree(&src);
-        self.layers.forget_tree(&dst);
-        renamed?;
-        if src_dir && (had_whiteout || self.layers.exists_below(&dst).map_err(errno)?) {
-            self.layers.set_opaque(&dst).map_err(errno)?;
-        }
-        if self.layers.exists_below(&src).map_err(errno)? {
-            self.layers.whiteout(&src).map_err(errno)?;
-        }
-        self.table().rename(&src, &dst);
-        Ok(())
-    }
-
-    fn open_file(&self, ino: INodeNo, flags: i32) -> Result<u64, Errno> {
-        let rel = self.path(ino)?;
-        let acc = flags & libc_o_accmode();
-        let writable =
-            acc != OFlags::RDONLY.bits() as i32 || flags & OFlags::TRUNC.bits() as i32 != 0;
-        let path = if writable {
-            let _g = self.lock();
-            self.layers
-                .copy_up(&rel, flags & OFlags::TRUNC.bits() as i32 == 0)
-                .map_err(errno)?;
-            self.layers.path(0, &rel)
-        } else {
-            let (layer, _) = self.find(&rel)?;
-            self.layers.path(layer, &rel)
-        };
-        let keep = OFlags::from_bits_retain(flags as _)
-            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
-        let fd = rustix::fs::open(
-            &path,
-            keep | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(rerr)?;
-        Ok(self.add_handle(Handle::File(ino.0, fd)))
-    }
-}
-
-fn libc_o_accmode() -> i32 {
-    (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR).bits() as i32
-}
-
-fn timespec(t: Option<TimeOrNow>) -> Timespec {
-    match t {
-        None => Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        Some(TimeOrNow::Now) => Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
-        Some(TimeOrNow::SpecificTime(t)) => {
-            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
-                Err(e) => (-(e.duration().as_secs() as i64), 0),
-            };
-            Timespec {
-                tv_sec: sec as _,
-                tv_nsec: nsec as _,
-            }
-        }
-    }
-}
 
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -651,7 +129,7 @@ impl Filesystem for OverlayFs {
                 };
                 rustix::fs::utimensat(CWD, &up, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
             }
-            super::layers::lstat(&up)
+            crate::backend::fuse::layers::lstat(&up)
                 .map_err(errno)?
                 .ok_or(Errno::ENOENT)
         };
@@ -811,7 +289,7 @@ impl Filesystem for OverlayFs {
             self.layers.forget_tree(&dst);
             linked?;
             self.table().add_link(ino.0, &dst);
-            let st = super::layers::lstat(&self.layers.path(0, &dst))
+            let st = crate::backend::fuse::layers::lstat(&self.layers.path(0, &dst))
                 .map_err(errno)?
                 .ok_or(Errno::EIO)?;
             Ok(attr(ino.0, &st))
@@ -1043,10 +521,9 @@ impl Filesystem for OverlayFs {
         }
         let run = || -> Result<Vec<u8>, Errno> {
             let p = self.visible_path(ino)?;
-            let mut v = vec![0u8; 65536];
-            let n = rustix::fs::lgetxattr(&p, name, &mut v[..]).map_err(rerr)?;
-            v.truncate(n);
-            Ok(v)
+            crate::xattr::get(&p, name.as_bytes())
+                .map_err(rerr)?
+                .ok_or(Errno::NO_XATTR)
         };
         reply_xattr(run(), size, reply)
     }
@@ -1054,16 +531,10 @@ impl Filesystem for OverlayFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let run = || -> Result<Vec<u8>, Errno> {
             let p = self.visible_path(ino)?;
-            let mut names = vec![0u8; 65536];
-            let n = match rustix::fs::llistxattr(&p, &mut names[..]) {
-                Ok(n) => n,
-                Err(rustix::io::Errno::NOTSUP) => 0,
-                Err(e) => return Err(rerr(e)),
-            };
             let mut out = Vec::new();
-            for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-                if !format::is_private_xattr(name) {
-                    out.extend_from_slice(name);
+            for name in crate::xattr::list(&p).map_err(rerr)? {
+                if !format::is_private_xattr(&name) {
+                    out.extend_from_slice(&name);
                     out.push(0);
                 }
             }
@@ -1130,7 +601,8 @@ impl Filesystem for OverlayFs {
             if req.uid() != rustix::process::geteuid().as_raw()
                 || req.gid() != rustix::process::getegid().as_raw()
             {
-                let parent_st = super::layers::lstat(&self.layers.path(0, &pp)).map_err(errno)?;
+                let parent_st = crate::backend::fuse::layers::lstat(&self.layers.path(0, &pp))
+                    .map_err(errno)?;
                 let gid = match parent_st {
                     Some(st) if st.st_mode & 0o2000 != 0 => st.st_gid,
                     _ => req.gid(),

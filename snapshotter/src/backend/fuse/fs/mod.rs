@@ -1,0 +1,155 @@
+//! The overlay filesystem served over FUSE (`fuser::Filesystem`).
+//!
+//! Inode numbers are kiln's own: one per path, given at first sight and kept for the
+//! life of the mount (a hard link made here shares its source's number), so they stay
+//! stable across copy-up. Namespace changes (create, unlink, rename, copy-up) take one
+//! mutex; lookups, reads and writes do not. Entries and attributes are cached by the
+//! kernel for a long time and misses are cached too (negative entries): the lowers never
+//! change and every change of the upper goes through this filesystem.
+//!
+//! - `attr`: attributes as FUSE wants them (inode attributes, times, errors);
+//! - `nodes`: the node table (paths ↔ inode numbers);
+//! - `namespace`: changes of the namespace (create, remove, rename, open for writing);
+//! - `dispatch`: the `fuser::Filesystem` operations, each a call into the above.
+
+mod attr;
+mod dispatch;
+mod namespace;
+mod nodes;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use fuser::{Errno, FileAttr, FileHandle, FileType as FuseType, INodeNo, Request};
+use rustix::fs::Stat;
+
+use super::layers::Layers;
+use attr::*;
+use nodes::Table;
+
+/// A directory's entries as `opendir` saw them: inode, type, name, `lstat`.
+pub(super) type DirEntries = Vec<(u64, FuseType, OsString, Stat)>;
+
+pub(super) enum Handle {
+    /// An open file: its inode and fd (which outlives an unlink of the file).
+    File(u64, OwnedFd),
+    Dir(DirEntries),
+}
+
+/// The filesystem.
+pub(super) struct OverlayFs {
+    layers: Layers,
+    table: RwLock<Table>,
+    /// Held by every change of the upper directory.
+    changes: Mutex<()>,
+    handles: RwLock<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+impl OverlayFs {
+    pub fn new(layers: Layers) -> OverlayFs {
+        OverlayFs {
+            layers,
+            table: RwLock::new(Table::new()),
+            changes: Mutex::new(()),
+            handles: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .path_of(ino.0)
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, h);
+        fh
+    }
+
+    fn drop_handle(&self, fh: FileHandle) {
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+    }
+
+    fn with_fd<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(&OwnedFd) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        match hs.get(&fh.0) {
+            Some(Handle::File(_, fd)) => f(fd),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Copies `ino` up and applies `change` to its upper path, under the change lock.
+    fn change_upper(
+        &self,
+        ino: INodeNo,
+        change: impl FnOnce(&Path) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let rel = self.path(ino)?;
+        let _g = self.lock();
+        self.layers.copy_up(&rel, true).map_err(errno)?;
+        change(&self.layers.path(0, &rel))
+    }
+
+    /// The path of `ino` in the layer that shows it.
+    fn visible_path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+        let rel = self.path(ino)?;
+        let (layer, _) = self.find(&rel)?;
+        Ok(self.layers.path(layer, &rel))
+    }
+
+    /// `fstat` of any open handle of inode `ino`.
+    fn open_fstat(&self, ino: u64) -> Option<Stat> {
+        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        hs.values().find_map(|h| match h {
+            Handle::File(i, fd) if *i == ino => rustix::fs::fstat(fd).ok(),
+            _ => None,
+        })
+    }
+
+    /// The visible entry at `rel`, or ENOENT.
+    fn find(&self, rel: &Path) -> Result<(usize, Stat), Errno> {
+        self.layers.find(rel).map_err(errno)?.ok_or(Errno::ENOENT)
+    }
+
+    fn entry_of(&self, rel: &Path) -> Result<FileAttr, Errno> {
+        let (_, st) = self.find(rel)?;
+        let ino = self.table().ino_for(rel);
+        Ok(attr(ino, &st))
+    }
+
+    /// Owner of a new entry in `parent` for `req`: the caller, with the parent's group
+    /// when the parent is set-group-ID (as the kernel does).
+    fn new_owner(&self, req: &Request, parent: &Path) -> (u32, u32, bool) {
+        match self.layers.find(parent) {
+            Ok(Some((_, st))) if st.st_mode & 0o2000 != 0 => (req.uid(), st.st_gid, true),
+            _ => (req.uid(), req.gid(), false),
+        }
+    }
+}
