@@ -585,7 +585,7 @@ impl<'a> Session<'a> {
                             Some(raw) => Some(
                                 lexer
                                     .process_word(raw, &cmd.env)
-                                    .map_err(|e| self.err_at(pos, e.message))?,
+                                    .map_err(|e| self.err_at(pos, e.to_string()))?,
                             ),
                             None => graph
                                 .global_args

@@ -74,9 +74,46 @@ impl EnvGetter for Vec<(String, String)> {
 
 /// An expansion that failed: BuildKit's message, wrapped as `failed to process "WORD": …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[error("failed to process {}: {reason}", super::dump::go_quote(word))]
 pub struct ShellError {
-    pub message: String,
+    /// The word that was being expanded.
+    pub word: String,
+    reason: ExpandError,
+}
+
+/// Why an expansion failed, before it is wrapped with the word it was expanding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ExpandError {
+    #[error("unexpected end of statement while looking for matching {0}")]
+    Unterminated(char),
+    #[error("unexpected end of statement while looking for matching single-quote")]
+    UnterminatedSingleQuote,
+    #[error("unexpected end of statement while looking for matching double-quote")]
+    UnterminatedDoubleQuote,
+    #[error("syntax error: missing '}}'")]
+    MissingBrace,
+    #[error("syntax error: missing '/' in ${{}}")]
+    MissingSlash,
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(String),
+    #[error("{name}: {message}")]
+    Required { name: String, message: String },
+    #[error("invalid pattern ({pattern}) in substitution: {source}")]
+    InvalidPattern {
+        pattern: String,
+        source: PatternError,
+    },
+}
+
+/// A substitution pattern that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PatternError {
+    #[error("invalid escape '\\{0}'")]
+    InvalidEscape(char),
+    #[error("invalid escape '\\'")]
+    TrailingEscape,
 }
 
 /// Which variables an expansion looked up and found, and which it did not find.
@@ -172,8 +209,9 @@ impl Lexer {
         let raw = self.raw_escapes;
         match sw.process_until(None, raw) {
             Ok((s, words)) => Ok((s, words, sw.matches)),
-            Err(e) => Err(ShellError {
-                message: format!("failed to process {}: {}", super::dump::go_quote(word), e),
+            Err(reason) => Err(ShellError {
+                word: word.to_string(),
+                reason,
             }),
         }
     }
@@ -245,7 +283,7 @@ impl Expansion<'_> {
         &mut self,
         stop: Option<char>,
         raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), String> {
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.process_until_inner(stop);
@@ -253,7 +291,10 @@ impl Expansion<'_> {
         r
     }
 
-    fn process_until_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+    fn process_until_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let mut result = String::new();
         let mut words = Words::default();
         let quotes = !self.lexer.skip_process_quotes;
@@ -301,14 +342,12 @@ impl Expansion<'_> {
             }
         }
         if let Some(stop) = stop {
-            return Err(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            ));
+            return Err(ExpandError::Unterminated(stop));
         }
         Ok((result, words.finish()))
     }
 
-    fn single_quoted(&mut self) -> Result<String, String> {
+    fn single_quoted(&mut self) -> Result<String, ExpandError> {
         let mut out = String::new();
         let open = self.next();
         if self.lexer.raw_quotes {
@@ -316,12 +355,7 @@ impl Expansion<'_> {
         }
         loop {
             match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(ExpandError::UnterminatedSingleQuote),
                 Some('\'') => {
                     if self.lexer.raw_quotes {
                         out.push('\'');
@@ -333,7 +367,7 @@ impl Expansion<'_> {
         }
     }
 
-    fn double_quoted(&mut self) -> Result<String, String> {
+    fn double_quoted(&mut self) -> Result<String, ExpandError> {
         let mut out = String::new();
         let open = self.next();
         if self.lexer.raw_quotes {
@@ -341,12 +375,7 @@ impl Expansion<'_> {
         }
         loop {
             match self.peek() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(ExpandError::UnterminatedDoubleQuote),
                 Some('"') => {
                     self.pos += 1;
                     if self.lexer.raw_quotes {
@@ -392,7 +421,7 @@ impl Expansion<'_> {
         }
     }
 
-    fn dollar(&mut self) -> Result<String, String> {
+    fn dollar(&mut self) -> Result<String, ExpandError> {
         self.pos += 1; // '$'
         if self.peek() != Some('{') {
             let name = self.name();
@@ -407,10 +436,8 @@ impl Expansion<'_> {
         }
         self.pos += 1; // '{'
         match self.peek() {
-            None => return Err("syntax error: missing '}'".into()),
-            Some('{') | Some('}') | Some(':') => {
-                return Err("syntax error: bad substitution".into())
-            }
+            None => return Err(ExpandError::MissingBrace),
+            Some('{') | Some('}') | Some(':') => return Err(ExpandError::BadSubstitution),
             _ => {}
         }
         let name = self.name();
@@ -433,13 +460,13 @@ impl Expansion<'_> {
                 };
                 let pattern_like = matches!(op, Some('#') | Some('%'));
                 if null_is_unset && pattern_like {
-                    return Err(format!("unsupported modifier ({modifier}) in substitution"));
+                    return Err(ExpandError::UnsupportedModifier(modifier));
                 }
                 let word = match self.process_until(Some('}'), pattern_like) {
                     Ok((w, _)) => w,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".into());
+                            return Err(ExpandError::MissingBrace);
                         }
                         return Err(e);
                     }
@@ -460,22 +487,22 @@ impl Expansion<'_> {
                     }),
                     Some('+') => Ok(if unset_or_null { String::new() } else { word }),
                     Some('?') => match value {
-                        None => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be unset"
+                        None => Err(ExpandError::Required {
+                            name,
+                            message: if word.is_empty() {
+                                "is not allowed to be unset".into()
                             } else {
-                                &word
-                            }
-                        )),
-                        Some(v) if null_is_unset && v.is_empty() => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be empty"
+                                word
+                            },
+                        }),
+                        Some(v) if null_is_unset && v.is_empty() => Err(ExpandError::Required {
+                            name,
+                            message: if word.is_empty() {
+                                "is not allowed to be empty".into()
                             } else {
-                                &word
-                            }
-                        )),
+                                word
+                            },
+                        }),
                         Some(v) => Ok(v),
                     },
                     Some(op @ ('#' | '%')) => {
@@ -484,15 +511,19 @@ impl Expansion<'_> {
                             None => (false, word),
                         };
                         let value = value.unwrap_or_default();
-                        let pattern = Pattern::compile(&pat, greedy)
-                            .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
+                        let pattern = Pattern::compile(&pat, greedy).map_err(|source| {
+                            ExpandError::InvalidPattern {
+                                pattern: pat.clone(),
+                                source,
+                            }
+                        })?;
                         Ok(if op == '#' {
                             pattern.trim_prefix(&value)
                         } else {
                             pattern.trim_suffix(&value)
                         })
                     }
-                    _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
+                    _ => Err(ExpandError::UnsupportedModifier(modifier)),
                 }
             }
             Some('/') => {
@@ -504,7 +535,7 @@ impl Expansion<'_> {
                     Ok((p, _)) => p,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return Err("syntax error: missing '/' in ${}".into());
+                            return Err(ExpandError::MissingSlash);
                         }
                         return Err(e);
                     }
@@ -513,7 +544,7 @@ impl Expansion<'_> {
                     Ok((r, _)) => r,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".into());
+                            return Err(ExpandError::MissingBrace);
                         }
                         return Err(e);
                     }
@@ -523,11 +554,14 @@ impl Expansion<'_> {
                 else {
                     return Ok(format!("${{{name}/{pat}/{repl}}}"));
                 };
-                let pattern = Pattern::compile(&pat, true)
-                    .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
+                let pattern =
+                    Pattern::compile(&pat, true).map_err(|source| ExpandError::InvalidPattern {
+                        pattern: pat.clone(),
+                        source,
+                    })?;
                 Ok(pattern.replace(&value, &repl, all))
             }
-            _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
+            _ => Err(ExpandError::UnsupportedModifier(modifier)),
         }
     }
 
@@ -584,7 +618,7 @@ struct Pattern {
 }
 
 impl Pattern {
-    fn compile(text: &str, greedy: bool) -> Result<Pattern, String> {
+    fn compile(text: &str, greedy: bool) -> Result<Pattern, PatternError> {
         let chars: Vec<char> = text.chars().collect();
         let mut tokens = Vec::with_capacity(chars.len());
         let mut i = 0;
@@ -602,8 +636,8 @@ impl Pattern {
                         tokens.push(Token::Literal(n));
                         i += 1;
                     }
-                    Some(&n) => return Err(format!("invalid escape '\\{n}'")),
-                    None => return Err("invalid escape '\\'".into()),
+                    Some(&n) => return Err(PatternError::InvalidEscape(n)),
+                    None => return Err(PatternError::TrailingEscape),
                 },
                 c => tokens.push(Token::Literal(c)),
             }
@@ -810,11 +844,11 @@ mod tests {
         let e = Lexer::new('\\')
             .process_word("${NOPE?msg $PWD}", &env())
             .unwrap_err();
-        assert!(e.message.ends_with("NOPE: msg /home"), "{}", e.message);
+        assert!(e.to_string().ends_with("NOPE: msg /home"), "{e}");
         let e = word("${EMPTY:?}").unwrap_err();
-        assert!(e.message.ends_with("EMPTY: is not allowed to be empty"));
+        assert!(e.to_string().ends_with("EMPTY: is not allowed to be empty"));
         let e = word("${NOPE:?}").unwrap_err();
-        assert!(e.message.ends_with("NOPE: is not allowed to be unset"));
+        assert!(e.to_string().ends_with("NOPE: is not allowed to be unset"));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use std::path::{Component, Path, PathBuf};
 use crate::dockerfile::instructions::{CacheSharing, MountKind, RunMount};
 use crate::sandbox::mounts::{MountSource, MountSpec};
 
-pub use secret::{SecretSource, SecretStore};
+pub use secret::{SecretSource, SecretSpecError, SecretStore};
+pub use ssh::SshSpecError;
 
 /// Why a RUN mount could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,27 @@ pub enum MountError {
         target: String,
         why: String,
     },
+    /// A bind or cache source that does not resolve beneath its root.
+    #[error("mount source {path:?} of {target}: {source}")]
+    Unresolvable {
+        path: String,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--secret id=ID,env=VAR` with `VAR` unset.
+    #[error("secret {id:?}: environment variable {var} is not set")]
+    SecretEnvUnset { id: String, var: String },
+    /// An `--ssh` key file that is not an OpenSSH private key.
+    #[error("ssh key {}: not an OpenSSH private key: {source}", path.display())]
+    NotAKey {
+        path: PathBuf,
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// An `--ssh` key file that is encrypted.
+    #[error("ssh key {}: the key is encrypted: load it into ssh-agent and pass the agent's socket (--ssh ID=$SSH_AUTH_SOCK)", path.display())]
+    EncryptedKey { path: PathBuf },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -235,11 +257,12 @@ pub fn prepare(
                     None => inputs.context_dir.to_path_buf(),
                 };
                 let src = m.source.as_deref().unwrap_or("/");
-                let source = resolve_beneath(&base, src).map_err(|e| MountError::BadSource {
-                    path: src.to_string(),
-                    target: target.clone(),
-                    why: e.to_string(),
-                })?;
+                let source =
+                    resolve_beneath(&base, src).map_err(|source| MountError::Unresolvable {
+                        path: src.to_string(),
+                        target: target.clone(),
+                        source,
+                    })?;
                 out.specs.push(MountSpec {
                     target,
                     source: MountSource::Bind {
@@ -255,10 +278,10 @@ pub fn prepare(
                 let seed = match &m.from {
                     Some(f) => Some(
                         resolve_beneath(&(inputs.from_dir)(f)?, m.source.as_deref().unwrap_or("/"))
-                            .map_err(|e| MountError::BadSource {
+                            .map_err(|source| MountError::Unresolvable {
                                 path: m.source.clone().unwrap_or_default(),
                                 target: target.clone(),
-                                why: e.to_string(),
+                                source,
                             })?,
                     ),
                     None => None,
