@@ -345,3 +345,36 @@ mod tests {
         assert!(resolve_beneath(&base, "../..").unwrap().starts_with(&base));
     }
 }
+
+/// The library errors of the frontend, plan, sandbox, mounts and store can all be
+/// wrapped (`#[from]`) into a build error: `Error + Send + Sync + 'static`.
+#[cfg(test)]
+mod error_bounds {
+    fn wrappable<E: std::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_error_is_send_sync_static() {
+        use crate::dockerfile::instructions as ins;
+        wrappable::<crate::dockerfile::DockerfileError>();
+        wrappable::<crate::dockerfile::parser::ParseError>();
+        wrappable::<crate::dockerfile::shell::ShellError>();
+        wrappable::<ins::ArgumentsError>();
+        wrappable::<ins::CsvError>();
+        wrappable::<ins::DeviceSpecError>();
+        wrappable::<ins::DurationError>();
+        wrappable::<ins::InstructionExpandError>();
+        wrappable::<ins::MountSpecError>();
+        wrappable::<crate::plan::PlanError>();
+        wrappable::<crate::plan::PlatformError>();
+        wrappable::<crate::sandbox::run::SandboxError>();
+        wrappable::<crate::sandbox::SetupError>();
+        wrappable::<crate::sandbox::UserError>();
+        wrappable::<crate::sandbox::userns::MapHelperError>();
+        wrappable::<super::MountError>();
+        wrappable::<super::SecretSpecError>();
+        wrappable::<super::SshSpecError>();
+        wrappable::<crate::store::ImageStoreError>();
+        wrappable::<crate::build::pattern::PatternError>();
+        wrappable::<crate::build::ignore::IgnoreError>();
+    }
+}
