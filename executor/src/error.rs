@@ -77,6 +77,8 @@ pub enum SetupError {
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
+    Ignore(#[from] crate::context::ignore::IgnoreError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),

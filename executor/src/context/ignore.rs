@@ -8,12 +8,30 @@
 
 use std::path::Path;
 
-use super::pattern::clean;
+use super::pattern::{clean, Dialect, Glob, PatternError};
+
+/// Why the ignore rules could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum IgnoreError {
+    /// The ignore file exists but could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// A line is not a valid pattern (Go's `ErrBadPattern`).
+    #[error("invalid .dockerignore pattern {pattern:?}: {source}")]
+    BadPattern {
+        pattern: String,
+        #[source]
+        source: PatternError,
+    },
+}
 
 /// One pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
-    pattern: Vec<char>,
+    /// The cleaned pattern, as written after `!`.
+    text: String,
+    /// The compiled pattern; a malformed one matches nothing.
+    glob: Result<Glob, PatternError>,
     exclusion: bool,
 }
 
@@ -24,7 +42,8 @@ pub struct IgnoreRules {
 }
 
 impl IgnoreRules {
-    /// Parses the text of an ignore file.
+    /// Parses the text of an ignore file. A malformed pattern is kept but matches
+    /// nothing; [`IgnoreRules::check`] reports it.
     pub fn parse(text: &str) -> IgnoreRules {
         let mut rules = Vec::new();
         for line in text.lines() {
@@ -41,16 +60,38 @@ impl IgnoreRules {
                 continue;
             }
             rules.push(Rule {
-                pattern: pat.chars().collect(),
+                glob: Glob::new(&pat, Dialect::Ignore),
+                text: pat,
                 exclusion,
             });
         }
         IgnoreRules { rules }
     }
 
+    /// [`IgnoreRules::parse`], failing on the first malformed pattern (as Docker does).
+    pub fn parse_strict(text: &str) -> Result<IgnoreRules, IgnoreError> {
+        let rules = IgnoreRules::parse(text);
+        rules.check()?;
+        Ok(rules)
+    }
+
+    /// The first malformed pattern, if any.
+    pub fn check(&self) -> Result<(), IgnoreError> {
+        for r in &self.rules {
+            if let Err(source) = &r.glob {
+                return Err(IgnoreError::BadPattern {
+                    pattern: r.text.clone(),
+                    source: source.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The rules for a build: `<dockerfile>.dockerignore` when it exists, else
-    /// `<context>/.dockerignore`, else none.
-    pub fn load(context: &Path, dockerfile: Option<&Path>) -> std::io::Result<IgnoreRules> {
+    /// `<context>/.dockerignore`, else none. Malformed patterns are kept (matching
+    /// nothing); call [`IgnoreRules::check`] to refuse them.
+    pub fn load(context: &Path, dockerfile: Option<&Path>) -> Result<IgnoreRules, IgnoreError> {
         if let Some(df) = dockerfile {
             let mut name = df.as_os_str().to_owned();
             name.push(".dockerignore");
@@ -61,7 +102,7 @@ impl IgnoreRules {
         match std::fs::read_to_string(context.join(".dockerignore")) {
             Ok(text) => Ok(IgnoreRules::parse(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IgnoreRules::default()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -81,98 +122,22 @@ impl IgnoreRules {
         if path.is_empty() {
             return false;
         }
-        let chars: Vec<char> = path.chars().collect();
         // The path itself and each of its parents, as patternmatcher's
         // MatchesOrParentMatches.
-        let mut candidates: Vec<&[char]> = vec![&chars];
-        for (i, c) in chars.iter().enumerate() {
-            if *c == '/' {
-                candidates.push(&chars[..i]);
+        let mut candidates: Vec<&str> = vec![&path];
+        for (i, c) in path.char_indices() {
+            if c == '/' {
+                candidates.push(&path[..i]);
             }
         }
         let mut excluded = false;
         for r in &self.rules {
-            if candidates.iter().any(|c| glob(&r.pattern, c)) {
+            let Ok(glob) = &r.glob else { continue };
+            if candidates.iter().any(|c| glob.matches(c)) {
                 excluded = !r.exclusion;
             }
         }
         excluded
-    }
-}
-
-/// Matches `p` against the whole of `s` (`/`-separated).
-fn glob(p: &[char], s: &[char]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some('*') if p.get(1) == Some(&'*') => {
-            // `**/` matches zero or more whole components; a trailing `**` anything.
-            let rest = &p[2..];
-            if rest.first() == Some(&'/') {
-                let after = &rest[1..];
-                if glob(after, s) {
-                    return true;
-                }
-                (0..s.len()).any(|i| s[i] == '/' && glob(after, &s[i + 1..]))
-            } else {
-                (0..=s.len()).any(|i| glob(rest, &s[i..]))
-            }
-        }
-        Some('*') => {
-            let rest = &p[1..];
-            let mut i = 0;
-            loop {
-                if glob(rest, &s[i..]) {
-                    return true;
-                }
-                if i >= s.len() || s[i] == '/' {
-                    return false;
-                }
-                i += 1;
-            }
-        }
-        Some('?') => s.first().is_some_and(|c| *c != '/') && glob(&p[1..], &s[1..]),
-        Some('[') => {
-            let Some(c) = s.first() else { return false };
-            if *c == '/' {
-                return false;
-            }
-            let mut i = 1;
-            let negate = matches!(p.get(1), Some('^') | Some('!'));
-            if negate {
-                i += 1;
-            }
-            let mut matched = false;
-            let mut first = true;
-            loop {
-                let Some(&lo) = p.get(i) else { return false };
-                if lo == ']' && !first {
-                    i += 1;
-                    break;
-                }
-                first = false;
-                let lo = if lo == '\\' {
-                    i += 1;
-                    match p.get(i) {
-                        Some(x) => *x,
-                        None => return false,
-                    }
-                } else {
-                    lo
-                };
-                i += 1;
-                let mut hi = lo;
-                if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
-                    hi = p[i + 1];
-                    i += 2;
-                }
-                if lo <= *c && *c <= hi {
-                    matched = true;
-                }
-            }
-            matched != negate && glob(&p[i..], &s[1..])
-        }
-        Some('\\') if p.len() > 1 => s.first() == Some(&p[1]) && glob(&p[2..], &s[1..]),
-        Some(c) => s.first() == Some(c) && glob(&p[1..], &s[1..]),
     }
 }
 
@@ -210,5 +175,47 @@ mod tests {
         let r = rules("**\n!src\n");
         assert!(r.excluded("Makefile"));
         assert!(!r.excluded("src/lib.rs"));
+    }
+
+    #[test]
+    fn double_star_leading_slash_and_dot() {
+        let r = rules("**/x\n");
+        assert!(r.excluded("x"));
+        assert!(r.excluded("a/b/x"));
+        assert!(r.excluded("a/x/inside"), "a parent that matches");
+        assert!(!r.excluded("a/bx"));
+        let r = rules("/abs/*.txt\n./rel\n");
+        assert!(r.excluded("abs/a.txt"));
+        assert!(!r.excluded("x/abs/a.txt"));
+        assert!(r.excluded("rel"));
+        assert!(r.excluded("rel/deep/file"));
+        let r = rules("a/**/b\n");
+        assert!(r.excluded("a/b"));
+        assert!(r.excluded("a/x/y/b"));
+        assert!(!r.excluded("a/x/yb"));
+    }
+
+    #[test]
+    fn reinclusion_order() {
+        let r = rules("*\n!keep\n!dir/*.go\ndir/skip.go\n");
+        assert!(r.excluded("other"));
+        assert!(!r.excluded("keep"));
+        assert!(!r.excluded("dir/a.go"));
+        assert!(r.excluded("dir/skip.go"));
+        assert!(r.excluded("dir/a.txt"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_reported() {
+        let r = rules("ok\nbad[\n");
+        assert!(r.excluded("ok"));
+        assert!(!r.excluded("bad["), "a malformed pattern matches nothing");
+        let e = r.check().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid .dockerignore pattern \"bad[\": syntax error in pattern"
+        );
+        assert!(IgnoreRules::parse_strict("a\n[z-\n").is_err());
+        assert!(IgnoreRules::parse_strict("a\n!b\n").is_ok());
     }
 }

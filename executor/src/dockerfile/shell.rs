@@ -19,7 +19,11 @@
 //! the regular expressions BuildKit builds from them (greedy `*` for `##`, `%%` and
 //! replacement, lazy for `#` and `%`; `*` and `?` never match a newline).
 
+mod pattern;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use pattern::{Pattern, PatternError};
 
 /// Looks variables up for expansion.
 pub trait EnvGetter {
@@ -74,9 +78,37 @@ impl EnvGetter for Vec<(String, String)> {
 
 /// An expansion that failed: BuildKit's message, wrapped as `failed to process "WORD": …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[error("failed to process {}: {reason}", super::dump::go_quote(word))]
 pub struct ShellError {
-    pub message: String,
+    /// The word that was being expanded.
+    pub word: String,
+    reason: ExpandError,
+}
+
+/// Why an expansion failed, before it is wrapped with the word it was expanding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ExpandError {
+    #[error("unexpected end of statement while looking for matching {0}")]
+    Unterminated(char),
+    #[error("unexpected end of statement while looking for matching single-quote")]
+    UnterminatedSingleQuote,
+    #[error("unexpected end of statement while looking for matching double-quote")]
+    UnterminatedDoubleQuote,
+    #[error("syntax error: missing '}}'")]
+    MissingBrace,
+    #[error("syntax error: missing '/' in ${{}}")]
+    MissingSlash,
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(String),
+    #[error("{name}: {message}")]
+    Required { name: String, message: String },
+    #[error("invalid pattern ({pattern}) in substitution: {source}")]
+    InvalidPattern {
+        pattern: String,
+        source: PatternError,
+    },
 }
 
 /// Which variables an expansion looked up and found, and which it did not find.
@@ -172,8 +204,9 @@ impl Lexer {
         let raw = self.raw_escapes;
         match sw.process_until(None, raw) {
             Ok((s, words)) => Ok((s, words, sw.matches)),
-            Err(e) => Err(ShellError {
-                message: format!("failed to process {}: {}", super::dump::go_quote(word), e),
+            Err(reason) => Err(ShellError {
+                word: word.to_string(),
+                reason,
             }),
         }
     }
@@ -245,7 +278,7 @@ impl Expansion<'_> {
         &mut self,
         stop: Option<char>,
         raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), String> {
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.process_until_inner(stop);
@@ -253,7 +286,10 @@ impl Expansion<'_> {
         r
     }
 
-    fn process_until_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+    fn process_until_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let mut result = String::new();
         let mut words = Words::default();
         let quotes = !self.lexer.skip_process_quotes;
@@ -301,14 +337,12 @@ impl Expansion<'_> {
             }
         }
         if let Some(stop) = stop {
-            return Err(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            ));
+            return Err(ExpandError::Unterminated(stop));
         }
         Ok((result, words.finish()))
     }
 
-    fn single_quoted(&mut self) -> Result<String, String> {
+    fn single_quoted(&mut self) -> Result<String, ExpandError> {
         let mut out = String::new();
         let open = self.next();
         if self.lexer.raw_quotes {
@@ -316,12 +350,7 @@ impl Expansion<'_> {
         }
         loop {
             match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(ExpandError::UnterminatedSingleQuote),
                 Some('\'') => {
                     if self.lexer.raw_quotes {
                         out.push('\'');
@@ -333,7 +362,7 @@ impl Expansion<'_> {
         }
     }
 
-    fn double_quoted(&mut self) -> Result<String, String> {
+    fn double_quoted(&mut self) -> Result<String, ExpandError> {
         let mut out = String::new();
         let open = self.next();
         if self.lexer.raw_quotes {
@@ -341,12 +370,7 @@ impl Expansion<'_> {
         }
         loop {
             match self.peek() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(ExpandError::UnterminatedDoubleQuote),
                 Some('"') => {
                     self.pos += 1;
                     if self.lexer.raw_quotes {
@@ -392,7 +416,7 @@ impl Expansion<'_> {
         }
     }
 
-    fn dollar(&mut self) -> Result<String, String> {
+    fn dollar(&mut self) -> Result<String, ExpandError> {
         self.pos += 1; // '$'
         if self.peek() != Some('{') {
             let name = self.name();
@@ -407,10 +431,8 @@ impl Expansion<'_> {
         }
         self.pos += 1; // '{'
         match self.peek() {
-            None => return Err("syntax error: missing '}'".into()),
-            Some('{') | Some('}') | Some(':') => {
-                return Err("syntax error: bad substitution".into())
-            }
+            None => return Err(ExpandError::MissingBrace),
+            Some('{') | Some('}') | Some(':') => return Err(ExpandError::BadSubstitution),
             _ => {}
         }
         let name = self.name();
@@ -433,13 +455,13 @@ impl Expansion<'_> {
                 };
                 let pattern_like = matches!(op, Some('#') | Some('%'));
                 if null_is_unset && pattern_like {
-                    return Err(format!("unsupported modifier ({modifier}) in substitution"));
+                    return Err(ExpandError::UnsupportedModifier(modifier));
                 }
                 let word = match self.process_until(Some('}'), pattern_like) {
                     Ok((w, _)) => w,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".into());
+                            return Err(ExpandError::MissingBrace);
                         }
                         return Err(e);
                     }
@@ -460,22 +482,22 @@ impl Expansion<'_> {
                     }),
                     Some('+') => Ok(if unset_or_null { String::new() } else { word }),
                     Some('?') => match value {
-                        None => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be unset"
+                        None => Err(ExpandError::Required {
+                            name,
+                            message: if word.is_empty() {
+                                "is not allowed to be unset".into()
                             } else {
-                                &word
-                            }
-                        )),
-                        Some(v) if null_is_unset && v.is_empty() => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be empty"
+                                word
+                            },
+                        }),
+                        Some(v) if null_is_unset && v.is_empty() => Err(ExpandError::Required {
+                            name,
+                            message: if word.is_empty() {
+                                "is not allowed to be empty".into()
                             } else {
-                                &word
-                            }
-                        )),
+                                word
+                            },
+                        }),
                         Some(v) => Ok(v),
                     },
                     Some(op @ ('#' | '%')) => {
@@ -484,15 +506,19 @@ impl Expansion<'_> {
                             None => (false, word),
                         };
                         let value = value.unwrap_or_default();
-                        let pattern = Pattern::compile(&pat, greedy)
-                            .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
+                        let pattern = Pattern::compile(&pat, greedy).map_err(|source| {
+                            ExpandError::InvalidPattern {
+                                pattern: pat.clone(),
+                                source,
+                            }
+                        })?;
                         Ok(if op == '#' {
                             pattern.trim_prefix(&value)
                         } else {
                             pattern.trim_suffix(&value)
                         })
                     }
-                    _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
+                    _ => Err(ExpandError::UnsupportedModifier(modifier)),
                 }
             }
             Some('/') => {
@@ -504,7 +530,7 @@ impl Expansion<'_> {
                     Ok((p, _)) => p,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return Err("syntax error: missing '/' in ${}".into());
+                            return Err(ExpandError::MissingSlash);
                         }
                         return Err(e);
                     }
@@ -513,7 +539,7 @@ impl Expansion<'_> {
                     Ok((r, _)) => r,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return Err("syntax error: missing '}'".into());
+                            return Err(ExpandError::MissingBrace);
                         }
                         return Err(e);
                     }
@@ -523,11 +549,14 @@ impl Expansion<'_> {
                 else {
                     return Ok(format!("${{{name}/{pat}/{repl}}}"));
                 };
-                let pattern = Pattern::compile(&pat, true)
-                    .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
+                let pattern =
+                    Pattern::compile(&pat, true).map_err(|source| ExpandError::InvalidPattern {
+                        pattern: pat.clone(),
+                        source,
+                    })?;
                 Ok(pattern.replace(&value, &repl, all))
             }
-            _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
+            _ => Err(ExpandError::UnsupportedModifier(modifier)),
         }
     }
 
@@ -569,205 +598,12 @@ impl Expansion<'_> {
     }
 }
 
-/// One element of a shell pattern.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Token {
-    Literal(char),
-    AnyChar,
-    Star,
-}
-
-/// A compiled shell pattern (`*`, `?`, escapes) with greedy or lazy stars.
-struct Pattern {
-    tokens: Vec<Token>,
-    greedy: bool,
-}
-
-impl Pattern {
-    fn compile(text: &str, greedy: bool) -> Result<Pattern, String> {
-        let chars: Vec<char> = text.chars().collect();
-        let mut tokens = Vec::with_capacity(chars.len());
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match c {
-                '*' => tokens.push(Token::Star),
-                '?' => tokens.push(Token::AnyChar),
-                '\\' => match chars.get(i) {
-                    // `\}` and `\/` were escapes for the lexer: the backslash goes, the
-                    // character is taken on the next round.
-                    Some('}') | Some('/') => {}
-                    Some(&n @ ('*' | '?' | '\\')) => {
-                        tokens.push(Token::Literal(n));
-                        i += 1;
-                    }
-                    Some(&n) => return Err(format!("invalid escape '\\{n}'")),
-                    None => return Err("invalid escape '\\'".into()),
-                },
-                c => tokens.push(Token::Literal(c)),
-            }
-        }
-        Ok(Pattern { tokens, greedy })
-    }
-
-    /// The end of the preferred match of the pattern starting at `start` in `s`.
-    fn match_at(&self, s: &[char], start: usize) -> Option<usize> {
-        let mut failed = vec![false; (self.tokens.len() + 1) * (s.len() + 1)];
-        self.match_from(s, 0, start, &mut failed)
-    }
-
-    fn match_from(&self, s: &[char], ti: usize, pos: usize, failed: &mut [bool]) -> Option<usize> {
-        let key = ti * (s.len() + 1) + pos;
-        if failed[key] {
-            return None;
-        }
-        let r = match self.tokens.get(ti) {
-            None => Some(pos),
-            Some(Token::Literal(c)) => {
-                if s.get(pos) == Some(c) {
-                    self.match_from(s, ti + 1, pos + 1, failed)
-                } else {
-                    None
-                }
-            }
-            Some(Token::AnyChar) => match s.get(pos) {
-                Some(&c) if c != '\n' => self.match_from(s, ti + 1, pos + 1, failed),
-                _ => None,
-            },
-            Some(Token::Star) => {
-                let mut max = pos;
-                while max < s.len() && s[max] != '\n' {
-                    max += 1;
-                }
-                if self.greedy {
-                    (pos..=max)
-                        .rev()
-                        .find_map(|end| self.match_from(s, ti + 1, end, failed))
-                } else {
-                    (pos..=max).find_map(|end| self.match_from(s, ti + 1, end, failed))
-                }
-            }
-        };
-        if r.is_none() {
-            failed[key] = true;
-        }
-        r
-    }
-
-    /// The leftmost match at or after `from`: (start, end).
-    fn find(&self, s: &[char], from: usize) -> Option<(usize, usize)> {
-        (from..=s.len()).find_map(|start| self.match_at(s, start).map(|end| (start, end)))
-    }
-
-    fn trim_prefix(&self, value: &str) -> String {
-        let s: Vec<char> = value.chars().collect();
-        match self.match_at(&s, 0) {
-            Some(end) => s[end..].iter().collect(),
-            None => value.to_string(),
-        }
-    }
-
-    fn trim_suffix(&self, value: &str) -> String {
-        let reversed = Pattern {
-            tokens: self.tokens.iter().rev().copied().collect(),
-            greedy: self.greedy,
-        };
-        let s: Vec<char> = value.chars().rev().collect();
-        match reversed.match_at(&s, 0) {
-            Some(end) => s[end..].iter().rev().collect(),
-            None => value.to_string(),
-        }
-    }
-
-    fn replace(&self, value: &str, repl: &str, all: bool) -> String {
-        let s: Vec<char> = value.chars().collect();
-        let mut out = String::new();
-        let mut copied = 0;
-        let mut pos = 0;
-        let mut prev_end: Option<usize> = None;
-        while pos <= s.len() {
-            let Some((start, end)) = self.find(&s, pos) else {
-                break;
-            };
-            let accept = !(start == end && prev_end == Some(start));
-            if accept {
-                out.extend(&s[copied..start]);
-                if all {
-                    // BuildKit replaces every match with Go's ReplaceAllString, which
-                    // reads `$` in the replacement as a template.
-                    let whole: String = s[start..end].iter().collect();
-                    out.push_str(&go_template(repl, &whole));
-                } else {
-                    out.push_str(repl);
-                }
-                copied = end;
-            }
-            pos = if end == start { end + 1 } else { end };
-            prev_end = Some(end);
-            if !all {
-                break;
-            }
-        }
-        out.extend(&s[copied.min(s.len())..]);
-        out
-    }
-}
-
-/// Expands a Go regexp replacement template for a pattern without groups: `$$` is `$`,
-/// `$0`/`${0}` the whole match, any other `$name`/`${name}` nothing; a `$` that starts no
-/// name stays as it is.
-fn go_template(repl: &str, whole: &str) -> String {
-    let chars: Vec<char> = repl.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] != '$' {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        if chars.get(i + 1) == Some(&'$') {
-            out.push('$');
-            i += 2;
-            continue;
-        }
-        let (name, next) = if chars.get(i + 1) == Some(&'{') {
-            match chars[i + 2..].iter().position(|c| *c == '}') {
-                Some(close) => (
-                    chars[i + 2..i + 2 + close].iter().collect::<String>(),
-                    i + 3 + close,
-                ),
-                None => (String::new(), i),
-            }
-        } else {
-            let n = chars[i + 1..]
-                .iter()
-                .take_while(|c| c.is_alphanumeric() || **c == '_')
-                .count();
-            (chars[i + 1..i + 1 + n].iter().collect(), i + 1 + n)
-        };
-        if name.is_empty() {
-            out.push('$');
-            i += 1;
-            continue;
-        }
-        if name == "0" {
-            out.push_str(whole);
-        }
-        i = next;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn replace_all_reads_go_templates() {
-        assert_eq!(go_template("<$0>", "ab"), "<ab>");
-        assert_eq!(go_template("$$x${0}$1$", "m"), "$xm$");
         let env = vec![
             ("V".to_string(), "a.b.c".to_string()),
             ("D".to_string(), "$$".to_string()),
@@ -810,11 +646,11 @@ mod tests {
         let e = Lexer::new('\\')
             .process_word("${NOPE?msg $PWD}", &env())
             .unwrap_err();
-        assert!(e.message.ends_with("NOPE: msg /home"), "{}", e.message);
+        assert!(e.to_string().ends_with("NOPE: msg /home"), "{e}");
         let e = word("${EMPTY:?}").unwrap_err();
-        assert!(e.message.ends_with("EMPTY: is not allowed to be empty"));
+        assert!(e.to_string().ends_with("EMPTY: is not allowed to be empty"));
         let e = word("${NOPE:?}").unwrap_err();
-        assert!(e.message.ends_with("NOPE: is not allowed to be unset"));
+        assert!(e.to_string().ends_with("NOPE: is not allowed to be unset"));
     }
 
     #[test]

@@ -88,8 +88,10 @@ impl CacheDir {
             let _ = fs::remove_dir_all(&tmp);
             match seed {
                 Some(src) => {
-                    kiln_snapshotter::backend::copy::materialize(&[src.to_path_buf()], &tmp)
-                        .map_err(io_err(format!("seeding cache {id:?}")))?
+                    crate::snapshots::copy_tree(src, &tmp).map_err(|source| MountError::Seed {
+                        id: id.to_string(),
+                        source,
+                    })?
                 }
                 None => {
                     fs::create_dir(&tmp).map_err(io_err(format!("creating cache {id:?}")))?;

@@ -37,15 +37,12 @@ impl KeyAgent {
         for k in keys {
             let text =
                 std::fs::read(k).map_err(io_err(format!("reading ssh key {}", k.display())))?;
-            let key = PrivateKey::from_openssh(&text).map_err(|e| MountError::Io {
-                context: format!("ssh key {}", k.display()),
-                source: io::Error::other(format!("not an OpenSSH private key: {e}")),
+            let key = PrivateKey::from_openssh(&text).map_err(|source| MountError::NotAKey {
+                path: k.clone(),
+                source,
             })?;
             if key.is_encrypted() {
-                return Err(MountError::Io {
-                    context: format!("ssh key {}", k.display()),
-                    source: io::Error::other("the key is encrypted: load it into ssh-agent and pass the agent's socket (--ssh ID=$SSH_AUTH_SOCK)"),
-                });
+                return Err(MountError::EncryptedKey { path: k.clone() });
             }
             loaded.push(key);
         }

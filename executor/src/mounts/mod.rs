@@ -25,11 +25,19 @@ use std::path::{Component, Path, PathBuf};
 use crate::dockerfile::instructions::{CacheSharing, MountKind, RunMount};
 use crate::sandbox::mounts::{MountSource, MountSpec};
 
-pub use secret::{SecretSource, SecretStore};
+pub use secret::{SecretSource, SecretSpecError, SecretStore};
+pub use ssh::SshSpecError;
 
 /// Why a RUN mount could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// A cache mount could not be seeded from its `from`/`source`.
+    #[error("seeding cache {id:?}: {source}")]
+    Seed {
+        id: String,
+        #[source]
+        source: kiln_snapshotter::SnapshotterError,
+    },
     #[error("secret {id:?} is required but was not given (pass --secret id={id},src=FILE or id={id},env=VAR)")]
     MissingSecret { id: String },
     #[error("ssh agent {id:?} is required but was not given (pass --ssh {id}[=SOCKET])")]
@@ -42,6 +50,27 @@ pub enum MountError {
         target: String,
         why: String,
     },
+    /// A bind or cache source that does not resolve beneath its root.
+    #[error("mount source {path:?} of {target}: {source}")]
+    Unresolvable {
+        path: String,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--secret id=ID,env=VAR` with `VAR` unset.
+    #[error("secret {id:?}: environment variable {var} is not set")]
+    SecretEnvUnset { id: String, var: String },
+    /// An `--ssh` key file that is not an OpenSSH private key.
+    #[error("ssh key {}: not an OpenSSH private key: {source}", path.display())]
+    NotAKey {
+        path: PathBuf,
+        #[source]
+        source: ssh_key::Error,
+    },
+    /// An `--ssh` key file that is encrypted.
+    #[error("ssh key {}: the key is encrypted: load it into ssh-agent and pass the agent's socket (--ssh ID=$SSH_AUTH_SOCK)", path.display())]
+    EncryptedKey { path: PathBuf },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -235,11 +264,12 @@ pub fn prepare(
                     None => inputs.context_dir.to_path_buf(),
                 };
                 let src = m.source.as_deref().unwrap_or("/");
-                let source = resolve_beneath(&base, src).map_err(|e| MountError::BadSource {
-                    path: src.to_string(),
-                    target: target.clone(),
-                    why: e.to_string(),
-                })?;
+                let source =
+                    resolve_beneath(&base, src).map_err(|source| MountError::Unresolvable {
+                        path: src.to_string(),
+                        target: target.clone(),
+                        source,
+                    })?;
                 out.specs.push(MountSpec {
                     target,
                     source: MountSource::Bind {
@@ -255,10 +285,10 @@ pub fn prepare(
                 let seed = match &m.from {
                     Some(f) => Some(
                         resolve_beneath(&(inputs.from_dir)(f)?, m.source.as_deref().unwrap_or("/"))
-                            .map_err(|e| MountError::BadSource {
+                            .map_err(|source| MountError::Unresolvable {
                                 path: m.source.clone().unwrap_or_default(),
                                 target: target.clone(),
-                                why: e.to_string(),
+                                source,
                             })?,
                     ),
                     None => None,
@@ -320,5 +350,38 @@ mod tests {
         // `/etc` resolves inside the base, where it does not exist.
         assert!(resolve_beneath(&base, "escape").is_err());
         assert!(resolve_beneath(&base, "../..").unwrap().starts_with(&base));
+    }
+}
+
+/// The library errors of the frontend, plan, sandbox, mounts and store can all be
+/// wrapped (`#[from]`) into a build error: `Error + Send + Sync + 'static`.
+#[cfg(test)]
+mod error_bounds {
+    fn wrappable<E: std::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn every_error_is_send_sync_static() {
+        use crate::dockerfile::instructions as ins;
+        wrappable::<crate::dockerfile::DockerfileError>();
+        wrappable::<crate::dockerfile::parser::ParseError>();
+        wrappable::<crate::dockerfile::shell::ShellError>();
+        wrappable::<ins::ArgumentsError>();
+        wrappable::<ins::CsvError>();
+        wrappable::<ins::DeviceSpecError>();
+        wrappable::<ins::DurationError>();
+        wrappable::<ins::InstructionExpandError>();
+        wrappable::<ins::MountSpecError>();
+        wrappable::<crate::plan::PlanError>();
+        wrappable::<crate::plan::PlatformError>();
+        wrappable::<crate::sandbox::run::SandboxError>();
+        wrappable::<crate::sandbox::SetupError>();
+        wrappable::<crate::sandbox::UserError>();
+        wrappable::<crate::sandbox::userns::MapHelperError>();
+        wrappable::<super::MountError>();
+        wrappable::<super::SecretSpecError>();
+        wrappable::<super::SshSpecError>();
+        wrappable::<crate::store::ImageStoreError>();
+        wrappable::<crate::context::pattern::PatternError>();
+        wrappable::<crate::context::ignore::IgnoreError>();
     }
 }

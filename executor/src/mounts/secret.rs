@@ -11,6 +11,21 @@ use std::path::{Path, PathBuf};
 
 use super::{io_err, MountError};
 
+/// Why a `--secret` value is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretSpecError {
+    #[error("invalid secret field {field:?} in {spec:?}")]
+    InvalidField { field: String, spec: String },
+    #[error("unexpected key {key:?} in secret {spec:?}")]
+    UnknownKey { key: String, spec: String },
+    #[error("secret {0:?} has no id")]
+    NoId(String),
+    #[error("unsupported secret type {0:?}")]
+    UnsupportedType(String),
+    #[error("secret {0:?} has both src and env")]
+    SrcAndEnv(String),
+}
+
 /// Where a secret's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -21,7 +36,7 @@ pub enum SecretSource {
 impl SecretSource {
     /// Parses the CLI's `id=ID,src=PATH` / `id=ID,env=VAR` (also `source=`, `type=file|env`,
     /// and a bare `ID`, meaning the variable or file of that name, as buildx does).
-    pub fn parse(spec: &str) -> Result<(String, SecretSource), String> {
+    pub fn parse(spec: &str) -> Result<(String, SecretSource), SecretSpecError> {
         let mut id = None;
         let mut src = None;
         let mut env = None;
@@ -30,20 +45,30 @@ impl SecretSource {
             let (k, v) = match field.split_once('=') {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), v.to_string()),
                 None if !spec.contains('=') => ("id".to_string(), field.to_string()),
-                None => return Err(format!("invalid secret field {field:?} in {spec:?}")),
+                None => {
+                    return Err(SecretSpecError::InvalidField {
+                        field: field.to_string(),
+                        spec: spec.to_string(),
+                    })
+                }
             };
             match k.as_str() {
                 "id" => id = Some(v),
                 "src" | "source" => src = Some(v),
                 "env" => env = Some(v),
                 "type" => kind = Some(v),
-                _ => return Err(format!("unexpected key {k:?} in secret {spec:?}")),
+                _ => {
+                    return Err(SecretSpecError::UnknownKey {
+                        key: k,
+                        spec: spec.to_string(),
+                    })
+                }
             }
         }
         let id = id
             .or_else(|| src.clone())
             .or_else(|| env.clone())
-            .ok_or_else(|| format!("secret {spec:?} has no id"))?;
+            .ok_or_else(|| SecretSpecError::NoId(spec.to_string()))?;
         let source = match (kind.as_deref(), src, env) {
             (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
             (Some("file") | None, Some(p), None) => SecretSource::File(PathBuf::from(p)),
@@ -57,9 +82,9 @@ impl SecretSource {
                 }
             }
             (Some(t), _, _) if t != "file" && t != "env" => {
-                return Err(format!("unsupported secret type {t:?}"))
+                return Err(SecretSpecError::UnsupportedType(t.to_string()))
             }
-            _ => return Err(format!("secret {spec:?} has both src and env")),
+            _ => return Err(SecretSpecError::SrcAndEnv(spec.to_string())),
         };
         Ok((id, source))
     }
@@ -83,11 +108,9 @@ impl SecretStore {
                 )))?,
                 SecretSource::Env(var) => std::env::var_os(var)
                     .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                    .ok_or_else(|| MountError::Io {
-                        context: format!("secret {id:?}"),
-                        source: std::io::Error::other(format!(
-                            "environment variable {var} is not set"
-                        )),
+                    .ok_or_else(|| MountError::SecretEnvUnset {
+                        id: id.clone(),
+                        var: var.clone(),
                     })?,
             };
             let path = dir.join(format!("secret-{i}"));

@@ -12,6 +12,24 @@ use std::thread::JoinHandle;
 
 use super::{io_err, MountError};
 
+/// Why an `--ssh` value is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum SshSpecError {
+    #[error("invalid --ssh {0:?}: empty id")]
+    EmptyId(String),
+    #[error("--ssh {0}: no socket given and SSH_AUTH_SOCK is not set (start an agent, or pass --ssh {0}=SOCKET|KEYFILE)")]
+    NoAgent(String),
+    #[error("--ssh {0}: a socket cannot be combined with other paths")]
+    SocketWithOthers(String),
+    #[error("--ssh {id}={path}: {source}")]
+    Unreadable {
+        id: String,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// What `--ssh ID=…` gives: an agent's socket, or private key files that kiln serves
 /// through an agent of its own ([`KeyAgent`](super::key_agent::KeyAgent)).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,18 +39,16 @@ pub enum SshSource {
 }
 
 /// Parses the CLI's `--ssh ID[=SOCKET|KEY[,KEY…]]`; no path means `$SSH_AUTH_SOCK`.
-pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), String> {
+pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), SshSpecError> {
     let (id, paths) = match spec.split_once('=') {
         Some((id, p)) => (id.to_string(), p.to_string()),
         None => (spec.to_string(), String::new()),
     };
     if id.is_empty() {
-        return Err(format!("invalid --ssh {spec:?}: empty id"));
+        return Err(SshSpecError::EmptyId(spec.to_string()));
     }
     let paths: Vec<String> = if paths.is_empty() {
-        vec![std::env::var("SSH_AUTH_SOCK").map_err(|_| {
-            format!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set (start an agent, or pass --ssh {id}=SOCKET|KEYFILE)")
-        })?]
+        vec![std::env::var("SSH_AUTH_SOCK").map_err(|_| SshSpecError::NoAgent(id.clone()))?]
     } else {
         paths.split(',').map(str::to_string).collect()
     };
@@ -42,14 +58,18 @@ pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), String> {
         match std::fs::metadata(&p) {
             Ok(md) if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) => {
                 if paths.len() > 1 {
-                    return Err(format!(
-                        "--ssh {id}: a socket cannot be combined with other paths"
-                    ));
+                    return Err(SshSpecError::SocketWithOthers(id));
                 }
                 return Ok((id, SshSource::Socket(p)));
             }
             Ok(_) => keys.push(p),
-            Err(e) => return Err(format!("--ssh {id}={path}: {e}")),
+            Err(source) => {
+                return Err(SshSpecError::Unreadable {
+                    id,
+                    path: path.clone(),
+                    source,
+                })
+            }
         }
     }
     Ok((id, SshSource::Keys(keys)))

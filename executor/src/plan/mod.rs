@@ -22,7 +22,7 @@ pub mod scope;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use platform::Platform;
+pub use platform::{Platform, PlatformError};
 pub use scope::{ArgValue, EvaluatedCommand, StageScope};
 
 use crate::dockerfile::instructions::{self, Command, Instruction, Parsed, Stage};
@@ -328,7 +328,7 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
                 (None, Some(default)) => Some(
                     lexer
                         .process_word(default, &globals)
-                        .map_err(|e| source.error(cmd.position, e.message))?,
+                        .map_err(|e| source.error(cmd.position, e.to_string()))?,
                 ),
                 (None, None) => None,
             };
@@ -343,7 +343,7 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
     for (i, st) in stages.into_iter().enumerate() {
         let expanded = lexer
             .process_word(&st.base, &globals)
-            .map_err(|e| source.error(st.position, e.message))?;
+            .map_err(|e| source.error(st.position, e.to_string()))?;
         if expanded.is_empty() {
             return Err(source
                 .error(
@@ -358,10 +358,7 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
                 let p = lexer.process_word(expr, &globals).map_err(|e| {
                     source.error(
                         st.position,
-                        format!(
-                            "failed to process arguments for platform {expr}: {}",
-                            e.message
-                        ),
+                        format!("failed to process arguments for platform {expr}: {e}"),
                     )
                 })?;
                 if p.is_empty() {

@@ -3,6 +3,19 @@
 
 use std::fmt;
 
+/// Why a platform string does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    #[error("invalid platform {0:?}: expected os[/arch[/variant]]")]
+    Malformed(String),
+    #[error("invalid platform {text:?}: unknown operating system or architecture {name:?}")]
+    UnknownName { text: String, name: String },
+    #[error("invalid platform {text:?}: unknown operating system {os:?}")]
+    UnknownOs { text: String, os: String },
+    #[error("invalid platform {0:?}")]
+    Empty(String),
+}
+
 /// An OCI platform: operating system, architecture and optional variant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Platform {
@@ -24,12 +37,10 @@ impl Platform {
 
     /// Parses `os[/arch[/variant]]` as containerd does for the common forms; architecture
     /// aliases are normalised (`x86_64` → `amd64`, `aarch64` → `arm64`, `armhf` → `arm/v7`).
-    pub fn parse(text: &str) -> Result<Platform, String> {
+    pub fn parse(text: &str) -> Result<Platform, PlatformError> {
         let parts: Vec<&str> = text.split('/').collect();
         if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
-            return Err(format!(
-                "invalid platform {text:?}: expected os[/arch[/variant]]"
-            ));
+            return Err(PlatformError::Malformed(text.to_string()));
         }
         let lower: Vec<String> = parts.iter().map(|p| p.to_ascii_lowercase()).collect();
         let host = Platform::host();
@@ -46,14 +57,16 @@ impl Platform {
                     variant,
                 })
             }
-            [one] => Err(format!(
-                "invalid platform {text:?}: unknown operating system or architecture {one:?}"
-            )),
+            [one] => Err(PlatformError::UnknownName {
+                text: text.to_string(),
+                name: one.clone(),
+            }),
             [os, arch, rest @ ..] => {
                 if !is_known_os(os) {
-                    return Err(format!(
-                        "invalid platform {text:?}: unknown operating system {os:?}"
-                    ));
+                    return Err(PlatformError::UnknownOs {
+                        text: text.to_string(),
+                        os: os.clone(),
+                    });
                 }
                 let (architecture, variant) =
                     normalize_arch(arch, rest.first().map(String::as_str));
@@ -63,7 +76,7 @@ impl Platform {
                     variant,
                 })
             }
-            [] => Err(format!("invalid platform {text:?}")),
+            [] => Err(PlatformError::Empty(text.to_string())),
         }
     }
 

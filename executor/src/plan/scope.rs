@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::dockerfile::instructions::InstructionExpandError;
 use crate::dockerfile::instructions::{Command, Instruction};
 use crate::dockerfile::shell::{Lexer, ShellError};
 use crate::dockerfile::{DockerfileError, Position, Source};
@@ -163,7 +164,9 @@ impl StageScope {
     ) -> Result<Vec<EvaluatedCommand>, DockerfileError> {
         let mut out = Vec::with_capacity(commands.len());
         for (cmd, from_onbuild) in commands {
-            let at = |e: ShellError| ctx.source.error(cmd.position, e.message);
+            let at = |e: ShellError| ctx.source.error(cmd.position, e.to_string());
+            let at_expand =
+                |e: InstructionExpandError| ctx.source.error(cmd.position, e.to_string());
             let instruction = match &cmd.instruction {
                 Instruction::Arg(a) => {
                     for d in &a.args {
@@ -180,7 +183,10 @@ impl StageScope {
                 }
                 Instruction::Env(_) => {
                     // All pairs are expanded with the scope before the instruction.
-                    let expanded = cmd.instruction.expand(ctx.lexer, &self.env).map_err(at)?;
+                    let expanded = cmd
+                        .instruction
+                        .expand(ctx.lexer, &self.env)
+                        .map_err(at_expand)?;
                     if let Instruction::Env(kvs) = &expanded {
                         for kv in kvs {
                             self.set_env(&kv.key, &kv.value);
@@ -188,7 +194,7 @@ impl StageScope {
                     }
                     expanded
                 }
-                other => other.expand(ctx.lexer, &self.env).map_err(at)?,
+                other => other.expand(ctx.lexer, &self.env).map_err(at_expand)?,
             };
             out.push(EvaluatedCommand {
                 position: cmd.position,
@@ -258,7 +264,7 @@ mod tests {
             .clone()
             .declare_arg("FOO", Some("${FOO:?custom error}"), &no_args(), &[], &lexer)
             .unwrap_err();
-        assert!(err.message.contains("custom error"), "{}", err.message);
+        assert!(err.to_string().contains("custom error"), "{err}");
         let mut ba = no_args();
         ba.insert("FOO".into(), "given".into());
         let v = s

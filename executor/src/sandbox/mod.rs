@@ -4,16 +4,23 @@
 //!   `newuidmap`/`newgidmap` helpers, which decide between a full and a single mapping;
 //! - [`userns`]: starting a process in new user, mount (and other) namespaces with the
 //!   single mapping `0 → caller`, or just a private mount namespace as real root.
+//! - `child`: the only `unsafe` code: the hooks that run between `fork` and `exec`, and
+//!   the raw calls sound only while single-threaded.
 //!
 //! - [`mounts`]: what a RUN mounts (tmpfs, binds for context, stages and caches, secrets).
 //! - [`run`]: one command in a root filesystem with its own pid, mount, uts, ipc (and
 //!   network) namespaces, `/proc`, `/dev` and `/etc` files, after `pivot_root`.
 
+pub use setup_error::SetupError;
+pub use user::UserError;
+
 pub mod capabilities;
+mod child;
 mod loopback;
 pub mod mounts;
 mod rootfs;
 pub mod run;
+mod setup_error;
 pub mod subid;
 pub mod user;
 pub mod userns;

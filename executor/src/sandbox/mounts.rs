@@ -13,7 +13,6 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::mount::{mount, mount_bind, mount_remount, MountFlags};
@@ -77,24 +76,19 @@ pub fn missing_components(root: &Path, target: &str) -> Vec<PathBuf> {
     out
 }
 
-fn errno(what: String) -> impl FnOnce(rustix::io::Errno) -> io::Error {
-    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
-}
+use super::setup_error::{sys_doing as errno, SetupError};
 
 /// Creates the mount point `root/target` (a directory, or a file when `file`), refusing
 /// a target that leaves the root or passes through a symlink.
-fn mount_point(root: &Path, target: &str, file: bool) -> io::Result<PathBuf> {
-    let rel = relative(target)
-        .ok_or_else(|| io::Error::other(format!("mount target {target:?} leaves the root")))?;
+fn mount_point(root: &Path, target: &str, file: bool) -> Result<PathBuf, SetupError> {
+    let rel = relative(target).ok_or_else(|| SetupError::TargetLeavesRoot(target.to_string()))?;
     let mut p = root.to_path_buf();
     let n = rel.components().count();
     for (i, c) in rel.components().enumerate() {
         p.push(c);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.file_type().is_symlink() => {
-                return Err(io::Error::other(format!(
-                    "mount target {target:?} passes through a symlink"
-                )))
+                return Err(SetupError::TargetThroughSymlink(target.to_string()))
             }
             Ok(_) => {}
             Err(_) if i + 1 == n && file => fs::write(&p, b"")?,
@@ -106,7 +100,12 @@ fn mount_point(root: &Path, target: &str, file: bool) -> io::Result<PathBuf> {
 
 /// Mounts `m` (the `index`-th mount of the step) into `root`; `dev` is pid 1's `/dev`
 /// tmpfs inside the root, used to stage secrets.
-pub(super) fn mount_into(root: &Path, dev: &Path, index: usize, m: &MountSpec) -> io::Result<()> {
+pub(super) fn mount_into(
+    root: &Path,
+    dev: &Path,
+    index: usize,
+    m: &MountSpec,
+) -> Result<(), SetupError> {
     match &m.source {
         MountSource::Tmpfs { size } => {
             let at = mount_point(root, &m.target, false)?;
@@ -114,7 +113,7 @@ pub(super) fn mount_into(root: &Path, dev: &Path, index: usize, m: &MountSpec) -
                 Some(s) => format!("mode=1777,size={s}"),
                 None => "mode=1777".to_string(),
             };
-            let data = CString::new(opts).map_err(io::Error::other)?;
+            let data = CString::new(opts)?;
             mount(
                 "tmpfs",
                 &at,
@@ -146,7 +145,7 @@ pub(super) fn mount_into(root: &Path, dev: &Path, index: usize, m: &MountSpec) -
                 if !crate::sandbox::userns::is_real_root() {
                     opts.push_str(",userxattr");
                 }
-                let data = CString::new(opts).map_err(io::Error::other)?;
+                let data = CString::new(opts)?;
                 mount(
                     "overlay",
                     &at,
@@ -195,7 +194,7 @@ pub(super) fn mount_into(root: &Path, dev: &Path, index: usize, m: &MountSpec) -
             let at = mount_point(root, &m.target, true)?;
             mount_bind(&staged, &at).map_err(errno(format!("mounting secret at {}", m.target)))?;
             let _ = mount_remount(&at, MountFlags::BIND | MountFlags::RDONLY, "");
-            fs::remove_file(&staged)
+            Ok(fs::remove_file(&staged)?)
         }
     }
 }

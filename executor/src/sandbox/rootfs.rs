@@ -2,7 +2,7 @@
 //! `/etc` files in place, then `pivot_root` into it. Runs inside the build's user, mount
 //! and pid namespaces, so nothing here is visible outside them.
 
-use std::ffi::CString;
+use std::ffi::{CString, NulError};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -10,17 +10,10 @@ use std::path::Path;
 use rustix::mount::{mount, mount_bind, mount_bind_recursive, unmount, MountFlags, UnmountFlags};
 
 use super::run::RunSpec;
+use super::setup_error::{io_doing as ctx, sys_doing as errno, SetupError};
 
-fn ctx(what: String) -> impl FnOnce(io::Error) -> io::Error {
-    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-fn errno(what: String) -> impl FnOnce(rustix::io::Errno) -> io::Error {
-    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
-}
-
-fn data(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(io::Error::other)
+fn data(s: &str) -> Result<CString, NulError> {
+    CString::new(s)
 }
 
 /// Makes `path` exist as an empty file (a bind-mount target).
@@ -35,12 +28,11 @@ fn touch(path: &Path) -> io::Result<()> {
 }
 
 /// Prepares the root of `spec` and pivots into it.
-pub(super) fn prepare(spec: &RunSpec) -> io::Result<()> {
+pub(super) fn prepare(spec: &RunSpec) -> Result<(), SetupError> {
     let root = &spec.rootfs;
     let _ = rustix::system::sethostname(spec.hostname.as_bytes());
     if spec.isolated_network {
-        super::loopback::up()
-            .map_err(|e| io::Error::new(e.kind(), format!("bringing lo up: {e}")))?;
+        super::loopback::up().map_err(ctx("bringing lo up".into()))?;
     }
     mount_bind_recursive(root, root)
         .map_err(errno(format!("binding {} on itself", root.display())))?;

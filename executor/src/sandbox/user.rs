@@ -6,9 +6,17 @@
 //!   primary group;
 //! - `user:group`: that group (name or number), and only that group.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+
+/// A `USER` that the root's `/etc` files do not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+}
 
 /// The ids a step runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +27,7 @@ pub struct UserIds {
 }
 
 /// Resolves `user` with the passwd/group files under `etc`.
-pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, String> {
+pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, UserError> {
     let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap_or_default();
     let group = std::fs::read_to_string(etc.join("group")).unwrap_or_default();
     let (u, g) = match user.split_once(':') {
@@ -39,11 +47,7 @@ pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, String> {
     let (name, uid, primary) = match (entry, u.parse::<u32>()) {
         (Some((name, Some(uid), gid)), _) => (Some(name), uid, gid.unwrap_or(0)),
         (_, Ok(uid)) => (None, uid, 0),
-        _ => {
-            return Err(format!(
-                "unable to find user {u}: no matching entries in passwd file"
-            ))
-        }
+        _ => return Err(UserError::UnknownUser(u.to_string())),
     };
     if let Some(g) = g {
         let gid = match g.parse::<u32>() {
@@ -56,9 +60,7 @@ pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, String> {
                         .then(|| f[2].parse::<u32>().ok())
                         .flatten()
                 })
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
+                .ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
         };
         return Ok(UserIds {
             uid,
@@ -88,21 +90,7 @@ pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, String> {
 
 /// Makes `cmd` start as `ids` (supplementary groups, then gid, then uid).
 pub fn switch_to(cmd: &mut Command, ids: UserIds) {
-    let groups: Vec<rustix::process::Gid> = ids
-        .groups
-        .iter()
-        .map(|g| rustix::process::Gid::from_raw(*g))
-        .collect();
-    // SAFETY: between fork and exec only three system calls on data prepared before the
-    // fork; the child has one thread, so the per-thread calls change the whole process.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::thread::set_thread_groups(&groups)?;
-            rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(ids.gid))?;
-            rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(ids.uid))?;
-            Ok(())
-        });
-    }
+    super::child::switch_ids(cmd, ids.groups, ids.gid, ids.uid);
 }
 
 #[cfg(test)]
@@ -170,9 +158,11 @@ mod tests {
         );
         assert!(ids("nobody")
             .unwrap_err()
+            .to_string()
             .contains("unable to find user nobody"));
         assert!(ids("app:nogroup")
             .unwrap_err()
+            .to_string()
             .contains("unable to find group nogroup"));
     }
 }

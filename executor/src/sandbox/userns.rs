@@ -13,17 +13,33 @@
 //! host's mount table, and every child dies with its parent.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
+use super::child;
 use super::subid::{SubIdRange, SubIds};
 
 /// Environment variable carrying the sync pipe's read end to a fully mapped child.
 const SYNC_FD_ENV: &str = "KILN_SANDBOX_SYNC_FD";
 /// Environment variable carrying the namespaces still to unshare after the mapping.
 const UNSHARE_ENV: &str = "KILN_SANDBOX_UNSHARE";
+
+/// `newuidmap`/`newgidmap` could not map a child's user namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum MapHelperError {
+    /// The helper ran and refused (its message).
+    #[error("{} failed: {stderr}", helper.display())]
+    Refused { helper: PathBuf, stderr: String },
+    /// The helper could not be started.
+    #[error("{} failed: {source}", helper.display())]
+    NotStarted {
+        helper: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How the ids of the build's user namespace map to the caller's.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,11 +123,7 @@ pub fn spawn_in_namespaces(
     mapping: &IdMapping,
 ) -> std::io::Result<Child> {
     if let IdMapping::Entered { .. } = mapping {
-        let plan = child::Plan::new(ns, None);
-        // SAFETY: as in `enter_namespaces`.
-        unsafe {
-            cmd.pre_exec(move || plan.run());
-        }
+        child::enter(cmd, child::Plan::new(unshare_flags(ns), None));
         return cmd.spawn();
     }
     let IdMapping::Full {
@@ -131,19 +143,7 @@ pub fn spawn_in_namespaces(
     let raw = read.as_raw_fd();
     cmd.env(SYNC_FD_ENV, raw.to_string())
         .env(UNSHARE_ENV, unshare_flags(ns).bits().to_string());
-    // SAFETY: between fork and exec the child only makes system calls (prctl, unshare,
-    // fcntl) on values captured by copy; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // The child is single-threaded after fork: nobody shares what is unshared.
-            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER)?;
-            // The read end must survive exec; it was opened close-on-exec.
-            let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-            Ok(())
-        });
-    }
+    child::unshare_user_keeping(cmd, raw);
     let mut child = cmd.spawn()?;
     drop(read);
     let pid = child.id().to_string();
@@ -164,14 +164,14 @@ pub fn spawn_in_namespaces(
         if !ok {
             let _ = child.kill();
             let _ = child.wait();
-            let why = match out {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            return Err(std::io::Error::other(format!(
-                "{} failed: {why}",
-                helper.display()
-            )));
+            let helper = helper.clone();
+            return Err(std::io::Error::other(match out {
+                Ok(o) => MapHelperError::Refused {
+                    helper,
+                    stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                },
+                Err(source) => MapHelperError::NotStarted { helper, source },
+            }));
         }
     }
     let mut w = std::fs::File::from(write);
@@ -185,9 +185,9 @@ pub fn spawn_in_namespaces(
 pub fn finish_entry() -> std::io::Result<()> {
     if let Ok(fd) = std::env::var(SYNC_FD_ENV) {
         let fd: i32 = fd.parse().map_err(std::io::Error::other)?;
-        // SAFETY: the parent passed us this fd (the pipe's read end) and nothing else
-        // in this process uses it.
-        let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // The parent passed us this fd (the pipe's read end) and nothing else in this
+        // process uses it.
+        let mut pipe = child::adopt_inherited_fd(fd);
         let mut byte = [0u8; 1];
         pipe.read_exact(&mut byte)?;
         drop(pipe);
@@ -209,8 +209,8 @@ pub fn finish_entry() -> std::io::Result<()> {
         let flags = rustix::thread::UnshareFlags::from_bits_retain(
             bits.parse().map_err(std::io::Error::other)?,
         );
-        // SAFETY: called first thing in `main`, while the process has one thread.
-        unsafe { rustix::thread::unshare_unsafe(flags) }?;
+        // Called first thing in `main`, while the process has one thread.
+        child::unshare_while_single_threaded(flags)?;
         if flags.contains(rustix::thread::UnshareFlags::NEWNS) {
             rustix::mount::mount_change(
                 "/",
@@ -277,7 +277,7 @@ pub struct Namespaces {
 pub fn enter_namespaces(cmd: &mut Command, ns: Namespaces) {
     let real_root = is_real_root();
     let plan = child::Plan::new(
-        ns,
+        unshare_flags(ns),
         (!real_root).then(|| {
             (
                 rustix::process::geteuid().as_raw(),
@@ -285,87 +285,12 @@ pub fn enter_namespaces(cmd: &mut Command, ns: Namespaces) {
             )
         }),
     );
-    // SAFETY: see `child::Plan::run`: between fork and exec it only makes system calls on
-    // buffers prepared before the fork; it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || plan.run());
-    }
+    child::enter(cmd, plan);
 }
 
 /// Makes the process `cmd` starts receive SIGKILL when its parent dies.
 pub fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is a single async-signal-safe system call.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            Ok(())
-        });
-    }
-}
-
-/// The code that runs in the child between `fork` and `exec`.
-mod child {
-    use std::io;
-
-    use rustix::fs::{Mode, OFlags};
-    use rustix::thread::UnshareFlags;
-
-    use super::Namespaces;
-
-    /// Everything the child needs, formatted before the fork.
-    pub(super) struct Plan {
-        flags: UnshareFlags,
-        /// `Some((uid_map line, gid_map line))` when a user namespace is made.
-        maps: Option<(Vec<u8>, Vec<u8>)>,
-    }
-
-    impl Plan {
-        pub(super) fn new(ns: Namespaces, caller: Option<(u32, u32)>) -> Plan {
-            let mut flags = super::unshare_flags(ns);
-            if caller.is_some() {
-                flags |= UnshareFlags::NEWUSER;
-            }
-            Plan {
-                flags,
-                maps: caller.map(|(u, g)| {
-                    (
-                        format!("0 {u} 1\n").into_bytes(),
-                        format!("0 {g} 1\n").into_bytes(),
-                    )
-                }),
-            }
-        }
-
-        fn write(path: &str, data: &[u8]) -> io::Result<()> {
-            let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
-            rustix::io::write(&fd, data)?;
-            Ok(())
-        }
-
-        /// Runs in the forked child. Invariants: the child has one thread (fork copies only
-        /// the caller's), and this function makes only system calls on data owned by
-        /// `self`, so it is async-signal-safe.
-        pub(super) fn run(&self) -> io::Result<()> {
-            // Die with kiln: a killed build leaves no step running.
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // SAFETY: the child is single-threaded, so no other thread shares the fd
-            // table or namespaces being replaced.
-            unsafe { rustix::thread::unshare_unsafe(self.flags) }?;
-            if let Some((uid_map, gid_map)) = &self.maps {
-                Self::write("/proc/self/setgroups", b"deny")?;
-                Self::write("/proc/self/uid_map", uid_map)?;
-                Self::write("/proc/self/gid_map", gid_map)?;
-            }
-            if self.flags.contains(UnshareFlags::NEWNS) {
-                rustix::mount::mount_change(
-                    "/",
-                    rustix::mount::MountPropagationFlags::PRIVATE
-                        | rustix::mount::MountPropagationFlags::REC,
-                )?;
-            }
-            Ok(())
-        }
-    }
+    child::die_with_parent(cmd);
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub(super) fn apply(
                         Some(raw) => Some(
                             lexer
                                 .process_word(raw, &step.env)
-                                .map_err(|e| StepError::Refused(e.message))?,
+                                .map_err(|e| StepError::Refused(e.to_string()))?,
                         ),
                         None => graph
                             .global_args

@@ -96,7 +96,9 @@ impl<'a> StepContext<'a> {
             .map_err(|e| BuildError::setup("opening the snapshot store", e))?;
         let secrets = SecretStore::load(&scratch, &opts.secrets)
             .map_err(|e| BuildError::setup("loading secrets", e))?;
+        // A malformed pattern fails the build, as in BuildKit.
         let ignore = IgnoreRules::load(&opts.context, opts.dockerfile_path.as_deref())
+            .and_then(|rules| rules.check().map(|()| rules))
             .map_err(|e| BuildError::setup("reading .dockerignore", e))?;
         let mut ssh = BTreeMap::new();
         let mut agents = Vec::new();

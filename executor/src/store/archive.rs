@@ -19,12 +19,25 @@ pub enum ArchiveFormat {
     Docker,
 }
 
-fn invalid(what: &'static str, path: &Path, why: impl ToString) -> ImageStoreError {
+fn invalid(what: &'static str, path: &Path, why: &'static str) -> ImageStoreError {
     ImageStoreError::Invalid {
         what,
         path: path.to_path_buf(),
-        why: why.to_string(),
+        why,
     }
+}
+
+fn bad_json(what: &'static str, path: &Path) -> impl FnOnce(serde_json::Error) -> ImageStoreError {
+    let path = path.to_path_buf();
+    move |source| ImageStoreError::Json { what, path, source }
+}
+
+fn bad_oci(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(oci_spec::OciSpecError) -> ImageStoreError {
+    let path = path.to_path_buf();
+    move |source| ImageStoreError::Oci { what, path, source }
 }
 
 fn io_at(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError {
@@ -181,7 +194,7 @@ impl ImageStore {
             "RepoTags": repo_tags,
             "Layers": layers,
         }]))
-        .map_err(|e| invalid("docker manifest", dest, e))?;
+        .map_err(bad_json("docker manifest", dest))?;
         let mut header = tar::Header::new_gnu();
         header.set_size(json.len() as u64);
         header.set_mode(0o644);
@@ -265,7 +278,7 @@ impl ImageStore {
         let mpath = dir.join("manifest.json");
         let text = fs::read(&mpath).map_err(io_at("reading", &mpath))?;
         let entries: Vec<serde_json::Value> =
-            serde_json::from_slice(&text).map_err(|e| invalid("docker manifest", &mpath, e))?;
+            serde_json::from_slice(&text).map_err(bad_json("docker manifest", &mpath))?;
         let mut tags = Vec::new();
         for e in entries {
             let config_file = e["Config"]
@@ -293,10 +306,8 @@ impl ImageStore {
                 )?)
                 .layers(layers)
                 .build()
-                .map_err(|err| invalid("manifest", &mpath, err))?;
-            let json = manifest
-                .to_string()
-                .map_err(|err| invalid("manifest", &mpath, err))?;
+                .map_err(bad_oci("manifest", &mpath))?;
+            let json = manifest.to_string().map_err(bad_oci("manifest", &mpath))?;
             let mdigest = self.put_blob(json.as_bytes())?;
             let mdesc = descriptor(MediaType::ImageManifest, &mdigest, json.len() as u64)?;
             for t in e["RepoTags"].as_array().cloned().unwrap_or_default() {

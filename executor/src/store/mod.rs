@@ -39,12 +39,36 @@ pub enum ImageStoreError {
         #[source]
         source: io::Error,
     },
+    /// Something in the store or an archive is not what it should be.
     #[error("{what} {path} is not valid: {why}")]
     Invalid {
         what: &'static str,
         path: PathBuf,
-        why: String,
+        why: &'static str,
     },
+    /// A JSON document (config, docker manifest) that does not decode or encode.
+    #[error("{what} {path} is not valid: {source}")]
+    Json {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An OCI document (index, manifest, digest) that does not decode, build or encode.
+    #[error("{what} {path} is not valid: {source}")]
+    Oci {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+}
+
+fn oci_at(
+    what: &'static str,
+    path: PathBuf,
+) -> impl FnOnce(oci_spec::OciSpecError) -> ImageStoreError {
+    move |source| ImageStoreError::Oci { what, path, source }
 }
 
 fn io_at(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError {
@@ -189,11 +213,7 @@ impl ImageStore {
     pub fn index(&self) -> Result<ImageIndex, ImageStoreError> {
         let path = self.root.join("index.json");
         let f = File::open(&path).map_err(io_at("reading", &path))?;
-        ImageIndex::from_reader(f).map_err(|e| ImageStoreError::Invalid {
-            what: "image index",
-            path,
-            why: e.to_string(),
-        })
+        ImageIndex::from_reader(f).map_err(oci_at("image index", path))
     }
 
     /// Points tag `name` at `manifest` (replacing what it pointed at).
@@ -226,16 +246,10 @@ impl ImageStore {
             .media_type(MediaType::ImageIndex)
             .manifests(manifests)
             .build()
-            .map_err(|e| ImageStoreError::Invalid {
-                what: "image index",
-                path: self.root.join("index.json"),
-                why: e.to_string(),
-            })?;
-        let json = index.to_string().map_err(|e| ImageStoreError::Invalid {
-            what: "image index",
-            path: self.root.join("index.json"),
-            why: e.to_string(),
-        })?;
+            .map_err(oci_at("image index", self.root.join("index.json")))?;
+        let json = index
+            .to_string()
+            .map_err(oci_at("image index", self.root.join("index.json")))?;
         self.write_atomic(&self.root.join("index.json"), json.as_bytes())
     }
 
@@ -260,19 +274,15 @@ impl ImageStore {
     pub fn load(&self, descriptor: &Descriptor) -> Result<StoredImage, ImageStoreError> {
         let digest = descriptor.digest().to_string();
         let bytes = self.read_blob(&digest)?;
-        let manifest =
-            ImageManifest::from_reader(&bytes[..]).map_err(|e| ImageStoreError::Invalid {
-                what: "manifest",
-                path: self.blob_path(&digest),
-                why: e.to_string(),
-            })?;
+        let manifest = ImageManifest::from_reader(&bytes[..])
+            .map_err(oci_at("manifest", self.blob_path(&digest)))?;
         let cfg_digest = manifest.config().digest().to_string();
         let cfg_bytes = self.read_blob(&cfg_digest)?;
         let config: ImageConfig =
-            serde_json::from_slice(&cfg_bytes).map_err(|e| ImageStoreError::Invalid {
+            serde_json::from_slice(&cfg_bytes).map_err(|source| ImageStoreError::Json {
                 what: "image config",
                 path: self.blob_path(&cfg_digest),
-                why: e.to_string(),
+                source,
             })?;
         Ok(StoredImage {
             descriptor: descriptor.clone(),
@@ -288,11 +298,7 @@ pub fn descriptor(
     digest: &str,
     size: u64,
 ) -> Result<Descriptor, ImageStoreError> {
-    let d = Digest::from_str(digest).map_err(|e| ImageStoreError::Invalid {
-        what: "digest",
-        path: PathBuf::from(digest),
-        why: e.to_string(),
-    })?;
+    let d = Digest::from_str(digest).map_err(oci_at("digest", PathBuf::from(digest)))?;
     Ok(Descriptor::new(media_type, size, d))
 }
 

@@ -85,11 +85,6 @@ pub trait Backend: Send + Sync {
     /// Whether this backend works here (a probe mount in `scratch`); why not when it
     /// does not.
     fn works_here(&self, scratch: &Path) -> Result<(), ProbeError>;
-    /// [`Backend::works_here`] with the reason as text: the form the executor's own
-    /// backend selection still calls; it goes once that uses [`crate::Snapshotter`].
-    fn probe(&self, scratch: &Path) -> Result<(), String> {
-        self.works_here(scratch).map_err(|e| format!("{e}"))
-    }
     /// Presents `lowers` (top first) with `upper` on top at `target`. `work` is scratch
     /// space on the same filesystem as `upper`.
     fn mount(

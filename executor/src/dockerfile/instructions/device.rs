@@ -2,7 +2,26 @@
 //! name as the first bare field) and whether the build fails without it (`required`).
 //! Read at parse time with BuildKit's rules and messages.
 
-use super::mount::{csv_fields, hint, parse_go_bool};
+use super::mount::{csv_fields, parse_go_bool, CsvError, DidYouMean};
+
+/// Why a `--device` value is not valid (BuildKit's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceSpecError {
+    #[error("failed to parse csv devices: {0}")]
+    Csv(#[source] CsvError),
+    #[error("invalid field '{0}' must be a key=value pair")]
+    NotKeyValue(String),
+    #[error("device name already set to {0}")]
+    NameAlreadySet(String),
+    #[error("invalid value for {key}: {value}")]
+    InvalidValue { key: String, value: String },
+    #[error("unexpected key '{key}' in '{field}'{suggestion}")]
+    UnknownKey {
+        key: String,
+        field: String,
+        suggestion: DidYouMean,
+    },
+}
 
 /// One `RUN --device` value.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -16,8 +35,8 @@ pub struct RunDevice {
 const DEVICE_KEYS: &[&str] = &["name", "required"];
 
 /// Parses one `--device` value.
-pub fn parse_device(spec: &str) -> Result<RunDevice, String> {
-    let fields = csv_fields(spec).map_err(|e| format!("failed to parse csv devices: {e}"))?;
+pub fn parse_device(spec: &str) -> Result<RunDevice, DeviceSpecError> {
+    let fields = csv_fields(spec).map_err(DeviceSpecError::Csv)?;
     let mut d = RunDevice::default();
     for field in fields {
         let Some((key, value)) = field.split_once('=') else {
@@ -26,7 +45,7 @@ pub fn parse_device(spec: &str) -> Result<RunDevice, String> {
             } else if d.name.is_empty() {
                 d.name = field;
             } else {
-                return Err(format!("invalid field '{field}' must be a key=value pair"));
+                return Err(DeviceSpecError::NotKeyValue(field));
             }
             continue;
         };
@@ -34,21 +53,23 @@ pub fn parse_device(spec: &str) -> Result<RunDevice, String> {
         match key.as_str() {
             "name" => {
                 if !d.name.is_empty() {
-                    return Err(format!("device name already set to {}", d.name));
+                    return Err(DeviceSpecError::NameAlreadySet(d.name));
                 }
                 d.name = value.to_string();
             }
             "required" => {
-                d.required = parse_go_bool(value)
-                    .ok_or_else(|| format!("invalid value for {key}: {value}"))?;
+                d.required = parse_go_bool(value).ok_or_else(|| DeviceSpecError::InvalidValue {
+                    key: key.clone(),
+                    value: value.to_string(),
+                })?;
             }
             _ if d.name.is_empty() => d.name = field.clone(),
             _ => {
-                return Err(hint(
-                    format!("unexpected key '{key}' in '{field}'"),
-                    &key,
-                    DEVICE_KEYS,
-                ))
+                return Err(DeviceSpecError::UnknownKey {
+                    suggestion: DidYouMean::of(&key, DEVICE_KEYS),
+                    key,
+                    field,
+                })
             }
         }
     }
@@ -90,23 +111,24 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            parse_device("a,b"),
-            Err("invalid field 'b' must be a key=value pair".into())
+            parse_device("a,b").unwrap_err().to_string(),
+            "invalid field 'b' must be a key=value pair"
         );
         assert_eq!(
-            parse_device("a,name=b"),
-            Err("device name already set to a".into())
+            parse_device("a,name=b").unwrap_err().to_string(),
+            "device name already set to a"
         );
         assert_eq!(
-            parse_device("a,required=maybe"),
-            Err("invalid value for required: maybe".into())
+            parse_device("a,required=maybe").unwrap_err().to_string(),
+            "invalid value for required: maybe"
         );
         assert_eq!(
-            parse_device("a,nme=b"),
-            Err("unexpected key 'nme' in 'nme=b' (did you mean name?)".into())
+            parse_device("a,nme=b").unwrap_err().to_string(),
+            "unexpected key 'nme' in 'nme=b' (did you mean name?)"
         );
         assert!(parse_device("\"a")
             .unwrap_err()
+            .to_string()
             .starts_with("failed to parse csv devices: "));
     }
 }

@@ -2,14 +2,22 @@
 //! here because Rust's duration crates accept other syntaxes, and the error messages
 //! must match Go's `time.ParseDuration`.
 
+use crate::dockerfile::dump::go_quote;
+
+/// Why a duration does not parse (Go's `time.ParseDuration` messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("time: invalid duration {}", go_quote(.0))]
+    Invalid(String),
+    #[error("time: missing unit in duration {}", go_quote(.0))]
+    MissingUnit(String),
+    #[error("time: unknown unit {} in duration {}", go_quote(.unit), go_quote(.duration))]
+    UnknownUnit { unit: String, duration: String },
+}
+
 /// Nanoseconds in a Go duration string; negative durations are allowed, as in Go.
-pub fn parse_go_duration(s: &str) -> Result<i128, String> {
-    let invalid = || {
-        format!(
-            "time: invalid duration {}",
-            crate::dockerfile::dump::go_quote(s)
-        )
-    };
+pub fn parse_go_duration(s: &str) -> Result<i128, DurationError> {
+    let invalid = || DurationError::Invalid(s.to_string());
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -47,18 +55,12 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => {
-                return Err(format!(
-                    "time: missing unit in duration {}",
-                    crate::dockerfile::dump::go_quote(s)
-                ))
-            }
+            "" => return Err(DurationError::MissingUnit(s.to_string())),
             _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    crate::dockerfile::dump::go_quote(unit),
-                    crate::dockerfile::dump::go_quote(s)
-                ))
+                return Err(DurationError::UnknownUnit {
+                    unit: unit.to_string(),
+                    duration: s.to_string(),
+                })
             }
         };
         let int: i128 = if int_part.is_empty() {
@@ -95,7 +97,7 @@ mod tests {
         assert_eq!(parse_go_duration("-1s"), Ok(-1_000_000_000));
         assert_eq!(
             parse_go_duration("1"),
-            Err("time: missing unit in duration \"1\"".into())
+            Err(DurationError::MissingUnit("1".into()))
         );
         assert!(parse_go_duration("abc").is_err());
         assert!(parse_go_duration("").is_err());

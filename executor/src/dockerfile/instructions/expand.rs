@@ -10,13 +10,28 @@
 //!
 //! ARG is not handled here: its default is expanded by the stage scope (`plan::scope`).
 
-use super::mount::parse_mount;
+use super::mount::{parse_mount, MountSpecError};
 use super::{Instruction, KeyValue};
 use crate::dockerfile::shell::{EnvGetter, Lexer, ShellError};
 
+/// Why an instruction's words could not be expanded at dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstructionExpandError {
+    /// A word did not expand.
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    /// A `RUN --mount` value is not valid once expanded.
+    #[error(transparent)]
+    Mount(#[from] MountSpecError),
+}
+
 impl Instruction {
     /// This instruction with its words expanded by `lexer` over `env`.
-    pub fn expand(&self, lexer: &Lexer, env: &dyn EnvGetter) -> Result<Instruction, ShellError> {
+    pub fn expand(
+        &self,
+        lexer: &Lexer,
+        env: &dyn EnvGetter,
+    ) -> Result<Instruction, InstructionExpandError> {
         let word = |w: &str| lexer.process_word(w, env);
         let opt = |w: &Option<String>| -> Result<Option<String>, ShellError> {
             w.as_deref().map(word).transpose()
@@ -83,7 +98,7 @@ impl Instruction {
             }
             Instruction::Run(r) => {
                 let mut r = r.clone();
-                let expand = |v: &str| lexer.process_word(v, env).map_err(|e| e.message);
+                let expand = |v: &str| lexer.process_word(v, env);
                 r.mounts = r
                     .mount_specs
                     .iter()
@@ -93,8 +108,7 @@ impl Instruction {
                         m.from = from;
                         Ok(m)
                     })
-                    .collect::<Result<Vec<_>, String>>()
-                    .map_err(|message| ShellError { message })?;
+                    .collect::<Result<Vec<_>, MountSpecError>>()?;
                 Instruction::Run(r)
             }
             other => other.clone(),

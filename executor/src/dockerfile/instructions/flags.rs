@@ -117,7 +117,8 @@ mod tests {
     use crate::dockerfile::parse;
 
     fn flags(line: &str, known: &[(&'static str, FlagKind)]) -> Result<FlagValues, String> {
-        let doc = parse("Dockerfile", format!("{line}\n").as_bytes()).map_err(|e| e.to_string())?;
+        let doc =
+            parse("Dockerfile", format!("{line}\n").as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         parse_flags(&doc.source, &doc.nodes[0], known).map_err(|e| e.summary())
     }
 

@@ -6,6 +6,7 @@
 //! validated now ([`flags`]); `RUN --mount` values are parsed now when they hold no
 //! variable and again at dispatch otherwise ([`mount`]).
 
+mod arguments;
 pub mod device;
 pub mod duration;
 mod expand;
@@ -14,13 +15,15 @@ pub mod mount;
 
 use std::time::Duration;
 
-pub use device::RunDevice;
-pub use mount::{CacheSharing, MountKind, RunMount};
+pub use arguments::ArgumentsError;
+pub use device::{DeviceSpecError, RunDevice};
+pub use duration::DurationError;
+pub use expand::InstructionExpandError;
+pub use mount::{CacheSharing, CsvError, MountKind, MountSpecError, RunMount};
 
+use self::arguments::{key_values, parse_mount_at_parse_time, sources_and_dest};
 use self::flags::{parse_flags, FlagKind, FlagValues};
 use super::ast::{Document, Heredoc, Node};
-use super::parser::parse_heredoc_word;
-use super::shell::Lexer;
 use super::source::{DockerfileError, Position, Source};
 use super::suggest::suggest;
 
@@ -371,7 +374,7 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
         "env" | "label" => {
             flags(&[])?;
             let kw = node.keyword.to_uppercase();
-            let pairs = key_values(args, &kw).map_err(err)?;
+            let pairs = key_values(args, &kw).map_err(|e| err(e.to_string()))?;
             command(if kw == "ENV" {
                 Instruction::Env(pairs)
             } else {
@@ -431,7 +434,8 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                     ("exclude", FlagKind::Strings),
                 ])?
             };
-            let (sources, inline_files, dest) = sources_and_dest(node, &kw).map_err(err)?;
+            let (sources, inline_files, dest) =
+                sources_and_dest(node, &kw).map_err(|e| err(e.to_string()))?;
             if is_copy {
                 if let Some(url) = sources
                     .iter()
@@ -540,13 +544,13 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                 .iter()
                 .map(|spec| parse_mount_at_parse_time(spec, escape))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
+                .map_err(|e| err(e.to_string()))?;
             let devices = f
                 .list("device")
                 .iter()
                 .map(|spec| device::parse_device(spec))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
+                .map_err(|e| err(e.to_string()))?;
             command(Instruction::Run(RunCommand {
                 command: shell_or_exec(false),
                 heredocs: node.heredocs.clone(),
@@ -636,76 +640,6 @@ fn strip_onbuild_prefix(original: &str) -> &str {
     }
 }
 
-fn key_values(args: &[String], kw: &str) -> Result<Vec<KeyValue>, String> {
-    if args.is_empty() {
-        return Err(format!("{kw} requires at least one argument"));
-    }
-    if !args.len().is_multiple_of(3) {
-        return Err(format!("Bad input to {kw}, too many arguments"));
-    }
-    args.chunks(3)
-        .map(|c| {
-            if c[0].is_empty() {
-                Err(format!("{kw} names can not be blank"))
-            } else {
-                Ok(KeyValue {
-                    key: c[0].clone(),
-                    value: c[1].clone(),
-                })
-            }
-        })
-        .collect()
-}
-
-type SourcesAndDest = (Vec<String>, Vec<InlineFile>, String);
-
-fn sources_and_dest(node: &Node, kw: &str) -> Result<SourcesAndDest, String> {
-    let (dest, srcs) = match node.args.split_last() {
-        Some((d, s)) => (d.clone(), s),
-        None => return Err(format!("{kw} requires at least two arguments")),
-    };
-    if matches!(parse_heredoc_word(&dest), Ok(Some(_))) {
-        return Err(format!("{kw} cannot accept a heredoc as a destination"));
-    }
-    let mut sources = Vec::new();
-    let mut inline_files = Vec::new();
-    for src in srcs {
-        match parse_heredoc_word(src) {
-            Ok(Some(h)) => {
-                let body = node.heredocs.iter().find(|b| b.name == h.name);
-                let data = body.map(|b| {
-                    let mut b = b.clone();
-                    b.chomp = h.chomp;
-                    b.chomped()
-                });
-                inline_files.push(InlineFile {
-                    name: h.name,
-                    data: data.unwrap_or_default(),
-                    expand: h.expand,
-                });
-            }
-            _ => sources.push(src.clone()),
-        }
-    }
-    Ok((sources, inline_files, dest))
-}
-
-/// A mount read when the Dockerfile is parsed: fully when it holds no `$` (expanding a
-/// word without variables only removes its quotes and escapes), else `from` only.
-fn parse_mount_at_parse_time(spec: &str, escape: char) -> Result<RunMount, String> {
-    if spec.contains('$') {
-        return mount::parse_mount(spec, None);
-    }
-    let lexer = Lexer::new(escape);
-    let empty: Vec<(String, String)> = Vec::new();
-    let expand = |w: &str| lexer.process_word(w, &empty).map_err(|e| e.message);
-    // `from` is validated by the first pass (it never expands).
-    let from = mount::parse_mount(spec, None)?.from;
-    let mut m = mount::parse_mount(spec, Some(&expand))?;
-    m.from = from;
-    Ok(m)
-}
-
 fn healthcheck(source: &Source, node: &Node) -> Result<HealthcheckCommand, DockerfileError> {
     let err = |msg: String| source.error(node.start, msg);
     let kind = node.args[0].to_uppercase();
@@ -756,7 +690,7 @@ fn healthcheck(source: &Source, node: &Node) -> Result<HealthcheckCommand, Docke
         let Some(v) = f.string(name).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        let nanos = duration::parse_go_duration(&v).map_err(err)?;
+        let nanos = duration::parse_go_duration(&v).map_err(|e| err(e.to_string()))?;
         if nanos == 0 {
             return Ok(Some(Duration::ZERO));
         }

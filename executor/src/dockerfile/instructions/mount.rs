@@ -6,6 +6,8 @@
 //! dispatched every value is expanded with the stage's ARG/ENV and the whole mount is
 //! validated. [`parse_mount`] does both, depending on whether it is given an expander.
 
+use crate::dockerfile::dump::go_quote;
+use crate::dockerfile::shell::ShellError;
 use crate::dockerfile::suggest::suggest;
 
 /// What a RUN mount is.
@@ -110,11 +112,82 @@ const ALL_KEYS: &[&str] = &[
     "env",
 ];
 
-pub(crate) fn hint(msg: String, value: &str, options: &[&str]) -> String {
-    match suggest(value, options.iter().copied(), true) {
-        Some(s) => format!("{msg} (did you mean {s}?)"),
-        None => msg,
+/// The closest of `options` to a mistyped `value`, shown as ` (did you mean …?)`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DidYouMean(pub Option<String>);
+
+impl DidYouMean {
+    pub(crate) fn of(value: &str, options: &[&str]) -> Self {
+        DidYouMean(suggest(value, options.iter().copied(), true))
     }
+}
+
+impl std::fmt::Display for DidYouMean {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(s) => write!(f, " (did you mean {s}?)"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A CSV record that does not split (Go's `encoding/csv` messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvError {
+    #[error("extraneous or missing \" in quoted-field")]
+    QuoteInQuotedField,
+    #[error("bare \" in non-quoted-field")]
+    BareQuote,
+}
+
+/// Why a `--mount` value is not a valid mount (BuildKit's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountSpecError {
+    #[error("failed to parse csv mounts: {0}")]
+    Csv(#[source] CsvError),
+    #[error(transparent)]
+    Expand(#[from] ShellError),
+    #[error("unexpected key '{key}' for mount type '{kind}'")]
+    KeyNotForType { key: String, kind: &'static str },
+    #[error("invalid field '{0}' must be a key=value pair")]
+    NotKeyValue(String),
+    #[error("'from' doesn't support variable expansion, define alias stage instead")]
+    FromHasVariable,
+    #[error("invalid value for {key}: {value}")]
+    InvalidValue { key: String, value: String },
+    #[error("unsupported mount type {}{suggestion}", go_quote(.value))]
+    UnsupportedType {
+        value: String,
+        suggestion: DidYouMean,
+    },
+    #[error("unsupported sharing value {}{suggestion}", go_quote(.value))]
+    UnsupportedSharing {
+        value: String,
+        suggestion: DidYouMean,
+    },
+    #[error("invalid value {value} for {key}")]
+    InvalidNumber { key: &'static str, value: String },
+    #[error("unexpected key '{key}' in '{field}'{suggestion}")]
+    UnknownKey {
+        key: String,
+        field: String,
+        suggestion: DidYouMean,
+    },
+    #[error("{key} not allowed for {} type mounts", go_quote(.kind))]
+    KeyNotAllowed {
+        key: &'static str,
+        kind: &'static str,
+    },
+    #[error("secret mount should not have a from")]
+    SecretWithFrom,
+    #[error("secret mount should not define sharing")]
+    SecretWithSharing,
+    #[error("invalid secret mount. one of source, target required")]
+    SecretWithoutTarget,
+    #[error("both source and id can't be set")]
+    SourceAndId,
+    #[error("invalid cache sharing set for {0} mount")]
+    SharingNotCache(&'static str),
 }
 
 /// Go's `strconv.ParseBool`.
@@ -127,12 +200,15 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
 }
 
 /// Expands one mount value (the stage's variables, at dispatch).
-pub type MountExpander<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+pub type MountExpander<'a> = &'a dyn Fn(&str) -> Result<String, ShellError>;
 
 /// Parses one `--mount` value. With `expand`, every value but `from` goes through it and
 /// the mount is fully validated; without, only `from` is read (and checked for `$`).
-pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunMount, String> {
-    let fields = csv_fields(spec).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+pub fn parse_mount(
+    spec: &str,
+    expand: Option<MountExpander<'_>>,
+) -> Result<RunMount, MountSpecError> {
+    let fields = csv_fields(spec).map_err(MountSpecError::Csv)?;
     let mut m = RunMount {
         needs_expansion: expand.is_none(),
         ..RunMount::default()
@@ -161,12 +237,12 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
                     m.required = true
                 }
                 "required" => {
-                    return Err(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        m.kind.as_str()
-                    ))
+                    return Err(MountSpecError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    })
                 }
-                _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
+                _ => return Err(MountSpecError::NotKeyValue(field)),
             }
             continue;
         };
@@ -174,16 +250,16 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
             Some(f) => f(raw)?,
             None if key == "from" => {
                 if raw.find('$').is_some_and(|i| i + 1 != raw.len()) {
-                    return Err(
-                        "'from' doesn't support variable expansion, define alias stage instead"
-                            .into(),
-                    );
+                    return Err(MountSpecError::FromHasVariable);
                 }
                 raw.to_string()
             }
             None => continue,
         };
-        let bad = |k: &str| format!("invalid value for {k}: {value}");
+        let bad = |k: &str| MountSpecError::InvalidValue {
+            key: k.to_string(),
+            value: value.clone(),
+        };
         match key.as_str() {
             "type" => {
                 m.kind = match value.to_lowercase().as_str() {
@@ -193,14 +269,13 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
                     "secret" => MountKind::Secret,
                     "ssh" => MountKind::Ssh,
                     _ => {
-                        return Err(hint(
-                            format!(
-                                "unsupported mount type {}",
-                                crate::dockerfile::dump::go_quote(&value)
+                        return Err(MountSpecError::UnsupportedType {
+                            suggestion: DidYouMean::of(
+                                &value,
+                                &["bind", "cache", "tmpfs", "secret", "ssh"],
                             ),
-                            &value,
-                            &["bind", "cache", "tmpfs", "secret", "ssh"],
-                        ))
+                            value,
+                        })
                     }
                 }
             }
@@ -217,19 +292,19 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
             }
             "required" => {
                 if !matches!(m.kind, MountKind::Secret | MountKind::Ssh) {
-                    return Err(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(MountSpecError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    });
                 }
                 m.required = parse_go_bool(&value).ok_or_else(|| bad(&key))?;
             }
             "size" => {
                 if m.kind != MountKind::Tmpfs {
-                    return Err(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(MountSpecError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    });
                 }
                 m.size = Some(ram_in_bytes(&value).ok_or_else(|| bad(&key))?);
             }
@@ -241,44 +316,48 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
                     "private" => CacheSharing::Private,
                     "locked" => CacheSharing::Locked,
                     _ => {
-                        return Err(hint(
-                            format!(
-                                "unsupported sharing value {}",
-                                crate::dockerfile::dump::go_quote(&value)
-                            ),
-                            &value,
-                            &["shared", "private", "locked"],
-                        ))
+                        return Err(MountSpecError::UnsupportedSharing {
+                            suggestion: DidYouMean::of(&value, &["shared", "private", "locked"]),
+                            value,
+                        })
                     }
                 });
             }
             "mode" => {
-                m.mode = Some(
-                    u32::from_str_radix(&value, 8)
-                        .map_err(|_| format!("invalid value {value} for mode"))?,
-                )
+                m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| {
+                    MountSpecError::InvalidNumber {
+                        key: "mode",
+                        value: value.clone(),
+                    }
+                })?)
             }
             "uid" => {
                 m.uid = Some(
                     value
                         .parse::<u32>()
-                        .map_err(|_| format!("invalid value {value} for uid"))?,
+                        .map_err(|_| MountSpecError::InvalidNumber {
+                            key: "uid",
+                            value: value.clone(),
+                        })?,
                 )
             }
             "gid" => {
                 m.gid = Some(
                     value
                         .parse::<u32>()
-                        .map_err(|_| format!("invalid value {value} for gid"))?,
+                        .map_err(|_| MountSpecError::InvalidNumber {
+                            key: "gid",
+                            value: value.clone(),
+                        })?,
                 )
             }
             "env" => m.env = Some(value),
             _ => {
-                return Err(hint(
-                    format!("unexpected key '{key}' in '{field}'"),
-                    &key,
-                    ALL_KEYS,
-                ))
+                return Err(MountSpecError::UnknownKey {
+                    suggestion: DidYouMean::of(&key, ALL_KEYS),
+                    key,
+                    field,
+                })
             }
         }
     }
@@ -289,14 +368,16 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
         m.kind,
         MountKind::Secret | MountKind::Ssh | MountKind::Cache
     ) {
-        let kind = crate::dockerfile::dump::go_quote(m.kind.as_str());
-        for (name, set) in [
+        for (key, set) in [
             ("mode", m.mode.is_some()),
             ("uid", m.uid.is_some()),
             ("gid", m.gid.is_some()),
         ] {
             if set {
-                return Err(format!("{name} not allowed for {kind} type mounts"));
+                return Err(MountSpecError::KeyNotAllowed {
+                    key,
+                    kind: m.kind.as_str(),
+                });
             }
         }
     }
@@ -305,29 +386,26 @@ pub fn parse_mount(spec: &str, expand: Option<MountExpander<'_>>) -> Result<RunM
     }
     if m.kind == MountKind::Secret {
         if m.from.is_some() {
-            return Err("secret mount should not have a from".into());
+            return Err(MountSpecError::SecretWithFrom);
         }
         if sharing_set {
-            return Err("secret mount should not define sharing".into());
+            return Err(MountSpecError::SecretWithSharing);
         }
         if m.source.is_none() && m.target.is_none() && m.id.is_none() {
-            return Err("invalid secret mount. one of source, target required".into());
+            return Err(MountSpecError::SecretWithoutTarget);
         }
         if m.source.is_some() && m.id.is_some() {
-            return Err("both source and id can't be set".into());
+            return Err(MountSpecError::SourceAndId);
         }
     }
     if sharing_set && m.kind != MountKind::Cache {
-        return Err(format!(
-            "invalid cache sharing set for {} mount",
-            m.kind.as_str()
-        ));
+        return Err(MountSpecError::SharingNotCache(m.kind.as_str()));
     }
     Ok(m)
 }
 
 /// Splits one CSV record (RFC 4180 quoting: `"a,b"`, `""` for a quote).
-pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, CsvError> {
     let mut fields = Vec::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -337,7 +415,7 @@ pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
             i += 1;
             loop {
                 match chars.get(i) {
-                    None => return Err("extraneous or missing \" in quoted-field".into()),
+                    None => return Err(CsvError::QuoteInQuotedField),
                     Some('"') if chars.get(i + 1) == Some(&'"') => {
                         field.push('"');
                         i += 2;
@@ -354,7 +432,7 @@ pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
             }
             match chars.get(i) {
                 None | Some(',') => {}
-                Some(_) => return Err("extraneous or missing \" in quoted-field".into()),
+                Some(_) => return Err(CsvError::QuoteInQuotedField),
             }
         } else {
             while let Some(&c) = chars.get(i) {
@@ -362,7 +440,7 @@ pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                     break;
                 }
                 if c == '"' {
-                    return Err("bare \" in non-quoted-field".into());
+                    return Err(CsvError::BareQuote);
                 }
                 field.push(c);
                 i += 1;
@@ -411,7 +489,7 @@ pub fn ram_in_bytes(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn full(spec: &str) -> Result<RunMount, String> {
+    fn full(spec: &str) -> Result<RunMount, MountSpecError> {
         let id = |s: &str| Ok(s.to_string());
         parse_mount(spec, Some(&id))
     }
@@ -447,64 +525,72 @@ mod tests {
     #[test]
     fn buildkit_errors() {
         assert_eq!(
-            full("typ=tmpfs").unwrap_err(),
+            full("typ=tmpfs").unwrap_err().to_string(),
             "unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"
         );
         assert_eq!(
-            full("type=tmp").unwrap_err(),
+            full("type=tmp").unwrap_err().to_string(),
             "unsupported mount type \"tmp\" (did you mean tmpfs?)"
         );
         assert_eq!(
-            full("target=/a,required").unwrap_err(),
+            full("target=/a,required").unwrap_err().to_string(),
             "unexpected key 'required' for mount type 'bind'"
         );
         assert_eq!(
-            full("target=/a,foo").unwrap_err(),
+            full("target=/a,foo").unwrap_err().to_string(),
             "invalid field 'foo' must be a key=value pair"
         );
-        assert_eq!(full("ro=x").unwrap_err(), "invalid value for ro: x");
         assert_eq!(
-            full("target=/a,size=1m").unwrap_err(),
+            full("ro=x").unwrap_err().to_string(),
+            "invalid value for ro: x"
+        );
+        assert_eq!(
+            full("target=/a,size=1m").unwrap_err().to_string(),
             "unexpected key 'size' for mount type 'bind'"
         );
         assert_eq!(
-            full("target=/a,mode=0755").unwrap_err(),
+            full("target=/a,mode=0755").unwrap_err().to_string(),
             "mode not allowed for \"bind\" type mounts"
         );
         assert_eq!(
-            full("type=tmpfs,target=/a,uid=1").unwrap_err(),
+            full("type=tmpfs,target=/a,uid=1").unwrap_err().to_string(),
             "uid not allowed for \"tmpfs\" type mounts"
         );
         assert_eq!(
-            full("target=/a,sharing=private").unwrap_err(),
+            full("target=/a,sharing=private").unwrap_err().to_string(),
             "invalid cache sharing set for bind mount"
         );
         assert_eq!(
-            full("type=cache,target=/a,sharing=x").unwrap_err(),
+            full("type=cache,target=/a,sharing=x")
+                .unwrap_err()
+                .to_string(),
             "unsupported sharing value \"x\""
         );
         assert_eq!(
-            full("type=secret,id=a,from=b").unwrap_err(),
+            full("type=secret,id=a,from=b").unwrap_err().to_string(),
             "secret mount should not have a from"
         );
         assert_eq!(
-            full("type=secret,id=a,sharing=shared").unwrap_err(),
+            full("type=secret,id=a,sharing=shared")
+                .unwrap_err()
+                .to_string(),
             "secret mount should not define sharing"
         );
         assert_eq!(
-            full("type=secret").unwrap_err(),
+            full("type=secret").unwrap_err().to_string(),
             "invalid secret mount. one of source, target required"
         );
         assert_eq!(
-            full("type=secret,id=a,src=b").unwrap_err(),
+            full("type=secret,id=a,src=b").unwrap_err().to_string(),
             "both source and id can't be set"
         );
         assert_eq!(
-            full("type=cache,target=/a,mode=9").unwrap_err(),
+            full("type=cache,target=/a,mode=9").unwrap_err().to_string(),
             "invalid value 9 for mode"
         );
         assert!(full("target=\"/a")
             .unwrap_err()
+            .to_string()
             .starts_with("failed to parse csv mounts"));
     }
 
@@ -514,7 +600,7 @@ mod tests {
         assert_eq!(m.from.as_deref(), Some("build"));
         assert!(m.needs_expansion);
         assert_eq!(
-            parse_mount("from=$x", None).unwrap_err(),
+            parse_mount("from=$x", None).unwrap_err().to_string(),
             "'from' doesn't support variable expansion, define alias stage instead"
         );
         assert!(parse_mount("from=abc$", None).is_ok());

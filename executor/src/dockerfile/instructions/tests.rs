@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::dockerfile::parse;
+use crate::dockerfile::shell::Lexer;
 
 fn parsed(text: &str) -> Parsed {
     let doc = match parse("Dockerfile", text.as_bytes()) {
@@ -296,7 +297,7 @@ fn run_flags_and_mounts() {
         .expand(&Lexer::new('\\'), &bad)
         .unwrap_err();
     assert_eq!(
-        e.message,
+        e.to_string(),
         "unsupported mount type \"tmp\" (did you mean tmpfs?)"
     );
 }

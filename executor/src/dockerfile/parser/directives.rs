@@ -4,6 +4,8 @@
 //! recognised directive: a blank line, an ordinary comment, an instruction or an unknown
 //! key ends the directive block for good. Keys are case-insensitive; each may appear once.
 
+use super::parse_error::ParseError;
+
 /// What one line turned out to be.
 pub(super) enum DirectiveLine {
     NotDirective,
@@ -29,7 +31,7 @@ impl Default for DirectiveScanner {
 
 impl DirectiveScanner {
     /// Looks at one line (newline trimmed). An error is a repeated directive.
-    pub(super) fn scan(&mut self, line: &str) -> Result<DirectiveLine, String> {
+    pub(super) fn scan(&mut self, line: &str) -> Result<DirectiveLine, ParseError> {
         if self.done {
             return Ok(DirectiveLine::NotDirective);
         }
@@ -51,7 +53,7 @@ impl DirectiveScanner {
             }
         };
         if self.seen.contains(&key) {
-            return Err(format!("only one {key} parser directive can be used"));
+            return Err(ParseError::RepeatedDirective(key));
         }
         self.seen.push(key);
         Ok(DirectiveLine::Directive {
@@ -138,7 +140,7 @@ fn split_directive(s: &str) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
-    fn scan_all(lines: &[&str]) -> Vec<Result<Option<(String, String)>, String>> {
+    fn scan_all(lines: &[&str]) -> Vec<Result<Option<(String, String)>, ParseError>> {
         let mut s = DirectiveScanner::default();
         lines
             .iter()
@@ -171,10 +173,7 @@ mod tests {
     #[test]
     fn repeated_directive_is_an_error() {
         let r = scan_all(&["# escape=\\", "# ESCAPE=`"]);
-        assert_eq!(
-            r[1],
-            Err("only one escape parser directive can be used".into())
-        );
+        assert_eq!(r[1], Err(ParseError::RepeatedDirective("escape")));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! delimiter is itself lexed: it must be one word; if any part of it was quoted, the body
 //! is taken literally (no expansion).
 
+use super::parse_error::ParseError;
 use crate::dockerfile::ast::Heredoc;
 use crate::dockerfile::shell::Lexer;
 
 /// The heredocs named on an instruction line, in order (bodies still empty).
-pub(super) fn heredocs_in_line(line: &str) -> Result<Vec<Heredoc>, String> {
+pub(super) fn heredocs_in_line(line: &str) -> Result<Vec<Heredoc>, ParseError> {
     let lexer = Lexer::new('\\')
         .raw_quotes(true)
         .raw_escapes(true)
@@ -25,7 +26,7 @@ pub(super) fn heredocs_in_line(line: &str) -> Result<Vec<Heredoc>, String> {
 }
 
 /// Parses one word as a heredoc introducer: `Ok(None)` when it is not one.
-pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, String> {
+pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, ParseError> {
     let digits = word.chars().take_while(char::is_ascii_digit).count();
     let (fd_text, rest) = word.split_at(digits);
     let Some(rest) = rest.strip_prefix("<<") else {
@@ -46,19 +47,13 @@ pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, String> {
         });
     let lexer = Lexer::new('\\').skip_unset_env(true);
     let empty: Vec<(String, String)> = Vec::new();
-    let words = lexer.process_words(rest, &empty).map_err(|e| e.message)?;
+    let words = lexer.process_words(rest, &empty)?;
     let [name] = words.as_slice() else {
         return Ok(None);
     };
-    let raw = lexer
-        .clone()
-        .raw_quotes(true)
-        .process_words(rest, &empty)
-        .map_err(|e| e.message)?;
+    let raw = lexer.clone().raw_quotes(true).process_words(rest, &empty)?;
     if raw.len() != words.len() {
-        return Err(format!(
-            "internal lexing of heredoc produced inconsistent results: {rest}"
-        ));
+        return Err(ParseError::InconsistentHeredoc(rest.to_string()));
     }
     let quotes = |s: &str| s.chars().filter(|c| *c == '\'' || *c == '"').count();
     Ok(Some(Heredoc {

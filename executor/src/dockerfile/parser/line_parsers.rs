@@ -18,12 +18,11 @@ pub(super) struct Args {
     pub json: bool,
 }
 
-pub(super) const NOT_STRING_ARRAY: &str =
-    "when using JSON array syntax, arrays must be comprised of strings only";
+use super::parse_error::ParseError;
 
 /// The argument parser for `keyword` (lower case), `None` for ONBUILD (handled by the
 /// caller, which parses the rest as a nested instruction).
-pub(super) fn parse_args(keyword: &str, rest: &str, escape: char) -> Result<Args, String> {
+pub(super) fn parse_args(keyword: &str, rest: &str, escape: char) -> Result<Args, ParseError> {
     match keyword {
         "add" | "copy" | "volume" => maybe_json_to_list(rest),
         "run" | "cmd" | "entrypoint" | "shell" => maybe_json(rest),
@@ -97,7 +96,7 @@ enum Json {
     NotJson,
 }
 
-fn parse_json(rest: &str) -> Result<Json, String> {
+fn parse_json(rest: &str) -> Result<Json, ParseError> {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
         return Ok(Json::NotJson);
@@ -109,13 +108,13 @@ fn parse_json(rest: &str) -> Result<Json, String> {
         .into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) => Ok(s),
-            _ => Err(NOT_STRING_ARRAY.to_string()),
+            _ => Err(ParseError::NotStringArray),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Json::Strings)
 }
 
-fn maybe_json(rest: &str) -> Result<Args, String> {
+fn maybe_json(rest: &str) -> Result<Args, ParseError> {
     if rest.is_empty() {
         return Ok(Args::default());
     }
@@ -128,7 +127,7 @@ fn maybe_json(rest: &str) -> Result<Args, String> {
     })
 }
 
-fn maybe_json_to_list(rest: &str) -> Result<Args, String> {
+fn maybe_json_to_list(rest: &str) -> Result<Args, ParseError> {
     Ok(match parse_json(rest)? {
         Json::Strings(words) => Args { words, json: true },
         Json::NotJson => Args {
@@ -138,7 +137,7 @@ fn maybe_json_to_list(rest: &str) -> Result<Args, String> {
     })
 }
 
-fn health_config(rest: &str) -> Result<Args, String> {
+fn health_config(rest: &str) -> Result<Args, ParseError> {
     let sep = rest
         .char_indices()
         .find(|&(_, c)| c.is_whitespace())
@@ -156,7 +155,7 @@ fn health_config(rest: &str) -> Result<Args, String> {
     })
 }
 
-fn name_val(rest: &str, key: &str, escape: char) -> Result<Args, String> {
+fn name_val(rest: &str, key: &'static str, escape: char) -> Result<Args, ParseError> {
     let words = parse_words(rest, escape);
     if words.is_empty() {
         return Ok(Args::default());
@@ -164,7 +163,7 @@ fn name_val(rest: &str, key: &str, escape: char) -> Result<Args, String> {
     if !words[0].contains('=') {
         let (k, v) = split_once_space(rest);
         let Some(v) = v else {
-            return Err(format!("{key} must have two arguments"));
+            return Err(ParseError::MissingValue(key));
         };
         return Ok(Args {
             words: vec![k.to_string(), v.to_string(), String::new()],
@@ -174,10 +173,7 @@ fn name_val(rest: &str, key: &str, escape: char) -> Result<Args, String> {
     let mut out = Vec::with_capacity(words.len() * 3);
     for word in words {
         let Some((k, v)) = word.split_once('=') else {
-            return Err(format!(
-                "Syntax error - can't find = in {}. Must be of the form: name=value",
-                crate::dockerfile::dump::go_quote(&word)
-            ));
+            return Err(ParseError::MissingEquals(word));
         };
         out.extend([k.to_string(), v.to_string(), "=".to_string()]);
     }
@@ -297,7 +293,7 @@ mod tests {
         let a = parse_args("env", "a=1 b=\"2 3\"", '\\').unwrap();
         assert_eq!(a.words, ["a", "1", "=", "b", "\"2 3\"", "="]);
         assert_eq!(
-            parse_args("env", "PATH", '\\').unwrap_err(),
+            parse_args("env", "PATH", '\\').unwrap_err().to_string(),
             "ENV must have two arguments"
         );
         assert!(parse_args("label", "a=1 b", '\\').is_err());
@@ -316,11 +312,11 @@ mod tests {
         assert!(!a.json);
         assert_eq!(
             parse_args("cmd", "[ \"echo\", [ \"nested json\" ] ]", '\\').unwrap_err(),
-            NOT_STRING_ARRAY
+            ParseError::NotStringArray
         );
         assert_eq!(
             parse_args("copy", "[1, \"a\"]", '\\').unwrap_err(),
-            NOT_STRING_ARRAY
+            ParseError::NotStringArray
         );
         let a = parse_args("copy", "a  b\tc", '\\').unwrap();
         assert_eq!(a.words, ["a", "b", "c"]);

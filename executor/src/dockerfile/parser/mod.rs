@@ -17,11 +17,13 @@ mod directives;
 mod flags;
 mod heredoc;
 mod line_parsers;
+mod parse_error;
 
 use std::sync::Arc;
 
 pub use directives::{detect_syntax, SyntaxDirective};
 pub use heredoc::parse_heredoc_word;
+pub use parse_error::ParseError;
 
 use super::ast::{Directives, Document, Node, Warning};
 use super::source::{DockerfileError, Position, Source};
@@ -144,7 +146,7 @@ impl Parser {
     /// Offers a line (newline trimmed) to the directive scanner.
     fn directive(&mut self, line_no: usize, token: &str) -> Result<bool, DockerfileError> {
         match self.directive_scanner.scan(token) {
-            Err(msg) => Err(self.error(line_no, 1, msg)),
+            Err(e) => Err(self.error(line_no, 1, e.to_string())),
             Ok(DirectiveLine::NotDirective) => Ok(false),
             Ok(DirectiveLine::Directive { key, value }) => {
                 match key {
@@ -242,10 +244,10 @@ impl Parser {
             }
             let mut node = self
                 .node_from_line(&joined, 0, &comments)
-                .map_err(|(pos, msg)| self.source.error(pos, msg))?;
+                .map_err(|(pos, e)| self.source.error(pos, e.to_string()))?;
             if can_contain_heredoc(&node) && joined.text.contains("<<") {
                 let heredocs = heredoc::heredocs_in_line(&joined.text)
-                    .map_err(|m| self.error(start_line, node.start.column, m))?;
+                    .map_err(|e| self.error(start_line, node.start.column, e.to_string()))?;
                 for mut h in heredocs {
                     let mut terminated = false;
                     while let Some((n, body_line)) = self.read_line()? {
@@ -301,7 +303,7 @@ impl Parser {
         joined: &Joined,
         offset: usize,
         comments: &[String],
-    ) -> Result<Node, (Position, String)> {
+    ) -> Result<Node, (Position, ParseError)> {
         let chars: Vec<char> = joined.text.chars().skip(offset).collect();
         let lead = chars.iter().take_while(|c| c.is_whitespace()).count();
         let body = &chars[lead..];
