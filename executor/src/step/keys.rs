@@ -26,6 +26,22 @@ pub(super) fn reanchor(parent: &StepKey, st: &StageState) -> StepKey {
         .finish()
 }
 
+/// An image's (or a stage start's) layers and config, into a key.
+fn image_fields(h: &mut KeyHasher, st: &StageState) {
+    h.field(
+        "chain",
+        st.chain
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    h.field(
+        "config",
+        &serde_json::to_vec(&st.config).unwrap_or_default(),
+    );
+}
+
 impl StepContext<'_> {
     /// The key a stage starts from: its base stage's last key, a base image's layers and
     /// config, or scratch on this platform.
@@ -43,18 +59,7 @@ impl StepContext<'_> {
             Base::Image(_) | Base::Scratch => {
                 let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
                 h.field("platform", platform.to_string().as_bytes());
-                h.field(
-                    "chain",
-                    st.chain
-                        .as_ref()
-                        .map(|c| c.as_str())
-                        .unwrap_or("")
-                        .as_bytes(),
-                );
-                h.field(
-                    "config",
-                    &serde_json::to_vec(&st.config).unwrap_or_default(),
-                );
+                image_fields(&mut h, st);
             }
         }
         h.finish()
@@ -153,18 +158,7 @@ impl StepContext<'_> {
                 }
                 let st = self.base(name)?;
                 let mut h = KeyHasher::new("image");
-                h.field(
-                    "chain",
-                    st.chain
-                        .as_ref()
-                        .map(|c| c.as_str())
-                        .unwrap_or("")
-                        .as_bytes(),
-                );
-                h.field(
-                    "config",
-                    &serde_json::to_vec(&st.config).unwrap_or_default(),
-                );
+                image_fields(&mut h, &st);
                 Ok(h.finish())
             }
         }
