@@ -143,28 +143,17 @@ fn absolute_target(target: &str, workdir: &str) -> Result<String, MountError> {
 /// `base/source`, resolved beneath `base` (symlinks inside resolve as if `base` were
 /// `/`), so a stage's symlink can never point a bind mount at the host.
 pub fn resolve_beneath(base: &Path, source: &str) -> std::io::Result<PathBuf> {
-    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
     let rel = source.trim_start_matches('/');
     if rel.is_empty() || rel == "." {
         return Ok(base.to_path_buf());
     }
-    let dir = rustix::fs::open(
-        base,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let fd = openat2(
-        &dir,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )?;
-    let link = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))?;
-    Ok(link)
+    let root = kiln_snapshotter::Root::open(base).map_err(std::io::Error::other)?;
+    let path = root
+        .resolve(Path::new(rel))
+        .map_err(std::io::Error::other)?;
+    // The path must exist (the root's resolve keeps missing trailing components).
+    std::fs::symlink_metadata(&path)?;
+    Ok(path)
 }
 
 /// Resolves `mounts` for one step.
