@@ -248,6 +248,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
                 layer,
                 seconds,
                 cached,
+                ..
             } => {
                 if !at_line_start.get(&id).copied().unwrap_or(true) {
                     let _ = writeln!(err);
@@ -271,6 +272,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
                 }
             }
             Event::Exported(what) => writeln!(err, "exported {what}"),
+            Event::Snapshotter { kind, reason } => writeln!(err, "snapshotter: {kind} ({reason})"),
         };
     };
     let result = match kiln_executor::build(&opts, &mut render) {

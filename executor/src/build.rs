@@ -99,6 +99,10 @@ fn run(opts: &BuildOptions, on_event: &mut dyn FnMut(Event)) -> Result<BuildResu
         ));
     }
     let cx = StepContext::open(opts, doc.source.clone(), on_event)?;
+    on_event(Event::Snapshotter {
+        kind: cx.snapshots.kind().to_string(),
+        reason: cx.snapshots.reason().to_string(),
+    });
     // Base images first: their Env and ONBUILD triggers feed the evaluation of the stages.
     let mut env = BTreeMap::new();
     let mut triggers = BTreeMap::new();

@@ -15,14 +15,18 @@ pub enum Event {
     },
     /// Output of a running step.
     Output { id: usize, bytes: Vec<u8> },
-    /// A step ended; `layer` is the digest of the layer it made, if any; `cached`: its
-    /// result came from the build cache.
+    /// A step ended; `layer` is the digest of the layer it made, if any, and
+    /// `layer_size` its compressed size in bytes; `cached`: its result came from the
+    /// build cache.
     StepDone {
         id: usize,
         layer: Option<String>,
+        layer_size: Option<u64>,
         seconds: f64,
         cached: bool,
     },
+    /// Which snapshotter mounts the build's stages, and why (said once, first).
+    Snapshotter { kind: String, reason: String },
     /// The image was written (`manifest` and `config` digests).
     ImageWritten {
         manifest: String,

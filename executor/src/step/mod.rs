@@ -327,9 +327,14 @@ impl<'a> StepContext<'a> {
                 }
             };
             key = step_key.unwrap_or_else(|| keys::reanchor(&key, &st));
+            let layer_size = layer
+                .as_ref()
+                .and_then(|d| st.layers.iter().rev().find(|l| &l.digest == d))
+                .map(|l| l.size);
             on_event(Event::StepDone {
                 id,
                 layer,
+                layer_size,
                 seconds: started.elapsed().as_secs_f64(),
                 cached,
             });
