@@ -68,6 +68,17 @@ pub struct BuildArgs {
     /// Run every step, reusing nothing from the build cache.
     #[arg(long)]
     no_cache: bool,
+    /// Run the steps of these stages (and of the stages built on or from them) instead of
+    /// taking them from the cache (comma-separated or repeated).
+    #[arg(long = "no-cache-filter", value_delimiter = ',', value_name = "STAGE")]
+    no_cache_filter: Vec<String>,
+    /// How many stages build at once (default: the number of CPUs, at least 2).
+    #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Write the build's result (image and config digests, tags) as JSON to this file,
+    /// with buildx's keys.
+    #[arg(long = "metadata-file")]
+    metadata_file: Option<PathBuf>,
     /// Extra privileges (`security.insecure`).
     #[arg(long = "allow")]
     allow: Vec<String>,
@@ -82,8 +93,9 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             bail!("context {}: not a directory", args.context.display());
         }
         let mapping = userns::IdMapping::detect();
-        return userns::enter_build_namespace(&mapping)
-            .context("entering the build's user namespace");
+        let child = userns::spawn_build_namespace(&mapping)
+            .context("entering the build's user namespace")?;
+        return crate::signals::wait_forwarding(child).context("waiting for the build");
     };
     let context = std::fs::canonicalize(&args.context)
         .with_context(|| format!("context {}", args.context.display()))?;
@@ -206,6 +218,8 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         platform,
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        jobs: args.jobs.map(usize::from),
     };
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("creating {}", opts.root.display()))?;
@@ -275,13 +289,30 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             Event::Snapshotter { kind, reason } => writeln!(err, "snapshotter: {kind} ({reason})"),
         };
     };
-    let result = match kiln_executor::build(&opts, &mut render) {
+    let build = kiln_executor::Build::new(opts);
+    let interrupts = crate::signals::Interrupts::install(&build.cancel_token())
+        .context("installing the Ctrl-C handler")?;
+    let outcome = build.run(&mut render);
+    if let Some(code) = interrupts.exit_code() {
+        eprintln!("error: the build was interrupted; nothing was tagged");
+        return Ok(code);
+    }
+    let result = match outcome {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(1);
         }
     };
+    if let Some(f) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": result.manifest_digest,
+            "containerimage.config.digest": result.config_digest,
+            "image.name": args.tags.join(","),
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &result.config_digest)
             .with_context(|| format!("writing {}", f.display()))?;

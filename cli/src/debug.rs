@@ -154,7 +154,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
             };
             let exe = std::env::current_exe().context("locating the kiln binary")?;
             drop(out);
-            let outcome = kiln_executor::sandbox::run::run(&spec, &exe, |chunk| {
+            let outcome = kiln_executor::sandbox::run::run(&spec, &exe, None, |chunk| {
                 let _ = std::io::stdout().write_all(chunk);
             })?;
             if outcome.exit_code != 0 {

@@ -11,6 +11,7 @@ mod images;
 mod layer;
 mod root;
 mod run;
+mod signals;
 
 use std::process::ExitCode;
 

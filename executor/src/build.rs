@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::cancel::CancelToken;
 use crate::error::{BuildError, SetupError};
 use crate::event::Event;
 use crate::options::BuildOptions;
@@ -25,20 +26,29 @@ pub struct BuildResult {
 #[derive(Debug, Clone)]
 pub struct Build {
     options: BuildOptions,
+    cancel: CancelToken,
 }
 
 impl Build {
     pub fn new(options: BuildOptions) -> Build {
-        Build { options }
+        Build {
+            options,
+            cancel: CancelToken::new(),
+        }
     }
 
     pub fn options(&self) -> &BuildOptions {
         &self.options
     }
 
+    /// The token that stops this build (from another thread, or a signal handler).
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
     /// Runs the build; `on_event` receives progress, in order.
     pub fn run(&self, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
-        run(&self.options, on_event)
+        run(&self.options, &self.cancel, on_event)
     }
 
     /// Runs the build, sending its progress on `events` (for a caller that renders it on
@@ -58,7 +68,7 @@ pub fn build(
     opts: &BuildOptions,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<BuildResult, BuildError> {
-    run(opts, on_event)
+    run(opts, &CancelToken::new(), on_event)
 }
 
 /// Runs a build, sending its progress on `events` (as [`Build::run_with_channel`]).
@@ -66,12 +76,16 @@ pub fn build_with_channel(
     opts: &BuildOptions,
     events: &crossbeam_channel::Sender<Event>,
 ) -> Result<BuildResult, BuildError> {
-    run(opts, &mut |e| {
+    run(opts, &CancelToken::new(), &mut |e| {
         let _ = events.send(e);
     })
 }
 
-fn run(opts: &BuildOptions, on_event: &mut dyn FnMut(Event)) -> Result<BuildResult, BuildError> {
+fn run(
+    opts: &BuildOptions,
+    cancel: &CancelToken,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<BuildResult, BuildError> {
     let doc = crate::dockerfile::parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
     let mut plan_opts = PlanOptions {
         target: opts.target.clone(),
@@ -98,7 +112,7 @@ fn run(opts: &BuildOptions, on_event: &mut dyn FnMut(Event)) -> Result<BuildResu
                 .into(),
         ));
     }
-    let cx = StepContext::open(opts, doc.source.clone(), on_event)?;
+    let mut cx = StepContext::open(opts, doc.source.clone(), cancel.clone(), on_event)?;
     on_event(Event::Snapshotter {
         kind: cx.snapshots.kind().to_string(),
         reason: cx.snapshots.reason().to_string(),
@@ -125,7 +139,24 @@ fn run(opts: &BuildOptions, on_event: &mut dyn FnMut(Event)) -> Result<BuildResu
     let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
     let evals = plan.evaluate_with_triggers(&doc.source, &env_of, &triggers_of)?;
     let graph = crate::graph::lower(&plan, &evals, &doc.source)?;
-    crate::schedule::run(&cx, &graph, on_event)?;
+    let no_cache = graph.with_dependents(&opts.no_cache_filter).map_err(|e| {
+        BuildError::setup("--no-cache-filter", SetupError::Unsupported(e.to_string()))
+    })?;
+    cx.set_no_cache_stages(no_cache);
+    let jobs = match opts.jobs {
+        Some(0) => {
+            return Err(BuildError::setup(
+                "-j 0",
+                SetupError::Unsupported("at least one job is needed".into()),
+            ))
+        }
+        Some(n) => n,
+        None => crate::schedule::default_jobs(),
+    };
+    crate::schedule::run(&cx, &graph, jobs, cancel, on_event)?;
+    if cancel.is_cancelled() {
+        return Err(BuildError::Cancelled);
+    }
     let mut target = cx
         .result(graph.target)
         .ok_or_else(|| BuildError::setup("building", SetupError::TargetNotBuilt))?;

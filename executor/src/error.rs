@@ -27,6 +27,9 @@ pub enum BuildError {
     /// A step failed for another reason: where, and the typed cause.
     #[error("{}", .0.at)]
     Step(Box<StepFailure>),
+    /// The build was cancelled (Ctrl-C, SIGTERM, or the embedding program).
+    #[error("the build was cancelled")]
+    Cancelled,
     /// Something the build needs before its first step could not be set up.
     #[error("{context}: {source}")]
     Setup {

@@ -141,7 +141,8 @@ pub fn run_image(
         secret_env: Vec::new(),
         etc_dir: PathBuf::new(),
     };
-    let outcome = run(&spec, &opts.helper, |b| on_output(b)).map_err(RunImageError::Sandbox)?;
+    let outcome =
+        run(&spec, &opts.helper, None, |b| on_output(b)).map_err(RunImageError::Sandbox)?;
     drop(active);
     Ok(outcome.exit_code)
 }

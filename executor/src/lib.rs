@@ -23,6 +23,7 @@
 
 mod build;
 pub mod cache;
+mod cancel;
 pub mod context;
 pub mod dockerfile;
 mod error;
@@ -41,6 +42,7 @@ mod step;
 pub mod store;
 
 pub use build::{build, build_with_channel, Build, BuildResult};
+pub use cancel::CancelToken;
 pub use error::{BuildError, RunFailure, SetupError, StepError, StepFailure};
 pub use event::Event;
 pub use export::{Output, OutputError};

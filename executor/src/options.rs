@@ -55,6 +55,11 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// `--no-cache`: run every step (results are still recorded in the cache).
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps, and the steps of every
+    /// stage built on or from them, are run instead of taken from the cache.
+    pub no_cache_filter: Vec<String>,
+    /// `-j`: how many stages build at once (`None`: the CPUs, at least 2).
+    pub jobs: Option<usize>,
 }
 
 impl Default for BuildOptions {
@@ -83,6 +88,8 @@ impl Default for BuildOptions {
             allow_insecure: false,
             platform: None,
             no_cache: false,
+            no_cache_filter: Vec::new(),
+            jobs: None,
         }
     }
 }
@@ -206,6 +213,10 @@ impl BuildOptionsBuilder {
     }
     pub fn platform(mut self, platform: Platform) -> Self {
         self.opts.platform = Some(platform);
+        self
+    }
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.opts.jobs = Some(jobs);
         self
     }
     pub fn no_cache(mut self, no_cache: bool) -> Self {

@@ -54,6 +54,40 @@ impl StepGraph {
     }
 }
 
+impl StepGraph {
+    /// The stages named in `names` (a stage name, case-insensitively, or its index)
+    /// and every stage that is built on or reads from one of them; `Err` with the first
+    /// name that is no needed stage.
+    pub fn with_dependents(&self, names: &[String]) -> Result<BTreeSet<usize>, UnknownStage> {
+        let mut out = BTreeSet::new();
+        for n in names {
+            let lower = n.to_ascii_lowercase();
+            let found = self
+                .stages
+                .values()
+                .find(|s| s.label == lower || s.index.to_string() == *n)
+                .map(|s| s.index);
+            match found {
+                Some(i) => {
+                    out.insert(i);
+                }
+                None => return Err(UnknownStage(n.clone())),
+            }
+        }
+        for i in self.order() {
+            if self.stages[&i].needs.iter().any(|d| out.contains(d)) {
+                out.insert(i);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A stage name that is not part of the build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no stage {0:?} is part of this build")]
+pub struct UnknownStage(pub String);
+
 /// One stage: where it starts, its steps in order, and the stages it needs first.
 #[derive(Debug, Clone)]
 pub struct StageNode {

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::userns::{spawn_in_namespaces, IdMapping, Namespaces};
+use crate::cancel::CancelToken;
 
 /// What to run and where.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +72,8 @@ pub struct RunOutcome {
     pub exit_code: i32,
     /// The last lines of its combined output.
     pub output_tail: String,
+    /// It was killed because the build was cancelled.
+    pub cancelled: bool,
 }
 
 /// Why a command could not be run (not: why it failed — that is its exit code).
@@ -98,9 +101,12 @@ const TAIL: usize = 4096;
 
 /// Runs `spec` with `helper` (the kiln binary, or any program that calls
 /// [`super::helper_main`] first) and streams the command's output to `on_output`.
+/// When `cancel` is set while the command runs, the sandbox is killed (every process of
+/// the step dies with its pid namespace) and the outcome says so.
 pub fn run(
     spec: &RunSpec,
     helper: &Path,
+    cancel: Option<&CancelToken>,
     mut on_output: impl FnMut(&[u8]),
 ) -> Result<RunOutcome, SandboxError> {
     let etc = tempfile::tempdir().map_err(io("creating the /etc files"))?;
@@ -154,7 +160,7 @@ pub fn run(
             }
         }
     }
-    let outcome = spawn_and_wait(&spec, helper, &mut on_output);
+    let outcome = spawn_and_wait(&spec, helper, cancel, &mut on_output);
     for p in &stubs {
         let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
     }
@@ -196,6 +202,7 @@ const STUBS: &[&str] = &[
 fn spawn_and_wait(
     spec: &RunSpec,
     helper: &Path,
+    cancel: Option<&CancelToken>,
     on_output: &mut impl FnMut(&[u8]),
 ) -> Result<RunOutcome, SandboxError> {
     let json = serde_json::to_string(&spec).map_err(|e| io("encoding the run spec")(e.into()))?;
@@ -226,6 +233,7 @@ fn spawn_and_wait(
         return Ok(RunOutcome {
             exit_code: exit_code(status),
             output_tail: String::new(),
+            cancelled: false,
         });
     }
     let (mut out, mut err) = match (child.stdout.take(), child.stderr.take()) {
@@ -239,11 +247,24 @@ fn spawn_and_wait(
         std::thread::spawn(move || pump(&mut err, tx2)),
     ];
     let mut tail: Vec<u8> = Vec::new();
-    for chunk in rx {
-        on_output(&chunk);
-        tail.extend_from_slice(&chunk);
-        if tail.len() > 2 * TAIL {
-            tail.drain(..tail.len() - TAIL);
+    let mut cancelled = false;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(chunk) => {
+                on_output(&chunk);
+                tail.extend_from_slice(&chunk);
+                if tail.len() > 2 * TAIL {
+                    tail.drain(..tail.len() - TAIL);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !cancelled && cancel.is_some_and(CancelToken::is_cancelled) {
+            // The launcher's death takes pid 1 (parent-death signal) and with it the
+            // step's whole pid namespace; the pipes then close.
+            let _ = child.kill();
+            cancelled = true;
         }
     }
     for r in readers {
@@ -257,6 +278,7 @@ fn spawn_and_wait(
     Ok(RunOutcome {
         exit_code,
         output_tail: String::from_utf8_lossy(&tail).into_owned(),
+        cancelled,
     })
 }
 

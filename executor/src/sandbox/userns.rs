@@ -240,6 +240,18 @@ pub fn build_namespace() -> Option<IdMapping> {
 /// build mounts lives and dies there. The program must call [`finish_entry`] first thing
 /// in `main` when [`BUILD_NAMESPACE_ENV`] is set.
 pub fn enter_build_namespace(mapping: &IdMapping) -> std::io::Result<i32> {
+    let mut child = spawn_build_namespace(mapping)?;
+    let status = child.wait()?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255))
+}
+
+/// As [`enter_build_namespace`], without waiting: the caller waits for the child (and
+/// may pass signals on to it).
+pub fn spawn_build_namespace(mapping: &IdMapping) -> std::io::Result<std::process::Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1));
@@ -253,13 +265,7 @@ pub fn enter_build_namespace(mapping: &IdMapping) -> std::io::Result<i32> {
         mount: true,
         ..Namespaces::default()
     };
-    let mut child = spawn_in_namespaces(&mut cmd, ns, mapping)?;
-    let status = child.wait()?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(255))
+    spawn_in_namespaces(&mut cmd, ns, mapping)
 }
 
 /// Namespaces besides the user namespace.

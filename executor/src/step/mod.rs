@@ -14,13 +14,14 @@ mod keys;
 mod meta;
 mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cache::{CachedStep, ContextDigests, StepCache};
+use crate::cancel::CancelToken;
 use crate::context::ignore::IgnoreRules;
 use crate::dockerfile::instructions::ShellOrExec;
 use crate::dockerfile::{Position, Source};
@@ -58,6 +59,9 @@ pub struct StepContext<'a> {
     ignore: Arc<IgnoreRules>,
     cache: StepCache,
     digests: ContextDigests,
+    cancel: CancelToken,
+    /// Stages whose steps must not come from the cache (`--no-cache-filter`).
+    no_cache_stages: BTreeSet<usize>,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
@@ -82,6 +86,7 @@ impl<'a> StepContext<'a> {
     pub(crate) fn open(
         opts: &'a BuildOptions,
         source: Arc<Source>,
+        cancel: CancelToken,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<StepContext<'a>, BuildError> {
         let images = ImageStore::open(&opts.root)
@@ -141,7 +146,14 @@ impl<'a> StepContext<'a> {
             ignore: Arc::new(ignore),
             cache,
             digests: ContextDigests::default(),
+            cancel,
+            no_cache_stages: BTreeSet::new(),
         })
+    }
+
+    /// Stages whose steps run even when cached.
+    pub(crate) fn set_no_cache_stages(&mut self, stages: BTreeSet<usize>) {
+        self.no_cache_stages = stages;
     }
 
     fn results(&self) -> MutexGuard<'_, BTreeMap<usize, StageState>> {
@@ -275,7 +287,11 @@ impl<'a> StepContext<'a> {
         let mut st = self.initial_state(node)?;
         let mut key = self.stage_key(node, &st);
         let total = node.steps.len();
+        let use_cache = !self.opts.no_cache && !self.no_cache_stages.contains(&node.index);
         for (k, step) in node.steps.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
             let id = self.step_id.fetch_add(1, Ordering::SeqCst) + 1;
             on_event(Event::StepStarted {
                 id,
@@ -290,7 +306,7 @@ impl<'a> StepContext<'a> {
                 .step_key(&key, step, &st)
                 .map_err(|e| self.fail(pos, e))?;
             let filesystem = !matches!(step.op, StepOp::Meta(_));
-            let hit = match (&step_key, filesystem && !self.opts.no_cache) {
+            let hit = match (&step_key, filesystem && use_cache) {
                 (Some(k), true) => self.cache.get(k, &self.snapshots, &self.images),
                 _ => None,
             };

@@ -118,7 +118,7 @@ pub(super) fn run(
         interactive: false,
         etc_dir: PathBuf::new(),
     };
-    let outcome = crate::sandbox::run::run(&spec, &cx.opts.helper, |chunk| {
+    let outcome = crate::sandbox::run::run(&spec, &cx.opts.helper, Some(&cx.cancel), |chunk| {
         on_event(Event::Output {
             id,
             bytes: chunk.to_vec(),
@@ -127,6 +127,9 @@ pub(super) fn run(
     .map_err(|e| cx.fail(pos, e))?;
     drop(prepared);
     drop(views);
+    if outcome.cancelled {
+        return Err(BuildError::Cancelled);
+    }
     if outcome.exit_code != 0 {
         return Err(BuildError::RunFailed(Box::new(RunFailure {
             at: cx.source.error(

@@ -1,0 +1,86 @@
+//! Ctrl-C and SIGTERM during `kiln build`.
+//!
+//! `kiln build` runs twice: the caller's process starts itself again inside the build's
+//! user and mount namespace and waits ([`Forwarder`]); the inner process builds
+//! ([`Interrupts`]). A terminal's Ctrl-C reaches both (one process group): the outer one
+//! ignores it and keeps waiting; a signal sent to the outer process alone (`kill -TERM`,
+//! `kill -INT`) is passed on to the inner one. Inside, the first SIGINT or SIGTERM
+//! cancels the build — running RUN commands are killed, active snapshots removed, the
+//! store stays consistent — and kiln exits 130 or 143; a second one exits at once.
+
+use std::io;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kiln_executor::CancelToken;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// The inner process's handlers.
+pub struct Interrupts {
+    interrupted: Arc<AtomicBool>,
+    terminated: Arc<AtomicBool>,
+}
+
+impl Interrupts {
+    /// Cancels `token` on the first SIGINT/SIGTERM; exits on the second.
+    pub fn install(token: &CancelToken) -> io::Result<Interrupts> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let terminated = Arc::new(AtomicBool::new(false));
+        let cancelled = token.flag();
+        for (sig, code, flag) in [(SIGINT, 130, &interrupted), (SIGTERM, 143, &terminated)] {
+            // Registered first, so it sees the flag as the previous signal left it.
+            signal_hook::flag::register_conditional_shutdown(sig, code, cancelled.clone())?;
+            signal_hook::flag::register(sig, flag.clone())?;
+            signal_hook::flag::register(sig, cancelled.clone())?;
+        }
+        Ok(Interrupts {
+            interrupted,
+            terminated,
+        })
+    }
+
+    /// The exit code a received signal asks for: 130 (SIGINT) or 143 (SIGTERM).
+    pub fn exit_code(&self) -> Option<i32> {
+        if self.terminated.load(Ordering::SeqCst) {
+            Some(143)
+        } else if self.interrupted.load(Ordering::SeqCst) {
+            Some(130)
+        } else {
+            None
+        }
+    }
+}
+
+/// Waits for the inner process, passing on signals sent to this one alone.
+pub fn wait_forwarding(mut child: Child) -> io::Result<i32> {
+    use signal_hook::iterator::exfiltrator::WithOrigin;
+    use signal_hook::iterator::SignalsInfo;
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])?;
+    let handle = signals.handle();
+    let pid = rustix::process::Pid::from_child(&child);
+    let forwarder = std::thread::spawn(move || {
+        for info in signals.forever() {
+            // A terminal's Ctrl-C comes from the kernel and has reached the inner
+            // process already; a signal from a process was sent to us alone.
+            let from_process = info.process.is_some();
+            let sig = match info.signal {
+                SIGTERM => Some(rustix::process::Signal::TERM),
+                SIGINT if from_process => Some(rustix::process::Signal::INT),
+                _ => None,
+            };
+            if let Some(sig) = sig {
+                let _ = rustix::process::kill_process(pid, sig);
+            }
+        }
+    });
+    let status = child.wait();
+    handle.close();
+    let _ = forwarder.join();
+    use std::os::unix::process::ExitStatusExt;
+    let status = status?;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255))
+}
