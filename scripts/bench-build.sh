@@ -2,14 +2,17 @@
 # Builds the same multi-stage Dockerfiles with kiln and with Debian's buildah, rootless,
 # from the same offline busybox base (an OCI layout), cold (empty store) and warm (same
 # store again), and prints the medians and the ratio kiln/buildah (below 1: kiln faster).
+# A second part measures the build cache: a no-change and a one-file-changed rebuild
+# against the cold build (kiln and buildah --layers), three CPU-bound stages with the
+# default -j against -j 1, and the rebuild of an unchanged 50,000-file context.
 #
 #   scripts/bench-build.sh [RUNS]        (default 3; as root it runs as $KILN_BENCH_USER, kiln-ci)
 #
 # Needs: buildah, skopeo (apt-get install buildah skopeo), a release kiln
 # (cargo build --release), busybox-static. buildah runs with --isolation chroot and
-# --pull=never; kiln with its defaults (snapshotter auto). kiln has no step cache yet, so
-# its warm builds redo every step; buildah build runs with its default --layers=false, so
-# neither reuses steps (warm = the base image is already in the store).
+# --pull=never; kiln with its defaults (snapshotter auto). In the first part kiln's warm
+# builds come from its step cache while buildah runs with its default --layers=false
+# (warm = the base image is already in the store); the cache part gives buildah --layers.
 set -euo pipefail
 runs=${1:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -102,3 +105,75 @@ echo "kiln vs buildah (rootless, as $(id -un), median of $runs; ratio = kiln/bui
 bench_one files "$work/files"
 bench_one ci-report "$examples/ci-report" --target test
 bench_one secrets "$examples/secrets" --secret id=api_token,src="$examples/secrets/Dockerfile"
+
+# ---- the build cache --------------------------------------------------------------
+# A project in the shape the Dockerfile guides advise: dependencies first, sources last.
+mkdir -p "$work/layered/src"
+cat >"$work/layered/Dockerfile" <<'DOCKERFILE'
+FROM busybox AS deps
+WORKDIR /app
+COPY package.json ./
+RUN for i in $(seq 150000); do :; done; cat package.json > installed
+COPY src/ ./src/
+RUN for i in $(seq 150000); do :; done; ls src > built
+FROM busybox
+COPY --from=deps /app /app
+DOCKERFILE
+echo '{"name":"layered"}' >"$work/layered/package.json"
+for i in $(seq 20); do echo "source $i" >"$work/layered/src/f$i.js"; done
+
+# Three independent CPU-bound stages.
+mkdir -p "$work/cpu"
+{
+  for s in one two three; do
+    echo "FROM busybox AS $s"
+    echo "RUN head -c 400000000 /dev/zero | sha256sum > /sum"
+  done
+  echo "FROM busybox"
+  for s in one two three; do echo "COPY --from=$s /sum /$s"; done
+} >"$work/cpu/Dockerfile"
+
+# An unchanged 50,000-file context.
+mkdir -p "$work/big/ctx"
+for d in $(seq 50); do
+  mkdir -p "$work/big/ctx/d$d"
+  for f in $(seq 1000); do echo "$d/$f"; done | while read -r n; do : >"$work/big/ctx/d${n%/*}/f${n#*/}"; done
+done
+printf 'FROM busybox\nCOPY ctx/ /ctx/\n' >"$work/big/Dockerfile"
+
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); echo "$t1 - $t0" | bc; }
+kbuild() { KILN_ROOT=$1 "$kiln" build -q --build-context busybox=oci-layout://"$work/base" "${@:2}"; }
+bbuild() {
+  buildah --root "$1/root" --runroot "$1/run" --storage-driver overlay build -q --layers \
+    --pull=never --isolation chroot "${@:2}"
+}
+
+kr=$(mktemp -d "$work/kroot.XXXX")
+br=$(mktemp -d "$work/broot.XXXX")
+skopeo copy --quiet "oci:$work/base" "containers-storage:[overlay@$br/root+$br/run]docker.io/library/busybox:latest" >/dev/null
+kcold=$(timed kbuild "$kr" -t layered "$work/layered")
+kwarm=$(timed kbuild "$kr" -t layered "$work/layered")
+bcold=$(timed bbuild "$br" -t layered "$work/layered")
+bwarm=$(timed bbuild "$br" -t layered "$work/layered")
+echo "source 1, changed" >"$work/layered/src/f1.js"
+reran=$(KILN_ROOT=$kr "$kiln" build --build-context busybox=oci-layout://"$work/base" -t layered "$work/layered" 2>&1 |
+  grep -cE '^#[0-9]+ DONE' || true)
+echo "source 1, changed again" >"$work/layered/src/f1.js"
+kchanged=$(timed kbuild "$kr" -t layered "$work/layered")
+echo "source 1, changed once more" >"$work/layered/src/f1.js"
+bchanged=$(timed bbuild "$br" -t layered "$work/layered")
+echo
+echo "build cache (one run; kiln vs buildah --layers)"
+printf 'no change     kiln %6.2fs of cold %6.2fs = %5.3f | buildah %6.2fs of cold %6.2fs = %5.3f | warm kiln/buildah %5.3f\n' \
+  "$kwarm" "$kcold" "$(echo "$kwarm / $kcold" | bc -l)" "$bwarm" "$bcold" "$(echo "$bwarm / $bcold" | bc -l)" "$(echo "$kwarm / $bwarm" | bc -l)"
+printf 'one file      kiln %6.2fs of cold %6.2fs = %5.3f (steps run: %s of 6) | buildah %6.2fs = %5.3f of cold | kiln/buildah %5.3f\n' \
+  "$kchanged" "$kcold" "$(echo "$kchanged / $kcold" | bc -l)" "$reran" "$bchanged" "$(echo "$bchanged / $bcold" | bc -l)" "$(echo "$kchanged / $bchanged" | bc -l)"
+j1=$(timed kbuild "$(mktemp -d "$work/kroot.XXXX")" -j 1 "$work/cpu")
+jd=$(timed kbuild "$(mktemp -d "$work/kroot.XXXX")" "$work/cpu")
+printf 'cpu stages    default -j %6.2fs vs -j 1 %6.2fs = %5.3f (%s CPUs)\n' "$jd" "$j1" "$(echo "$jd / $j1" | bc -l)" "$(nproc)"
+bigroot=$(mktemp -d "$work/kroot.XXXX")
+bigcold=$(timed kbuild "$bigroot" "$work/big")
+bigwarm=$(timed kbuild "$bigroot" "$work/big")
+printf '50k context   cold %6.2fs, unchanged rebuild %6.2fs\n' "$bigcold" "$bigwarm"
+buildah --root "$br/root" --runroot "$br/run" --storage-driver overlay rmi -a -f >/dev/null 2>&1 || true
+buildah unshare rm -rf "$br" 2>/dev/null || rm -rf "$br" 2>/dev/null || true

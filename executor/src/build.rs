@@ -153,7 +153,9 @@ fn run(
         Some(n) => n,
         None => crate::schedule::default_jobs(),
     };
-    crate::schedule::run(&cx, &graph, jobs, cancel, on_event)?;
+    let scheduled = crate::schedule::run(&cx, &graph, jobs, cancel, on_event);
+    cx.save_context_index();
+    scheduled?;
     if cancel.is_cancelled() {
         return Err(BuildError::Cancelled);
     }

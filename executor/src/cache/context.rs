@@ -3,8 +3,11 @@
 //!
 //! A digest covers each entry's path (relative to the source), type, mode, owner, size,
 //! link target and content, not its times: touching a file keeps the cache, as in
-//! BuildKit. A file's content is hashed once per build; its hash is remembered by
-//! device, inode, size, mtime and ctime.
+//! BuildKit. A file's content is hashed once; its hash is remembered by device, inode,
+//! size, mtime and ctime, across builds in `<root>/cache/context-index` (so an unchanged
+//! context costs a walk of `lstat`s, not a read). Any change to a file changes its ctime,
+//! so a remembered hash is never stale; the index is a memo, rewritten whole after a
+//! build (temporary file + rename), and a missing or unreadable one is simply empty.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,13 +22,72 @@ use crate::context::pattern::{clean, has_wildcard, match_path};
 
 type FileId = (u64, u64, u64, i64, i64, i64, i64);
 
-/// Digests of source trees, with file hashes remembered for the build.
+/// Digests of source trees, with file hashes remembered.
 #[derive(Default)]
 pub struct ContextDigests {
     files: Mutex<HashMap<FileId, [u8; 32]>>,
+    /// Whether a hash was added since [`ContextDigests::load`].
+    grown: std::sync::atomic::AtomicBool,
 }
 
+/// One remembered file hash, on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndexEntry(u64, u64, u64, i64, i64, i64, i64, String);
+
+/// Remembered hashes kept at most (the oldest are not tracked: the index is a memo).
+const INDEX_LIMIT: usize = 1_000_000;
+
 impl ContextDigests {
+    /// The digests with the hashes remembered in `index` (a missing or unreadable
+    /// index is empty).
+    pub fn load(index: &Path) -> ContextDigests {
+        let mut files = HashMap::new();
+        if let Ok(bytes) = fs::read(index) {
+            if let Ok(entries) = serde_json::from_slice::<Vec<IndexEntry>>(&bytes) {
+                for IndexEntry(a, b, c, d, e, f, g, hex) in entries {
+                    if let Ok(h) = blake3::Hash::from_hex(&hex) {
+                        files.insert((a, b, c, d, e, f, g), *h.as_bytes());
+                    }
+                }
+            }
+        }
+        ContextDigests {
+            files: Mutex::new(files),
+            grown: Default::default(),
+        }
+    }
+
+    /// Writes the remembered hashes to `index` if any were added.
+    pub fn save(&self, index: &Path) -> io::Result<()> {
+        if !self.grown.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let entries: Vec<IndexEntry> = files
+            .iter()
+            .take(INDEX_LIMIT)
+            .map(|(&(a, b, c, d, e, f, g), h)| {
+                IndexEntry(
+                    a,
+                    b,
+                    c,
+                    d,
+                    e,
+                    f,
+                    g,
+                    blake3::Hash::from_bytes(*h).to_hex().to_string(),
+                )
+            })
+            .collect();
+        let json = serde_json::to_vec(&entries).map_err(io::Error::other)?;
+        drop(files);
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        io::Write::write_all(&mut tmp, &json)?;
+        tmp.persist(index).map_err(|e| e.error)?;
+        Ok(())
+    }
+
     /// The digest of what COPY `patterns` would read beneath `root`, skipping what
     /// `ignore` excludes.
     pub fn sources(
@@ -143,6 +205,7 @@ impl ContextDigests {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, d);
+        self.grown.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(d)
     }
 }
@@ -193,6 +256,28 @@ fn walk_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_hashes_survive_a_save_and_load() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), "content").unwrap();
+        let index = d.path().join("index");
+        let first = ContextDigests::load(&index);
+        let k = first.sources(d.path(), &["a".into()], None).unwrap();
+        first.save(&index).unwrap();
+        let again = ContextDigests::load(&index);
+        assert_eq!(again.files.lock().unwrap().len(), 1);
+        assert_eq!(again.sources(d.path(), &["a".into()], None).unwrap(), k);
+        // A changed file has a new ctime: its old hash is not used.
+        fs::write(d.path().join("a"), "changed").unwrap();
+        assert_ne!(again.sources(d.path(), &["a".into()], None).unwrap(), k);
+        fs::write(&index, "not json").unwrap();
+        assert!(ContextDigests::load(&index)
+            .files
+            .lock()
+            .unwrap()
+            .is_empty());
+    }
 
     #[test]
     fn only_matched_sources_count() {

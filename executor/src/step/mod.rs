@@ -145,10 +145,18 @@ impl<'a> StepContext<'a> {
             _agents: agents,
             ignore: Arc::new(ignore),
             cache,
-            digests: ContextDigests::default(),
+            digests: ContextDigests::load(&opts.root.join("cache").join("context-index")),
             cancel,
             no_cache_stages: BTreeSet::new(),
         })
+    }
+
+    /// Keeps the context hashes this build computed for the next one.
+    pub(crate) fn save_context_index(&self) {
+        let index = self.opts.root.join("cache").join("context-index");
+        if let Err(e) = self.digests.save(&index) {
+            tracing::debug!("saving {}: {e}", index.display());
+        }
     }
 
     /// Stages whose steps run even when cached.
