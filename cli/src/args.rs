@@ -54,6 +54,20 @@ pub fn build_args(items: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `--add-host NAME:IP` (or `NAME=IP`): the name and the address, checked.
+pub fn add_host(spec: &str) -> Result<(String, String)> {
+    let (name, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .filter(|(n, ip)| !n.is_empty() && !ip.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("invalid --add-host {spec:?}: expected NAME:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("invalid --add-host {spec:?}: {ip:?} is not an IP address");
+    }
+    Ok((name.to_string(), ip.to_string()))
+}
+
 /// `KEY=VALUE` of an option named `what`.
 pub fn key_value(s: &str, what: &str) -> Result<(String, String)> {
     match s.split_once('=') {
@@ -81,6 +95,17 @@ mod tests {
         assert_eq!(a["KILN_ARGS_TEST_VALUE"], "from-env");
         assert!(!a.contains_key("KILN_ARGS_TEST_UNSET"));
         assert!(build_args(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn add_host_takes_name_and_address() {
+        assert_eq!(
+            add_host("db:10.0.0.5").unwrap(),
+            ("db".into(), "10.0.0.5".into())
+        );
+        assert_eq!(add_host("v6=::1").unwrap(), ("v6".into(), "::1".into()));
+        assert!(add_host("db:nope").is_err());
+        assert!(add_host("nocolon").is_err());
     }
 
     #[test]

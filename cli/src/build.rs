@@ -79,9 +79,17 @@ pub struct BuildArgs {
     /// with buildx's keys.
     #[arg(long = "metadata-file")]
     metadata_file: Option<PathBuf>,
-    /// Extra privileges (`security.insecure`).
-    #[arg(long = "allow")]
+    /// Extra privileges for RUN steps: `network.host`, `security.insecure` (repeatable or
+    /// comma-separated).
+    #[arg(long = "allow", value_delimiter = ',')]
     allow: Vec<String>,
+    /// The network of RUN steps that do not set `--network`: `default` (the host's, as
+    /// rootless BuildKit), `none` (only loopback) or `host` (grants `network.host`).
+    #[arg(long, value_parser = ["default", "none", "host"], default_value = "default")]
+    network: String,
+    /// An `/etc/hosts` entry for RUN steps, `NAME:IP` (repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
     /// The build context directory.
     context: PathBuf,
 }
@@ -122,6 +130,24 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         }
     };
     let build_args = crate::args::build_args(&args.build_args)?;
+    let mut allow = kiln_executor::Entitlements::default();
+    for a in &args.allow {
+        allow.grant(a).context("--allow")?;
+    }
+    use kiln_executor::dockerfile::instructions::NetworkMode;
+    let network = match args.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => {
+            allow.network_host = true;
+            NetworkMode::Host
+        }
+        _ => NetworkMode::Default,
+    };
+    let add_hosts = args
+        .add_hosts
+        .iter()
+        .map(|h| crate::args::add_host(h))
+        .collect::<Result<Vec<_>>>()?;
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = key_value(l, "--label")?;
@@ -215,7 +241,9 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         mapping,
         helper: std::env::current_exe().context("locating the kiln binary")?,
         outputs,
-        allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
+        allow,
+        network,
+        add_hosts,
         platform,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),

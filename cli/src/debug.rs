@@ -151,6 +151,8 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                 secret_env: Vec::new(),
                 interactive: false,
                 etc_dir: PathBuf::new(),
+                extra_hosts: Vec::new(),
+                privileged: false,
             };
             let exe = std::env::current_exe().context("locating the kiln binary")?;
             drop(out);

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile and a context directory.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// List the images of the local store.
     Images {
         #[arg(long, env = "KILN_ROOT")]
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Build(args) => match build::run(args) {
+        Command::Build(args) => match build::run(*args) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
         },

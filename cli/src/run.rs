@@ -16,11 +16,12 @@ pub struct RunArgs {
     /// Keep stdin open and pass the terminal through.
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Accepted with -i (kiln passes the terminal through when there is one).
+    /// Refused: kiln allocates no pseudo-terminal (with -i the command gets kiln's own
+    /// terminal, when there is one).
     #[arg(short = 't', long)]
     tty: bool,
-    /// `none`: only loopback.
-    #[arg(long, default_value = "default")]
+    /// `default` (the host's network) or `none` (only loopback).
+    #[arg(long, value_parser = ["default", "none"], default_value = "default")]
     network: String,
     /// Variable `KEY=VALUE` (repeatable).
     #[arg(short = 'e', long = "env")]
@@ -50,7 +51,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
         crate::root::Namespace::Inside(m) => m,
         crate::root::Namespace::Exited(code) => return Ok(code),
     };
-    let _ = (args.rm, args.tty);
+    if args.tty {
+        anyhow::bail!(
+            "kiln run -t: kiln allocates no pseudo-terminal; use -i, which passes kiln's own terminal through"
+        );
+    }
+    // --rm is what kiln always does: the container's filesystem is thrown away.
+    let _ = args.rm;
     let opts = RunImageOptions {
         root: args.root.unwrap_or_else(kiln_executor::default_root),
         image: args.image,

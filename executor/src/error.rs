@@ -87,6 +87,15 @@ pub enum SetupError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Oci(#[from] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Layer(#[from] kiln_snapshotter::layer::LayerError),
+    /// A recompressed layer did not hold the same content (never expected).
+    #[error("recompressing {digest}: the content changed ({before} became {after})")]
+    Recompressed {
+        digest: String,
+        before: String,
+        after: String,
+    },
     /// The build asks for something kiln does not do (the message says what).
     #[error("{0}")]
     Unsupported(String),

@@ -140,6 +140,8 @@ pub fn run_image(
         interactive: opts.interactive,
         secret_env: Vec::new(),
         etc_dir: PathBuf::new(),
+        extra_hosts: Vec::new(),
+        privileged: false,
     };
     let outcome =
         run(&spec, &opts.helper, None, |b| on_output(b)).map_err(RunImageError::Sandbox)?;

@@ -46,5 +46,7 @@ pub use cancel::CancelToken;
 pub use error::{BuildError, RunFailure, SetupError, StepError, StepFailure};
 pub use event::Event;
 pub use export::{Output, OutputError};
-pub use options::{default_root, BuildOptions, BuildOptionsBuilder, NamedContext};
+pub use options::{
+    default_root, BuildOptions, BuildOptionsBuilder, Entitlements, NamedContext, UnknownEntitlement,
+};
 pub use snapshots::{BackendChoice, LayerCompression};

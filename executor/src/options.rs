@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::dockerfile::instructions::NetworkMode;
 use crate::export::Output;
 use crate::mounts::ssh::SshSource;
 use crate::mounts::SecretSource;
@@ -50,8 +51,12 @@ pub struct BuildOptions {
     /// The program that acts as the sandbox's helper (the kiln binary).
     pub helper: PathBuf,
     pub outputs: Vec<Output>,
-    /// `--allow security.insecure` (only honoured as real root).
-    pub allow_insecure: bool,
+    /// `--allow` entitlements.
+    pub allow: Entitlements,
+    /// `--network`: the network of RUN steps that do not say (`RUN --network=…`).
+    pub network: NetworkMode,
+    /// `--add-host NAME:IP` entries in every RUN step's `/etc/hosts`.
+    pub add_hosts: Vec<(String, String)>,
     pub platform: Option<Platform>,
     /// `--no-cache`: run every step (results are still recorded in the cache).
     pub no_cache: bool,
@@ -85,7 +90,9 @@ impl Default for BuildOptions {
             mapping: crate::sandbox::userns::build_namespace().unwrap_or(IdMapping::Root),
             helper: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln")),
             outputs: Vec::new(),
-            allow_insecure: false,
+            allow: Entitlements::default(),
+            network: NetworkMode::Default,
+            add_hosts: Vec::new(),
             platform: None,
             no_cache: false,
             no_cache_filter: Vec::new(),
@@ -109,6 +116,33 @@ pub fn default_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/share/kiln")
+}
+
+/// What `--allow` grants, as buildx names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `network.host`: `RUN --network=host`.
+    pub network_host: bool,
+    /// `security.insecure`: `RUN --security=insecure` keeps every capability the
+    /// build's user namespace has (as rootless BuildKit grants it).
+    pub security_insecure: bool,
+}
+
+/// An `--allow` value kiln does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown entitlement {0}")]
+pub struct UnknownEntitlement(pub String);
+
+impl Entitlements {
+    /// Adds one `--allow` value (`network.host`, `security.insecure`).
+    pub fn grant(&mut self, name: &str) -> Result<(), UnknownEntitlement> {
+        match name {
+            "network.host" => self.network_host = true,
+            "security.insecure" => self.security_insecure = true,
+            other => return Err(UnknownEntitlement(other.to_string())),
+        }
+        Ok(())
+    }
 }
 
 impl BuildOptions {

@@ -10,8 +10,9 @@ pub(super) fn export(
     cx: &StepContext<'_>,
     image: &ImageWritten,
     dest: &Path,
+    names: &[String],
 ) -> Result<(), SetupError> {
     cx.images
-        .write_docker_archive(dest, &image.manifest, &cx.opts.tags)?;
+        .write_docker_archive(dest, &image.manifest, names)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
-use crate::error::{BuildError, SetupError};
+use crate::error::SetupError;
 use crate::image::state::StageState;
 use crate::step::StepContext;
 use crate::store::descriptor;
@@ -15,44 +15,34 @@ pub struct ImageWritten {
     pub config_digest: String,
 }
 
-pub(super) fn write(cx: &StepContext<'_>, target: &StageState) -> Result<ImageWritten, BuildError> {
-    let fail = |e: SetupError| BuildError::setup("writing the image", e);
+pub(super) fn write(cx: &StepContext<'_>, target: &StageState) -> Result<ImageWritten, SetupError> {
     let mut config = target.config.clone();
     config.created = Some(cx.created().to_string());
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
-    let config_json = serde_json::to_vec(&config).map_err(|e| fail(e.into()))?;
+    let config_json = serde_json::to_vec(&config)?;
     let images = &cx.images;
-    let config_digest = images.put_blob(&config_json).map_err(|e| fail(e.into()))?;
+    let config_digest = images.put_blob(&config_json)?;
     let mut layers = Vec::new();
     for l in &target.layers {
-        layers.push(
-            descriptor(media_type(&l.media_type), &l.digest, l.size).map_err(|e| fail(e.into()))?,
-        );
+        layers.push(descriptor(media_type(&l.media_type), &l.digest, l.size)?);
     }
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(
-            descriptor(
-                MediaType::ImageConfig,
-                &config_digest,
-                config_json.len() as u64,
-            )
-            .map_err(|e| fail(e.into()))?,
-        )
+        .config(descriptor(
+            MediaType::ImageConfig,
+            &config_digest,
+            config_json.len() as u64,
+        )?)
         .layers(layers)
-        .build()
-        .map_err(|e| fail(e.into()))?;
-    let manifest_json = manifest.to_string().map_err(|e| fail(e.into()))?;
-    let manifest_digest = images
-        .put_blob(manifest_json.as_bytes())
-        .map_err(|e| fail(e.into()))?;
+        .build()?;
+    let manifest_json = manifest.to_string()?;
+    let manifest_digest = images.put_blob(manifest_json.as_bytes())?;
     let manifest = descriptor(
         MediaType::ImageManifest,
         &manifest_digest,
         manifest_json.len() as u64,
-    )
-    .map_err(|e| fail(e.into()))?;
+    )?;
     Ok(ImageWritten {
         manifest,
         manifest_digest,

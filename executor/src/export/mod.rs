@@ -7,6 +7,7 @@ mod docker;
 mod image;
 mod local;
 mod oci;
+mod recompress;
 mod tar;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use crate::error::{BuildError, SetupError};
 use crate::event::Event;
 use crate::image::state::StageState;
+use crate::snapshots::LayerCompression;
 use crate::step::StepContext;
 
 pub use image::ImageWritten;
@@ -22,13 +24,31 @@ pub use image::ImageWritten;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// An OCI image layout, as a directory or (`tar`) a tar file.
-    Oci { dest: PathBuf, tar: bool },
+    Oci {
+        dest: PathBuf,
+        tar: bool,
+        image: ImageOutput,
+    },
     /// A `docker load`-able tar.
-    Docker { dest: PathBuf },
+    Docker { dest: PathBuf, image: ImageOutput },
     /// The target stage's filesystem, into a directory.
     Local { dest: PathBuf },
     /// The target stage's filesystem, as a tar file.
     Tar { dest: PathBuf },
+}
+
+/// What an image output (`type=oci|docker`) says about the image it writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageOutput {
+    /// `name=`: the image's names in the output (and tags in the local store), besides
+    /// `-t`.
+    pub names: Vec<String>,
+    /// `compression=` (with `compression-level=`): layers not in this compression are
+    /// recompressed for this output.
+    pub compression: Option<LayerCompression>,
+    /// `force-compression=true`: every layer is recompressed, also those already in the
+    /// asked compression (to apply a level).
+    pub force_compression: bool,
 }
 
 /// Why an `-o` value was refused.
@@ -46,6 +66,18 @@ pub enum OutputError {
     UnknownType(String),
     #[error("output {0:?} has no type=")]
     NoType(String),
+    #[error("-o {spec:?}: {option} applies to type=oci and type=docker only")]
+    NotAnImage { option: String, spec: String },
+    #[error("-o {0:?}: unknown compression (gzip, zstd, uncompressed)")]
+    BadCompression(String),
+    #[error("-o {0:?}: compression-level must be a number")]
+    BadLevel(String),
+    #[error("-o {0:?}: compression-level needs compression= or force-compression=true (the build's own layers are written with --compression-level)")]
+    LevelAlone(String),
+    #[error("-o {0:?}: oci-mediatypes=false is not supported: kiln writes OCI media types")]
+    DockerMediaTypes(String),
+    #[error("-o {spec:?}: {option} must be true or false")]
+    NotABool { option: String, spec: String },
 }
 
 impl Output {
@@ -59,16 +91,41 @@ impl Output {
         let mut kind = None;
         let mut dest = None;
         let mut tar = None;
+        let mut image = ImageOutput::default();
+        let mut compression = None;
+        let mut level = None;
+        let mut image_options = Vec::new();
+        let boolean = |option: &str, v: &str| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(OutputError::NotABool {
+                option: option.to_string(),
+                spec: spec.to_string(),
+            }),
+        };
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
                 .ok_or_else(|| OutputError::BadField(field.to_string()))?;
-            match k.trim() {
+            let k = k.trim();
+            match k {
                 "type" => kind = Some(v.to_string()),
                 "dest" => dest = Some(PathBuf::from(v)),
-                "tar" => tar = Some(v == "true"),
-                "name" | "compression" | "compression-level" | "oci-mediatypes"
-                | "force-compression" => {}
+                "tar" => tar = Some(boolean(k, v)?),
+                "name" => image.names.push(v.to_string()),
+                "compression" => compression = Some(v.to_string()),
+                "compression-level" => {
+                    level = Some(
+                        v.parse::<i32>()
+                            .map_err(|_| OutputError::BadLevel(spec.to_string()))?,
+                    )
+                }
+                "force-compression" => image.force_compression = boolean(k, v)?,
+                "oci-mediatypes" => {
+                    if !boolean(k, v)? {
+                        return Err(OutputError::DockerMediaTypes(spec.to_string()));
+                    }
+                }
                 other => {
                     return Err(OutputError::UnknownOption {
                         option: other.to_string(),
@@ -76,22 +133,72 @@ impl Output {
                     })
                 }
             }
+            if !matches!(k, "type" | "dest" | "tar") {
+                image_options.push(k.to_string());
+            }
         }
+        image.compression = match (compression.as_deref(), level) {
+            (None, None) => None,
+            (None, Some(_)) if !image.force_compression => {
+                return Err(OutputError::LevelAlone(spec.to_string()))
+            }
+            (None, Some(l)) => Some(LayerCompression::Zstd {
+                level: l,
+                threads: threads(),
+            }),
+            (Some("zstd"), l) => Some(LayerCompression::Zstd {
+                level: l.unwrap_or(3),
+                threads: threads(),
+            }),
+            (Some("gzip"), l) => Some(LayerCompression::Gzip {
+                level: l.map_or(6, |l| l.clamp(0, 9) as u32),
+            }),
+            (Some("uncompressed"), _) => Some(LayerCompression::None),
+            (Some(_), _) => return Err(OutputError::BadCompression(spec.to_string())),
+        };
         let need = |d: Option<PathBuf>| d.ok_or_else(|| OutputError::NoDest(spec.to_string()));
+        let not_image = |opts: &[String]| match opts.first() {
+            Some(o) => Err(OutputError::NotAnImage {
+                option: o.clone(),
+                spec: spec.to_string(),
+            }),
+            None => Ok(()),
+        };
         match kind.as_deref() {
             Some("oci") => {
                 let dest = need(dest)?;
                 let is_tar = tar.unwrap_or_else(|| {
                     !dest.is_dir() && dest.extension().is_some_and(|e| e == "tar")
                 });
-                Ok(Output::Oci { dest, tar: is_tar })
+                Ok(Output::Oci {
+                    dest,
+                    tar: is_tar,
+                    image,
+                })
             }
-            Some("docker") => Ok(Output::Docker { dest: need(dest)? }),
-            Some("local") => Ok(Output::Local { dest: need(dest)? }),
-            Some("tar") => Ok(Output::Tar { dest: need(dest)? }),
+            Some("docker") => Ok(Output::Docker {
+                dest: need(dest)?,
+                image,
+            }),
+            Some("local") => {
+                not_image(&image_options)?;
+                Ok(Output::Local { dest: need(dest)? })
+            }
+            Some("tar") => {
+                not_image(&image_options)?;
+                Ok(Output::Tar { dest: need(dest)? })
+            }
             Some("image") | Some("registry") => Err(OutputError::Registry),
             Some(other) => Err(OutputError::UnknownType(other.to_string())),
             None => Err(OutputError::NoType(spec.to_string())),
+        }
+    }
+
+    /// The names this output gives the image (`name=`).
+    pub fn names(&self) -> &[String] {
+        match self {
+            Output::Oci { image, .. } | Output::Docker { image, .. } => &image.names,
+            Output::Local { .. } | Output::Tar { .. } => &[],
         }
     }
 
@@ -99,7 +206,7 @@ impl Output {
     fn describe(&self) -> String {
         match self {
             Output::Oci { dest, .. } => format!("OCI image layout {}", dest.display()),
-            Output::Docker { dest } => format!("docker archive {}", dest.display()),
+            Output::Docker { dest, .. } => format!("docker archive {}", dest.display()),
             Output::Local { dest } => format!("filesystem into {}", dest.display()),
             Output::Tar { dest } => format!("filesystem tar {}", dest.display()),
         }
@@ -113,8 +220,16 @@ pub(crate) fn finish(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<ImageWritten, BuildError> {
     let opts = cx.opts;
-    let written = image::write(cx, target)?;
-    for t in &opts.tags {
+    let written =
+        image::write(cx, target).map_err(|e| BuildError::setup("writing the image", e))?;
+    // -t, then every output's name=, as buildx tags them.
+    let mut tags = opts.tags.clone();
+    for n in opts.outputs.iter().flat_map(Output::names) {
+        if !tags.contains(n) {
+            tags.push(n.clone());
+        }
+    }
+    for t in &tags {
         cx.images
             .tag(t, &written.manifest)
             .map_err(|e| BuildError::setup("writing the image", e))?;
@@ -122,19 +237,21 @@ pub(crate) fn finish(
     on_event(Event::ImageWritten {
         manifest: written.manifest_digest.clone(),
         config: written.config_digest.clone(),
-        tags: opts.tags.clone(),
+        tags: tags.clone(),
     });
     for out in &opts.outputs {
         let result: Result<(), SetupError> = match out {
-            Output::Oci { dest, tar } => oci::export(cx, &written, dest, *tar),
-            Output::Docker { dest } => docker::export(cx, &written, dest),
+            Output::Oci { dest, tar, image } => recompress::for_output(cx, &written, target, image)
+                .and_then(|w| oci::export(cx, &w, dest, *tar, &names_of(&tags, image))),
+            Output::Docker { dest, image } => recompress::for_output(cx, &written, target, image)
+                .and_then(|w| docker::export(cx, &w, dest, &names_of(&tags, image))),
             Output::Local { dest } => local::export(cx, target, dest),
             Output::Tar { dest } => tar::export(cx, target, dest),
         };
         result.map_err(|e| {
             let dest = match out {
                 Output::Oci { dest, .. }
-                | Output::Docker { dest }
+                | Output::Docker { dest, .. }
                 | Output::Local { dest }
                 | Output::Tar { dest } => dest,
             };
@@ -143,4 +260,63 @@ pub(crate) fn finish(
         on_event(Event::Exported(out.describe()));
     }
     Ok(written)
+}
+
+/// The names an image output carries: its own `name=`s, else the build's tags.
+fn names_of(tags: &[String], image: &ImageOutput) -> Vec<String> {
+    if image.names.is_empty() {
+        tags.to_vec()
+    } else {
+        image.names.clone()
+    }
+}
+
+fn threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_options_work_or_are_refused() {
+        let o = Output::parse(
+            "type=oci,dest=/x.tar,name=app:1,name=app:2,compression=gzip,compression-level=9",
+        )
+        .unwrap();
+        let Output::Oci { image, tar, .. } = &o else {
+            panic!("{o:?}")
+        };
+        assert!(tar);
+        assert_eq!(image.names, ["app:1", "app:2"]);
+        assert_eq!(image.compression, Some(LayerCompression::Gzip { level: 9 }));
+        assert!(Output::parse("type=docker,dest=/x,oci-mediatypes=true").is_ok());
+        assert_eq!(
+            Output::parse("type=docker,dest=/x,oci-mediatypes=false"),
+            Err(OutputError::DockerMediaTypes(
+                "type=docker,dest=/x,oci-mediatypes=false".into()
+            ))
+        );
+        assert!(matches!(
+            Output::parse("type=oci,dest=/x,compression-level=3"),
+            Err(OutputError::LevelAlone(_))
+        ));
+        assert!(matches!(
+            Output::parse("type=oci,dest=/x,compression=estargz"),
+            Err(OutputError::BadCompression(_))
+        ));
+        assert!(matches!(
+            Output::parse("type=local,dest=/x,name=a"),
+            Err(OutputError::NotAnImage { .. })
+        ));
+        assert!(matches!(
+            Output::parse("type=oci,dest=/x,force-compression=yes"),
+            Err(OutputError::NotABool { .. })
+        ));
+        assert!(matches!(
+            Output::parse("type=oci,dest=/x,bogus=1"),
+            Err(OutputError::UnknownOption { .. })
+        ));
+    }
 }

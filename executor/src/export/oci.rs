@@ -11,8 +11,9 @@ pub(super) fn export(
     image: &ImageWritten,
     dest: &Path,
     tar: bool,
+    names: &[String],
 ) -> Result<(), SetupError> {
-    let tag = cx.opts.tags.first().map(String::as_str);
+    let tag = names.first().map(String::as_str);
     if tar {
         let dir = tempfile::tempdir()?;
         cx.images.write_layout(dir.path(), &image.manifest, tag)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::{CopyOp, InlineFile, RunOp, RunScript, StageNode, Step, StepGraph, StepInput, StepOp};
 use crate::dockerfile::ast::Heredoc;
 use crate::dockerfile::chmod::Chmod;
-use crate::dockerfile::instructions::{self, Instruction, RunCommand, SecurityMode, ShellOrExec};
+use crate::dockerfile::instructions::{self, Instruction, RunCommand, ShellOrExec};
 use crate::dockerfile::{DockerfileError, Source};
 use crate::plan::scope::EvaluatedCommand;
 use crate::plan::{StageEvaluation, StageGraph};
@@ -185,9 +185,6 @@ fn lower_step(
 
 /// RUN options kiln refuses, in the words users see.
 fn check_run(run: &RunCommand) -> Result<(), &'static str> {
-    if run.security == SecurityMode::Insecure {
-        return Err("RUN --security=insecure is refused: kiln runs rootless, inside a user namespace, where a step cannot be given the host privileges insecure mode means");
-    }
     if !run.devices.is_empty() {
         return Err("device feature is only supported in Dockerfile frontend 1.14.0-labs or later");
     }

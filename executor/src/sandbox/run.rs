@@ -63,6 +63,13 @@ pub struct RunSpec {
     /// [`run`].
     #[serde(default)]
     pub etc_dir: PathBuf,
+    /// `--add-host` entries for `/etc/hosts`: name and address.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `RUN --security=insecure` with the entitlement: the command keeps every
+    /// capability the build's user namespace has, instead of Docker's default set.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// How the command ended.
@@ -112,14 +119,14 @@ pub fn run(
     let etc = tempfile::tempdir().map_err(io("creating the /etc files"))?;
     let mut spec = spec.clone();
     spec.etc_dir = etc.path().to_path_buf();
-    std::fs::write(
-        etc.path().join("hosts"),
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-            spec.hostname
-        ),
-    )
-    .map_err(io("writing hosts"))?;
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        spec.hostname
+    );
+    for (name, addr) in &spec.extra_hosts {
+        hosts.push_str(&format!("{addr}\t{name}\n"));
+    }
+    std::fs::write(etc.path().join("hosts"), hosts).map_err(io("writing hosts"))?;
     let resolv = if spec.isolated_network {
         String::new()
     } else {
@@ -351,10 +358,13 @@ pub(super) fn pid1_main(json: &str) -> i32 {
         eprintln!("kiln sandbox: empty command");
         return 125;
     };
-    if let Err(e) = super::capabilities::restrict_bounding_set(super::capabilities::DOCKER_DEFAULT)
-    {
-        eprintln!("kiln sandbox: dropping capabilities: {e}");
-        return 125;
+    if !spec.privileged {
+        if let Err(e) =
+            super::capabilities::restrict_bounding_set(super::capabilities::DOCKER_DEFAULT)
+        {
+            eprintln!("kiln sandbox: dropping capabilities: {e}");
+            return 125;
+        }
     }
     let cwd = if spec.cwd.is_empty() {
         "/"
@@ -399,6 +409,16 @@ pub(super) fn pid1_main(json: &str) -> i32 {
     for kv in &spec.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
+    }
+    // What the runtime adds when the image's environment does not say (as runc and
+    // BuildKit): HOME of the step's user (`/` without a passwd entry) and HOSTNAME.
+    let has = |key: &str| spec.env.iter().any(|kv| kv.split('=').next() == Some(key));
+    if !has("HOME") {
+        let user = spec.user.as_deref().unwrap_or("");
+        cmd.env("HOME", super::user::home_of(user, Path::new("/etc")));
+    }
+    if !has("HOSTNAME") {
+        cmd.env("HOSTNAME", &spec.hostname);
     }
     for (k, v) in &secret_env {
         use std::os::unix::ffi::OsStrExt;

@@ -24,6 +24,19 @@ pub struct UserIds {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The home directory of the user's passwd entry, if it has one.
+    pub home: Option<String>,
+}
+
+/// The `HOME` a step's user gets when the environment sets none, as runc gives it: the
+/// passwd entry's home, `/` without one.
+pub fn home_of(user: &str, etc: &Path) -> String {
+    let user = if user.is_empty() { "root" } else { user };
+    resolve(user, etc)
+        .ok()
+        .and_then(|ids| ids.home)
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into())
 }
 
 /// Resolves `user` with the passwd/group files under `etc`.
@@ -41,12 +54,13 @@ pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, UserError> {
                 f[0].to_string(),
                 f[2].parse::<u32>().ok(),
                 f[3].parse::<u32>().ok(),
+                f.get(5).map(|h| h.to_string()),
             )
         })
     });
-    let (name, uid, primary) = match (entry, u.parse::<u32>()) {
-        (Some((name, Some(uid), gid)), _) => (Some(name), uid, gid.unwrap_or(0)),
-        (_, Ok(uid)) => (None, uid, 0),
+    let (name, uid, primary, home) = match (entry, u.parse::<u32>()) {
+        (Some((name, Some(uid), gid, home)), _) => (Some(name), uid, gid.unwrap_or(0), home),
+        (_, Ok(uid)) => (None, uid, 0, None),
         _ => return Err(UserError::UnknownUser(u.to_string())),
     };
     if let Some(g) = g {
@@ -66,6 +80,7 @@ pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, UserError> {
             uid,
             gid,
             groups: vec![gid],
+            home,
         });
     }
     let mut groups = vec![primary];
@@ -85,6 +100,7 @@ pub fn resolve(user: &str, etc: &Path) -> Result<UserIds, UserError> {
         uid,
         gid: primary,
         groups,
+        home,
     })
 }
 
@@ -121,7 +137,8 @@ mod tests {
             Ok(UserIds {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![1000, 2000]
+                groups: vec![1000, 2000],
+                home: Some("/home/app".into())
             })
         );
         assert_eq!(
@@ -129,7 +146,8 @@ mod tests {
             Ok(UserIds {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![1000, 2000]
+                groups: vec![1000, 2000],
+                home: Some("/home/app".into())
             })
         );
         assert_eq!(
@@ -137,7 +155,8 @@ mod tests {
             Ok(UserIds {
                 uid: 4242,
                 gid: 0,
-                groups: vec![0]
+                groups: vec![0],
+                home: None
             })
         );
         assert_eq!(
@@ -145,7 +164,8 @@ mod tests {
             Ok(UserIds {
                 uid: 1000,
                 gid: 50,
-                groups: vec![50]
+                groups: vec![50],
+                home: Some("/home/app".into())
             })
         );
         assert_eq!(
@@ -153,9 +173,13 @@ mod tests {
             Ok(UserIds {
                 uid: 1000,
                 gid: 77,
-                groups: vec![77]
+                groups: vec![77],
+                home: Some("/home/app".into())
             })
         );
+        assert_eq!(home_of("", e.path()), "/root");
+        assert_eq!(home_of("app", e.path()), "/home/app");
+        assert_eq!(home_of("4242", e.path()), "/");
         assert!(ids("nobody")
             .unwrap_err()
             .to_string()

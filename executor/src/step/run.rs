@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{shell_argv, SourceTree, StepContext};
-use crate::dockerfile::instructions::NetworkMode;
-use crate::error::{BuildError, RunFailure};
+use crate::dockerfile::instructions::{NetworkMode, SecurityMode};
+use crate::error::{BuildError, RunFailure, StepError};
 use crate::event::Event;
 use crate::graph::{RunOp, RunScript, Step};
 use crate::image::history;
@@ -27,6 +27,25 @@ pub(super) fn run(
 ) -> Result<Option<String>, BuildError> {
     let pos = step.position;
     let run = &op.run;
+    // The step's network: its own --network, else the build's.
+    let network = match run.network {
+        NetworkMode::Default => cx.opts.network,
+        n => n,
+    };
+    // Entitlements, checked before anything of the step runs (BuildKit's words).
+    if run.network == NetworkMode::Host && !cx.opts.allow.network_host {
+        return Err(cx.fail(
+            pos,
+            StepError::Refused("network.host is not allowed".into()),
+        ));
+    }
+    let privileged = run.security == SecurityMode::Insecure;
+    if privileged && !cx.opts.allow.security_insecure {
+        return Err(cx.fail(
+            pos,
+            StepError::Refused("security.insecure is not allowed".into()),
+        ));
+    }
     let mut argv = shell_argv(&st.config, &run.command);
     let mut extra_mounts = Vec::new();
     match &op.script {
@@ -110,13 +129,15 @@ pub(super) fn run(
         env,
         cwd: workdir.clone(),
         hostname: "buildkitsandbox".into(),
-        isolated_network: run.network == NetworkMode::None,
+        isolated_network: network == NetworkMode::None,
         user: Some(st.config.config.user.clone()).filter(|u| !u.is_empty()),
         mapping: cx.opts.mapping.clone(),
         mounts,
         secret_env: prepared.secret_env.clone(),
         interactive: false,
         etc_dir: PathBuf::new(),
+        extra_hosts: cx.opts.add_hosts.clone(),
+        privileged,
     };
     let outcome = crate::sandbox::run::run(&spec, &cx.opts.helper, Some(&cx.cancel), |chunk| {
         on_event(Event::Output {
