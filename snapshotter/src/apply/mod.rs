@@ -45,6 +45,9 @@ pub enum ApplyTarget {
     Overlay,
     /// A directory holding the merged lower layers.
     Merged,
+    /// A plain directory an archive is unpacked into (ADD of a local archive): `.wh.`
+    /// names are ordinary files there, never deletions, as in BuildKit.
+    Plain,
 }
 
 /// How to apply a layer.
@@ -57,6 +60,9 @@ pub struct ApplyOptions {
     pub gid_map: IdMap,
     /// The xattr that marks opaque directories in overlay mode.
     pub opaque_xattr: &'static str,
+    /// Every entry owned by these (container) ids instead of the archive's
+    /// (`ADD --chown`).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for ApplyOptions {
@@ -70,6 +76,7 @@ impl Default for ApplyOptions {
             } else {
                 format::OPAQUE_XATTR_USER
             },
+            owner: None,
         }
     }
 }
@@ -375,12 +382,14 @@ impl Applier<'_> {
         }
         let parent = self.parent(name, parent_comps)?;
 
-        // Whiteouts and opaque markers.
-        if base == format::OCI_OPAQUE_MARKER.as_bytes() {
-            return self.opaque(&parent, parent_comps, name);
-        }
-        if let Some(hidden) = base.strip_prefix(format::OCI_WHITEOUT_PREFIX.as_bytes()) {
-            return self.whiteout(&parent, hidden, name);
+        // Whiteouts and opaque markers (in layers; a user's archive has plain files).
+        if self.opts.target != ApplyTarget::Plain {
+            if base == format::OCI_OPAQUE_MARKER.as_bytes() {
+                return self.opaque(&parent, parent_comps, name);
+            }
+            if let Some(hidden) = base.strip_prefix(format::OCI_WHITEOUT_PREFIX.as_bytes()) {
+                return self.whiteout(&parent, hidden, name);
+            }
         }
 
         let rel: Vec<u8> = comps.join(&b'/');
@@ -499,10 +508,10 @@ impl Applier<'_> {
     ) -> Result<(), ApplyError> {
         let Placed { parent, base, name } = *at;
         let header = entry.header();
-        let (cuid, cgid) = (
+        let (cuid, cgid) = self.opts.owner.unwrap_or((
             header.uid().unwrap_or(0) as u32,
             header.gid().unwrap_or(0) as u32,
-        );
+        ));
         match (self.opts.uid_map.to_host(cuid), self.opts.gid_map.to_host(cgid)) {
             (Some(uid), Some(gid)) => {
                 // SAFETY of ids: both come from the mapping, so they are valid host ids.
@@ -629,6 +638,7 @@ impl Applier<'_> {
                 rustix::fs::fsetxattr(&dir, self.opts.opaque_xattr, b"y", XattrFlags::empty())
                     .map_err(e("marking the directory opaque"))
             }
+            ApplyTarget::Plain => Ok(()),
             ApplyTarget::Merged => {
                 // Remove what lower layers put here, keep what this layer wrote.
                 let prefix = dir_comps.join(&b'/');

@@ -35,22 +35,8 @@ pub(super) fn run(
         let name = download::fetch(url, &dir, op.checksum.as_deref())?;
         downloads.push((dir, name));
     }
-    // Local archives of ADD are unpacked (unless --unpack=false); the rest is copied.
-    let mut archives = Vec::new();
-    let mut plain = Vec::new();
-    for s in &op.sources {
-        let archive =
-            (op.add && op.unpack != Some(false) && !crate::context::pattern::has_wildcard(s))
-                .then(|| crate::mounts::resolve_beneath(&cx.opts.context, s).ok())
-                .flatten()
-                .filter(|p| !cx.ignore.excluded(s) && tree::archive_kind(p).is_some());
-        match archive {
-            Some(p) => archives.push(p),
-            None => plain.push(s.clone()),
-        }
-    }
     let mut req = CopyRequest {
-        sources: plain,
+        sources: op.sources.clone(),
         inline: op
             .inline
             .iter()
@@ -72,6 +58,35 @@ pub(super) fn run(
         parents: op.parents,
         ignore: Some(cx.ignore.clone()),
     };
+    // Local archives of ADD, named or matched by a wildcard, are unpacked (unless
+    // --unpack=false); the rest is copied.
+    let mut archives = Vec::new();
+    if op.add && op.unpack != Some(false) {
+        let mut plain = Vec::new();
+        for s in &op.sources {
+            let matches = if crate::context::pattern::has_wildcard(s) {
+                tree::expand_source(&cx.opts.context, s, &req)?
+            } else {
+                vec![s.clone()]
+            };
+            for m in matches {
+                let excluded = cx.ignore.excluded(&m)
+                    || op
+                        .excludes
+                        .iter()
+                        .any(|x| crate::context::pattern::match_path(x, &m));
+                let archive = crate::mounts::resolve_beneath(&cx.opts.context, &m)
+                    .ok()
+                    .filter(|p| !excluded && tree::archive_kind(p).is_some());
+                match archive {
+                    Some(p) => archives.push(p),
+                    None if !excluded || !crate::context::pattern::has_wildcard(s) => plain.push(m),
+                    None => {}
+                }
+            }
+        }
+        req.sources = plain;
+    }
     let extra: Vec<CopyRequest> = downloads
         .into_iter()
         .map(|(dir, name): (PathBuf, String)| CopyRequest {
@@ -97,13 +112,7 @@ pub(super) fn run(
             copy_into(root, &x)?;
         }
         for a in &archives {
-            extract_into(
-                root,
-                a,
-                &req.dest,
-                &req.workdir,
-                req.chown.unwrap_or((0, 0)),
-            )?;
+            extract_into(root, a, &req.dest, &req.workdir, req.chown)?;
         }
         Ok(())
     })?;

@@ -35,6 +35,12 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
+    #[error("unpacking {}: {source}", archive.display())]
+    Unpack {
+        archive: PathBuf,
+        #[source]
+        source: Box<kiln_snapshotter::apply::ApplyError>,
+    },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> CopyError {
@@ -87,6 +93,33 @@ impl CopyRequest {
     }
 }
 
+/// Owner and mode of the directories a copy creates (missing parents included): the
+/// `--chown` owner (root without), and a numeric `--chmod` mode (0755 without), as
+/// BuildKit makes them; directories that exist are never changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewDirs {
+    pub owner: (u32, u32),
+    pub mode: u32,
+}
+
+impl NewDirs {
+    /// Root-owned 0755 directories.
+    pub const DEFAULT: NewDirs = NewDirs {
+        owner: (0, 0),
+        mode: 0o755,
+    };
+
+    fn of(req: &CopyRequest) -> NewDirs {
+        NewDirs {
+            owner: req.chown.unwrap_or((0, 0)),
+            mode: match req.chmod {
+                Some(Chmod::Octal(m)) => m,
+                _ => 0o755,
+            },
+        }
+    }
+}
+
 /// The stage's root, opened once; every write resolves beneath it.
 struct RootDir {
     fd: OwnedFd,
@@ -114,10 +147,11 @@ impl RootDir {
         )
     }
 
-    /// Creates `rel` and its parents as directories (0755, `owner`), following symlinks
-    /// inside the root as the container would (a link to a missing directory gets that
-    /// directory made, inside the root); returns it opened.
-    fn mkdir_all(&self, rel: &str, owner: (u32, u32)) -> Result<OwnedFd, CopyError> {
+    /// Creates `rel` and its parents as directories (`made`'s mode and owner), following
+    /// symlinks inside the root as the container would (a link to a missing directory gets
+    /// that directory made, inside the root); returns it opened.
+    fn mkdir_all(&self, rel: &str, made: NewDirs) -> Result<OwnedFd, CopyError> {
+        let owner = made.owner;
         let mut pending: std::collections::VecDeque<String> = rel
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
@@ -170,8 +204,16 @@ impl RootDir {
                     }
                 },
                 Err(rustix::io::Errno::NOENT) => {
-                    rustix::fs::mkdirat(&parent, part.as_str(), Mode::from_raw_mode(0o755))
+                    rustix::fs::mkdirat(&parent, part.as_str(), Mode::from_raw_mode(0o700))
                         .map_err(errno(format!("creating {shown}")))?;
+                    // The mode exactly (mkdir's is masked by the umask).
+                    rustix::fs::chmodat(
+                        &parent,
+                        part.as_str(),
+                        Mode::from_raw_mode(made.mode),
+                        AtFlags::empty(),
+                    )
+                    .map_err(errno(format!("chmod {shown}")))?;
                     let _ = rustix::fs::chownat(
                         &parent,
                         part.as_str(),
@@ -194,7 +236,11 @@ impl RootDir {
 }
 
 /// Matches of one source pattern: relative paths in `root`.
-fn expand_source(root: &Path, pattern: &str, req: &CopyRequest) -> Result<Vec<String>, CopyError> {
+pub(crate) fn expand_source(
+    root: &Path,
+    pattern: &str,
+    req: &CopyRequest,
+) -> Result<Vec<String>, CopyError> {
     let pat = clean(pattern);
     if !has_wildcard(&pat) {
         let p = crate::mounts::resolve_beneath(root, &pat)
@@ -276,7 +322,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
     if count > 1 && !dest_is_dir {
         return Err(CopyError::DestNotDir);
     }
-    let dir_owner = req.chown.unwrap_or((0, 0));
+    let new_dirs = NewDirs::of(req);
     for rel in &matches {
         let src = crate::mounts::resolve_beneath(&req.src_root, rel)
             .map_err(|_| CopyError::NotFound(format!("/{rel}")))?;
@@ -289,8 +335,13 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
                 dest.clone()
             };
             let t = clean(&target);
-            let fd = dest_root.mkdir_all(&t, dir_owner)?;
-            apply_meta(&fd, None, &md, req)?;
+            // The destination directory keeps its own metadata when it exists (BuildKit
+            // copies the source's only onto a directory it creates).
+            let existed = dest_root.is_dir(&t);
+            let fd = dest_root.mkdir_all(&t, new_dirs)?;
+            if !existed {
+                apply_meta(&fd, None, &md, req)?;
+            }
             copy_tree(&dest_root, &src, &t, req, rel)?;
         } else {
             let target = if req.parents {
@@ -300,7 +351,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             } else {
                 dest.clone()
             };
-            copy_entry(&dest_root, &src, &clean(&target), &md, req, dir_owner)?;
+            copy_entry(&dest_root, &src, &clean(&target), &md, req, new_dirs)?;
         }
     }
     for f in &req.inline {
@@ -311,7 +362,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         };
         let target = clean(&target);
         let (parent, name) = split(&target);
-        let pfd = dest_root.mkdir_all(parent, dir_owner)?;
+        let pfd = dest_root.mkdir_all(parent, new_dirs)?;
         let _ = rustix::fs::unlinkat(&pfd, name, AtFlags::empty());
         let fd = rustix::fs::openat(
             &pfd,
@@ -368,14 +419,18 @@ pub fn extract_into(
     archive: &Path,
     dest: &str,
     workdir: &str,
-    owner: (u32, u32),
+    owner: Option<(u32, u32)>,
 ) -> Result<(), CopyError> {
     let dest_abs = if dest.starts_with('/') {
         dest.to_string()
     } else {
         format!("{}/{}", workdir.trim_end_matches('/'), dest)
     };
-    let dir = RootDir::open(root)?.mkdir_all(&clean(&dest_abs), owner)?;
+    let made = NewDirs {
+        owner: owner.unwrap_or((0, 0)),
+        mode: 0o755,
+    };
+    let dir = RootDir::open(root)?.mkdir_all(&clean(&dest_abs), made)?;
     let at = PathBuf::from(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&dir)
@@ -386,12 +441,18 @@ pub fn extract_into(
         Some("xz") => Box::new(xz2::read::XzDecoder::new(io::BufReader::new(f))),
         _ => Box::new(io::BufReader::new(f)),
     };
+    // A user's archive, not a layer: `.wh.` names are plain files; `--chown` owns every
+    // entry.
     let opts = kiln_snapshotter::apply::ApplyOptions {
-        target: kiln_snapshotter::apply::ApplyTarget::Merged,
+        target: kiln_snapshotter::apply::ApplyTarget::Plain,
+        owner,
         ..Default::default()
     };
-    kiln_snapshotter::apply::apply_layer(reader, &at, &opts).map_err(|e| {
-        io_err(format!("unpacking {}", archive.display()))(io::Error::other(e.to_string()))
+    kiln_snapshotter::apply::apply_layer(reader, &at, &opts).map_err(|source| {
+        CopyError::Unpack {
+            archive: archive.to_path_buf(),
+            source: Box::new(source),
+        }
     })?;
     Ok(())
 }
@@ -399,7 +460,13 @@ pub fn extract_into(
 /// Creates directory `path` (absolute in the root) and its parents, owned by `owner`.
 pub fn make_dir(root: &Path, path: &str, owner: (u32, u32)) -> Result<(), CopyError> {
     RootDir::open(root)?
-        .mkdir_all(&clean(path), owner)
+        .mkdir_all(
+            &clean(path),
+            NewDirs {
+                owner,
+                ..NewDirs::DEFAULT
+            },
+        )
         .map(drop)
 }
 
@@ -421,7 +488,7 @@ fn copy_tree(
     req: &CopyRequest,
     src_rel: &str,
 ) -> Result<(), CopyError> {
-    let dir_owner = req.chown.unwrap_or((0, 0));
+    let new_dirs = NewDirs::of(req);
     let mut result = Ok(());
     walk(src_dir, "", &mut |rel, md| {
         if result.is_err() || excluded(req, rel) {
@@ -438,10 +505,10 @@ fn copy_tree(
         let target = clean(&format!("{dest}/{rel}"));
         let r = if md.is_dir() {
             dest_root
-                .mkdir_all(&target, dir_owner)
+                .mkdir_all(&target, new_dirs)
                 .and_then(|fd| apply_meta(&fd, None, md, req))
         } else {
-            copy_entry(dest_root, &src_dir.join(rel), &target, md, req, dir_owner)
+            copy_entry(dest_root, &src_dir.join(rel), &target, md, req, new_dirs)
         };
         if let Err(e) = r {
             result = Err(e);
@@ -459,10 +526,10 @@ fn copy_entry(
     target: &str,
     md: &fs::Metadata,
     req: &CopyRequest,
-    dir_owner: (u32, u32),
+    new_dirs: NewDirs,
 ) -> Result<(), CopyError> {
     let (parent, name) = split(target);
-    let pfd = dest_root.mkdir_all(parent, dir_owner)?;
+    let pfd = dest_root.mkdir_all(parent, new_dirs)?;
     if name.is_empty() {
         return Ok(());
     }
@@ -496,9 +563,7 @@ fn copy_entry(
         return Ok(());
     }
     if !ft.is_file() {
-        // FIFOs, sockets and devices are not copied (BuildKit copies FIFOs; rare in contexts).
-        tracing::warn!(path = %src.display(), "skipping a special file in COPY");
-        return Ok(());
+        return copy_special(&pfd, name, target, md, req);
     }
     let mut input = fs::File::open(src).map_err(io_err(format!("opening {}", src.display())))?;
     let fd = rustix::fs::openat(
@@ -511,6 +576,68 @@ fn copy_entry(
     let mut out = fs::File::from(fd);
     io::copy(&mut input, &mut out).map_err(io_err(format!("copying to /{target}")))?;
     apply_meta(&out.as_fd(), Some(target), md, req)
+}
+
+/// FIFOs, sockets and device nodes are made anew with the source's type, mode and
+/// device number, as BuildKit copies them (never opened, so a FIFO cannot hang the copy).
+/// A device node kiln may not create (no CAP_MKNOD) is left out with a warning.
+fn copy_special(
+    pfd: &OwnedFd,
+    name: &str,
+    target: &str,
+    md: &fs::Metadata,
+    req: &CopyRequest,
+) -> Result<(), CopyError> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    let kind = if ft.is_fifo() {
+        rustix::fs::FileType::Fifo
+    } else if ft.is_socket() {
+        rustix::fs::FileType::Socket
+    } else if ft.is_char_device() {
+        rustix::fs::FileType::CharacterDevice
+    } else {
+        rustix::fs::FileType::BlockDevice
+    };
+    let old = md.permissions().mode() & 0o7777;
+    let mode = req.chmod.as_ref().map_or(old, |c| c.apply(old, false));
+    match rustix::fs::mknodat(pfd, name, kind, Mode::from_raw_mode(mode), md.rdev()) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::PERM)
+            if matches!(
+                kind,
+                rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
+            ) =>
+        {
+            tracing::warn!(
+                "COPY: device node /{target} left out (creating it is not permitted here)"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(errno(format!("creating /{target}"))(e)),
+    }
+    let (uid, gid) = owner_of(md, req);
+    rustix::fs::chownat(
+        pfd,
+        name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(errno(format!("setting the owner of /{target}")))?;
+    rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(mode), AtFlags::empty())
+        .map_err(errno(format!("chmod /{target}")))?;
+    let t = Timespec {
+        tv_sec: md.mtime(),
+        tv_nsec: md.mtime_nsec() as _,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(pfd, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(errno(format!("setting times of /{target}")))?;
+    Ok(())
 }
 
 fn owner_of(md: &fs::Metadata, req: &CopyRequest) -> (u32, u32) {

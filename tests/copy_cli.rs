@@ -1,0 +1,154 @@
+//! COPY and ADD as BuildKit does them, end to end: archives matched by a wildcard are
+//! unpacked, `ADD --chown` owns the unpacked entries, `.wh.` names in a user's archive are
+//! plain files, an existing destination directory keeps its owner and mode, `--chmod`
+//! gives the parent directories it creates the same mode, FIFOs and sockets are copied.
+//! Runs as root and (scripts/test.sh) as unprivileged users.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kiln_tests::{busybox_context, full_ids, kiln_bin, BUSYBOX_BASE};
+
+fn build(root: &Path, ctx: &Path, dockerfile: &str) -> Output {
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    Command::new(kiln_bin())
+        .args(["build", "--no-cache"])
+        .arg(ctx)
+        .env("KILN_ROOT", root)
+        .output()
+        .expect("running kiln build")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A tar at `path` with `files` (name, content) owned by 0:0.
+fn tar_file(path: &Path, files: &[(&str, &str)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_bytes()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn add_unpacks_every_archive_a_wildcard_matches() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    tar_file(&ctx.path().join("a1.tar"), &[("one", "1")]);
+    tar_file(&ctx.path().join("a2.tar"), &[("two", "2")]);
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!("{BUSYBOX_BASE}ADD a*.tar /dest\nRUN cat /dest/one /dest/two\n"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("12"), "{}", text(&o));
+    // Several plain files still need a directory destination.
+    std::fs::write(ctx.path().join("p1.txt"), "x").unwrap();
+    std::fs::write(ctx.path().join("p2.txt"), "y").unwrap();
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!("{BUSYBOX_BASE}ADD p*.txt /dest\n"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the destination must be a directory and end with a /"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn whiteout_names_in_a_users_archive_are_plain_files() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    tar_file(
+        &ctx.path().join("wh.tar"),
+        &[("d/.wh.keep", "plain"), ("d/.wh..wh..opq", "plain too")],
+    );
+    let df = format!(
+        "{BUSYBOX_BASE}RUN mkdir -p /d && echo kept > /d/keep\nADD wh.tar /\nRUN cat /d/keep && ls -a /d | tr '\\n' ' '\n"
+    );
+    let o = build(root.path(), ctx.path(), &df);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("kept"), "the archive deleted /d/keep: {t}");
+    assert!(t.contains(".wh.keep") && t.contains(".wh..wh..opq"), "{t}");
+}
+
+#[test]
+fn ownership_and_modes_follow_buildkit() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    tar_file(&ctx.path().join("owned.tar"), &[("a/f", "x")]);
+    std::fs::create_dir_all(ctx.path().join("src/sub")).unwrap();
+    std::fs::write(ctx.path().join("src/sub/file"), "y").unwrap();
+    std::fs::write(ctx.path().join("f"), "z").unwrap();
+    let ids = full_ids();
+    let (chown, expect_owner) = if ids {
+        ("--chown=1000:2000 ", "1000:2000")
+    } else {
+        ("", "0:0")
+    };
+    let df = format!(
+        "{BUSYBOX_BASE}RUN mkdir -m 0700 /existing\n\
+         ADD {chown}owned.tar /unpacked/\n\
+         COPY {chown}src/ /existing/\n\
+         COPY --chmod=777 f /parent/deeper/f\n\
+         RUN stat -c '%n %u:%g %a' /unpacked/a /unpacked/a/f /existing /existing/sub /existing/sub/file /parent /parent/deeper /parent/deeper/f /etc\n"
+    );
+    let o = build(root.path(), ctx.path(), &df);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let has = |line: &str| t.lines().any(|l| l.ends_with(line));
+    assert!(has(&format!("/unpacked/a/f {expect_owner} 644")), "{t}");
+    // A parent the archive does not list is made as Docker's unpacker makes it: root's.
+    assert!(has("/unpacked/a 0:0 755"), "{t}");
+    // The existing destination keeps its owner and mode; what is copied is owned.
+    assert!(has("/existing 0:0 700"), "{t}");
+    assert!(
+        has(&format!("/existing/sub/file {expect_owner} 644")),
+        "{t}"
+    );
+    // --chmod=777: the file and the parents it creates; /etc untouched.
+    assert!(
+        has("/parent 0:0 777") && has("/parent/deeper 0:0 777"),
+        "{t}"
+    );
+    assert!(has("/parent/deeper/f 0:0 777"), "{t}");
+    assert!(has("/etc 0:0 755"), "{t}");
+}
+
+#[test]
+fn fifos_and_sockets_are_copied_without_hanging() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let special = ctx.path().join("special");
+    std::fs::create_dir_all(&special).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(special.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
+    let _listener = std::os::unix::net::UnixListener::bind(special.join("sock")).unwrap();
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!("{BUSYBOX_BASE}COPY special/ /special/\nRUN test -p /special/pipe && test -S /special/sock && echo specials-ok\n"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("specials-ok"), "{}", text(&o));
+}
