@@ -428,10 +428,16 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_at("syncing", dir))
 }
 
-/// Removes a directory tree, making directories writable first (an unprivileged owner may
-/// meet read-only directories in a snapshot).
-fn remove_tree(path: &Path) -> Result<(), StoreError> {
+/// Removes a directory tree (or a file), making directories writable first (an
+/// unprivileged owner may meet read-only directories in a snapshot). Gone already is fine.
+pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at("removing", path)(e)),
+            _ => Ok(()),
+        };
+    }
     match fs::remove_dir_all(path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
