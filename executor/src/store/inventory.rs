@@ -156,7 +156,7 @@ impl Reach {
             }
         } else if let Ok(index) = ImageIndex::from_reader(&bytes[..]) {
             for m in index.manifests() {
-                self.add_image(images, &m.digest().to_string());
+                self.add_image(images, m.digest().as_ref());
             }
         }
     }

@@ -135,7 +135,7 @@ fn entries_keep_what_they_name_until_all() {
     assert!(images.untag("app").unwrap());
     let c = root.collector();
     // The image's manifest and config go; what the entry names (and its ancestors) stays.
-    let removed = c.release(&[m.clone()]).unwrap();
+    let removed = c.release(std::slice::from_ref(&m)).unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(removed.iter().all(|r| r.kind == Kind::Images));
     assert!(!images.blob_path(&m).exists());
@@ -169,9 +169,8 @@ fn entries_keep_what_they_name_until_all() {
 #[test]
 fn keep_storage_stops_once_below_the_limit() {
     let root = Root::new();
-    let (m, _, _) = root.image("app", &[b"one", b"two", b"three"]);
+    root.image("app", &[b"one", b"two", b"three"]);
     ImageStore::open(root.path()).unwrap().untag("app").unwrap();
-    let _ = m;
     let c = root.collector();
     let total = c.usage().unwrap().size();
     let keep = total - 1;
