@@ -25,7 +25,7 @@ cargo build --quiet -p kiln-snapshotter --bin kiln-overlay
 KILN_OVERLAY_PROGRAM="$root_dir/target/debug/kiln-overlay" cargo test --workspace
 
 echo "== end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
-KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli --test schedule_cli --test copy_cli
+KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli --test copy_cli
 
 user=${KILN_TEST_USER:-kiln-ci}
 if [ "$(id -u)" -ne 0 ] || ! id "$user" >/dev/null 2>&1; then
@@ -71,7 +71,7 @@ run_as() {
     fi
     # The end-to-end builds once more on kiln's FUSE overlay.
     case "$name" in
-      build_cli-* | examples_cli-* | cache_cli-* | schedule_cli-* | copy_cli-*)
+      build_cli-* | examples_cli-* | cache_cli-* | copy_cli-*)
         echo "-- $name (as $as, KILN_SNAPSHOTTER=fuse)"
         # shellcheck disable=SC2086
         if ! (cd "$stage/home" && runuser -u "$as" -- env -i \

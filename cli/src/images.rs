@@ -1,4 +1,9 @@
 //! `kiln images`, `kiln rmi`, `kiln save`, `kiln load`: the local image store.
+//!
+//! `rmi` removes the tags, then frees what only those images used: their manifest and
+//! config blobs, and the layers and snapshots no other tag and no build-cache entry
+//! reaches (so a rebuild stays cached; `kiln prune --all` frees the rest). Like `prune`
+//! it runs inside the build's namespace and holds the root's exclusive lease.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use kiln_executor::store::archive::ArchiveFormat;
+use kiln_executor::store::prune::Collector;
 use kiln_executor::store::ImageStore;
 
 #[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
@@ -27,7 +33,7 @@ fn short(d: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -63,14 +69,37 @@ pub fn images(root: Option<PathBuf>, out: &mut dyn Write) -> Result<()> {
 }
 
 pub fn rmi(root: Option<PathBuf>, names: &[String], out: &mut dyn Write) -> Result<()> {
-    let store = open(root)?;
+    match crate::root::namespace()? {
+        crate::root::Namespace::Inside(_) => {}
+        // The command ran (and reported) inside; its exit code is ours.
+        crate::root::Namespace::Exited(0) => return Ok(()),
+        crate::root::Namespace::Exited(code) => std::process::exit(code),
+    }
+    let root = root.unwrap_or_else(crate::root::default_root);
+    let collector = Collector::open(&root, &mut || {
+        eprintln!(
+            "waiting for the other kiln processes using {} to finish…",
+            root.display()
+        )
+    })
+    .with_context(|| format!("opening the kiln root {}", root.display()))?;
+    let store = collector.images();
     let mut missing = Vec::new();
+    let mut untagged = Vec::new();
     for n in names {
+        let found = store.resolve(n)?;
         if store.untag(n)? {
             writeln!(out, "Untagged: {n}")?;
+            untagged.extend(found.map(|d| d.digest().to_string()));
         } else {
             missing.push(n.as_str());
         }
+    }
+    let removed = collector
+        .release(&untagged)
+        .context("removing what the untagged images used")?;
+    for r in removed {
+        writeln!(out, "Deleted {}: {}", crate::prune::noun(r.kind), r.name)?;
     }
     if !missing.is_empty() {
         bail!("no such image: {}", missing.join(", "));

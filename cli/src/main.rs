@@ -9,6 +9,7 @@ mod debug;
 mod doctor;
 mod images;
 mod layer;
+mod prune;
 mod root;
 mod run;
 mod signals;
@@ -63,6 +64,10 @@ enum Command {
     },
     /// Run a command in an image of the local store, rootless, through the sandbox.
     Run(run::RunArgs),
+    /// Show how much space the kiln root uses, per kind, and how much could be freed.
+    Du(prune::DuArgs),
+    /// Remove what nothing uses (`--all`: the build cache too); never tagged images.
+    Prune(prune::PruneArgs),
     /// Benchmarks (`kiln bench snapshot`).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -117,6 +122,14 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Run(args) => match run::run(args) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
+        Command::Du(args) => match prune::du(args, &mut std::io::stdout().lock()) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
+        Command::Prune(args) => match prune::prune(args, &mut std::io::stdout().lock()) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
         },

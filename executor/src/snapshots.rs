@@ -5,3 +5,5 @@ pub use kiln_snapshotter::{
     copy_tree, ActiveSnapshot, BackendChoice, ChainId, CommitOptions, Committed, DiffOptions,
     LayerCompression, Snapshotter, SnapshotterError, View,
 };
+// The store itself, for the collector (`store::prune`): its lease, listing and removal.
+pub use kiln_snapshotter::store::{remove_tree, Lease, Store as SnapshotStore, StoreError};

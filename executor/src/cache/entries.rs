@@ -2,6 +2,8 @@
 //! snapshot and the layer a step made. Entries are written to a temporary file and
 //! renamed into place, so a reader sees a whole entry or none; an entry whose snapshot or
 //! blob is gone (removed by hand, a crash before commit) is a miss, never an error.
+//! A hit sets the entry's modification time, so it tells when the entry was last used
+//! (`kiln prune --filter until=` and `--keep-storage` go by it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,20 @@ struct EntryLayer {
     media_type: String,
 }
 
+/// An entry file as the collector sees it: what it names, whether it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub path: PathBuf,
+    /// The snapshot chain it names.
+    pub chain: Option<ChainId>,
+    /// The layer blob it names (`sha256:…`).
+    pub layer_digest: Option<String>,
+    /// `false`: the file does not decode (it names nothing usable).
+    pub readable: bool,
+    /// When it was written or last hit.
+    pub modified: std::time::SystemTime,
+}
+
 /// The step cache of one kiln root.
 #[derive(Debug, Clone)]
 pub struct StepCache {
@@ -60,7 +76,30 @@ impl StepCache {
             path: dir.clone(),
             source,
         })?;
-        Ok(StepCache { dir })
+        let cache = StepCache { dir };
+        cache.sweep()?;
+        Ok(cache)
+    }
+
+    /// Removes entry writes a killed process left (`.tmp-*` older than a minute; a live
+    /// write is renamed into place at once).
+    fn sweep(&self) -> Result<(), CacheError> {
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for path in self.temporaries()? {
+            let old = std::fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if !old {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CacheError::Io { path, source: e })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn path(&self, key: &StepKey) -> PathBuf {
@@ -74,7 +113,8 @@ impl StepCache {
         snapshots: &Snapshotter,
         images: &ImageStore,
     ) -> Option<CachedStep> {
-        let bytes = std::fs::read(self.path(key)).ok()?;
+        let path = self.path(key);
+        let bytes = std::fs::read(&path).ok()?;
         let e: Entry = serde_json::from_slice(&bytes).ok()?;
         let chain = match e.chain {
             Some(c) => {
@@ -100,7 +140,80 @@ impl StepCache {
             }
             None => None,
         };
+        // Last used now; an entry that cannot be touched is still a hit.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         Some(CachedStep { chain, layer })
+    }
+
+    fn io_err(&self) -> impl Fn(std::io::Error) -> CacheError + '_ {
+        |source| CacheError::Io {
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    /// Every entry file (`<key>.json`), decoded as far as it goes.
+    pub fn entries(&self) -> Result<Vec<StoredEntry>, CacheError> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(self.io_err())? {
+            let e = e.map_err(self.io_err())?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || !name.ends_with(".json") {
+                continue;
+            }
+            let path = e.path();
+            let modified = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            let decoded = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+            let named = decoded.and_then(|entry| {
+                let chain = match entry.chain {
+                    Some(c) => Some(ChainId::parse(&c)?),
+                    None => None,
+                };
+                Some((chain, entry.layer.map(|l| l.digest)))
+            });
+            let readable = named.is_some();
+            let (chain, layer_digest) = named.unwrap_or_default();
+            let stored = StoredEntry {
+                path,
+                chain,
+                layer_digest,
+                readable,
+                modified,
+            };
+            out.push(stored);
+        }
+        Ok(out)
+    }
+
+    /// Unfinished entry writes (`.tmp-*`) a killed build left.
+    pub fn temporaries(&self) -> Result<Vec<PathBuf>, CacheError> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(self.io_err())? {
+            let e = e.map_err(self.io_err())?;
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an entry file (gone already is fine).
+    pub fn remove(&self, entry: &StoredEntry) -> Result<(), CacheError> {
+        match std::fs::remove_file(&entry.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CacheError::Io {
+                path: entry.path.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Records what the step with `key` made.
@@ -126,5 +239,39 @@ impl StepCache {
         tmp.write_all(&json).map_err(io)?;
         tmp.persist(self.path(key)).map_err(|e| io(e.error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_list_what_they_name_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StepCache::open(dir.path()).unwrap();
+        let chain = ChainId::new(None, "sha256:aa");
+        let step = CachedStep {
+            chain: Some(chain.clone()),
+            layer: Some(LayerRef {
+                digest: "sha256:bb".into(),
+                diff_id: "sha256:cc".into(),
+                size: 3,
+                media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+            }),
+        };
+        cache.put(&StepKey([1; 32]), &step).unwrap();
+        std::fs::write(cache.dir.join(format!("{}.json", StepKey([2; 32]))), "{").unwrap();
+        std::fs::write(cache.dir.join(".tmp-half"), "").unwrap();
+        let mut got = cache.entries().unwrap();
+        got.sort_by_key(|e| !e.readable);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].chain.as_ref(), Some(&chain));
+        assert_eq!(got[0].layer_digest.as_deref(), Some("sha256:bb"));
+        assert!(!got[1].readable && got[1].chain.is_none());
+        assert_eq!(cache.temporaries().unwrap().len(), 1);
+        cache.remove(&got[0]).unwrap();
+        cache.remove(&got[0]).unwrap();
+        assert_eq!(cache.entries().unwrap().len(), 1);
     }
 }

@@ -91,6 +91,9 @@ impl<'a> StepContext<'a> {
     ) -> Result<StepContext<'a>, BuildError> {
         let images = ImageStore::open(&opts.root)
             .map_err(|e| BuildError::setup("opening the image store", e))?;
+        images
+            .sweep_temporaries()
+            .map_err(|e| BuildError::setup("sweeping the image store", e))?;
         let (scratch, on_tmpfs) = scratch_dir()?;
         if !on_tmpfs && !opts.secrets.is_empty() {
             on_event(Event::Warning(

@@ -10,6 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 use sha2::{Digest as _, Sha256};
 
+use crate::snapshots::Lease;
+
 use super::{descriptor, normalize_reference, tag_name, ImageStore, ImageStoreError, REF_NAME};
 
 /// The two archive formats.
@@ -212,6 +214,7 @@ impl ImageStore {
         dest: &Path,
         format: ArchiveFormat,
     ) -> Result<(), ImageStoreError> {
+        let _lease = Lease::shared(&self.root)?;
         let desc = self
             .resolve(name)?
             .ok_or_else(|| invalid("image", Path::new(name), "no such image in the store"))?;
@@ -228,6 +231,8 @@ impl ImageStore {
     /// `kiln load`: every image of an OCI or docker archive (a tar file, or an OCI layout
     /// directory) into the store; returns the tags it set.
     pub fn load_archive(&self, src: &Path) -> Result<Vec<String>, ImageStoreError> {
+        // Blobs are written before they are tagged: no collection in between.
+        let _lease = Lease::shared(&self.root)?;
         let tmp;
         let dir = if src.is_dir() {
             src.to_path_buf()

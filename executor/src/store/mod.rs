@@ -25,6 +25,9 @@ use sha2::{Digest as _, Sha256};
 use crate::image::ImageConfig;
 
 pub mod archive;
+pub mod inventory;
+pub mod prune;
+pub mod usage;
 
 /// The annotation that names a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -62,6 +65,9 @@ pub enum ImageStoreError {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    /// The root's lease (held while loading or saving, so a collection waits).
+    #[error("taking the root's lease: {0}")]
+    Lease(#[from] crate::snapshots::StoreError),
 }
 
 fn oci_at(
@@ -86,6 +92,15 @@ pub struct StoredImage {
     pub descriptor: Descriptor,
     pub manifest: ImageManifest,
     pub config: ImageConfig,
+}
+
+/// A file in `blobs/sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFile {
+    /// `sha256:<hex>`; `None` when the name is not a digest (a write that never finished).
+    pub digest: Option<String>,
+    pub path: PathBuf,
+    pub modified: std::time::SystemTime,
 }
 
 /// An OCI image layout directory.
@@ -168,6 +183,80 @@ impl ImageStore {
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         self.blob_dir().join(hex)
+    }
+
+    /// Every file in `blobs/sha256`, blobs and unfinished writes alike.
+    pub fn blob_files(&self) -> Result<Vec<BlobFile>, ImageStoreError> {
+        let dir = self.blob_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_at("reading", &dir))? {
+            let e = e.map_err(io_at("reading", &dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_digest = name.len() == 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let modified = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            out.push(BlobFile {
+                digest: is_digest.then(|| format!("sha256:{name}")),
+                path: e.path(),
+                modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes blob `digest` (gone already is fine). The caller makes sure nothing tagged
+    /// names it.
+    pub fn remove_blob(&self, digest: &str) -> Result<(), ImageStoreError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at("removing", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unfinished writes of `index.json` and `oci-layout` (`.tmp*` in the root).
+    pub fn root_temporaries(&self) -> Result<Vec<PathBuf>, ImageStoreError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.root).map_err(io_at("reading", &self.root))? {
+            let e = e.map_err(io_at("reading", &self.root))?;
+            let is_file = e.file_type().is_ok_and(|t| t.is_file());
+            if is_file && e.file_name().to_string_lossy().starts_with(".tmp") {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes unfinished writes (a killed process's) older than a minute: names in
+    /// `blobs/sha256` that are not digests, `.tmp*` files in the root. Returns how many.
+    /// Runs at build start without the collector's lease; a write in progress keeps its
+    /// file's modification time fresh.
+    pub fn sweep_temporaries(&self) -> Result<usize, ImageStoreError> {
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let blob_temps = self
+            .blob_files()?
+            .into_iter()
+            .filter(|b| b.digest.is_none());
+        let mut removed = 0;
+        for path in blob_temps.map(|b| b.path).chain(self.root_temporaries()?) {
+            let old = fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if !old {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at("removing", &path)(e)),
+            }
+        }
+        Ok(removed)
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), ImageStoreError> {

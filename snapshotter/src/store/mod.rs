@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! <root>/lock                     flock: one mutation at a time across kiln processes
+//! <root>/gc.lock                  flock: shared while a store is open, exclusive to collect
 //! <root>/snapshots/<chainid>/fs   the snapshot's content (its layer, in overlay format)
 //! <root>/snapshots/<chainid>/parent   the parent chain id, or empty
 //! <root>/work/<id>/{upper,work,mnt,owner}   an active snapshot and the pid that owns it
@@ -11,12 +12,14 @@
 //! A snapshot is committed by renaming a fully written and synced directory into
 //! `snapshots/`, so a crash leaves either nothing or a whole snapshot; leftovers of dead
 //! processes in `work/` (and unfinished `snapshots/.tmp-*`) are removed when a store is
-//! opened.
+//! opened. Active snapshots are created, committed and removed under the lock, so that
+//! sweep never sees one half made. What collection needs (the lease, listing) is in [`gc`].
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
 
@@ -82,10 +85,16 @@ fn io_at(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreE
     }
 }
 
-/// An open store.
+mod gc;
+
+pub use gc::{Lease, SnapshotEntry};
+
+/// An open store. It holds a lease on the root (shared, or exclusive for a collector: see
+/// [`gc`]) until the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    _lease: Arc<Lease>,
 }
 
 /// Holds the store lock until dropped.
@@ -119,15 +128,24 @@ fn owner_alive(token: &str) -> bool {
 
 impl Store {
     /// Opens (creating if needed) a store at `root` and removes what dead processes left.
+    /// The store holds the root's shared lease: a collection running now is waited for,
+    /// and none starts while the store lives.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for d in ["snapshots", "work"] {
-            fs::create_dir_all(root.join(d)).map_err(io_at("creating", &root.join(d)))?;
-        }
+        Store::create_dirs(root)?;
+        let lease = Lease::shared(root)?;
         let store = Store {
             root: root.to_path_buf(),
+            _lease: Arc::new(lease),
         };
         store.sweep()?;
         Ok(store)
+    }
+
+    fn create_dirs(root: &Path) -> Result<(), StoreError> {
+        for d in ["snapshots", "work"] {
+            fs::create_dir_all(root.join(d)).map_err(io_at("creating", &root.join(d)))?;
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -233,6 +251,8 @@ impl Store {
             None => Vec::new(),
         };
         let work = self.root.join("work");
+        // Under the lock: the sweep of another process never sees it without its owner.
+        let _lock = self.lock()?;
         let dir = tempfile::Builder::new()
             .prefix("active-")
             .tempdir_in(&work)
@@ -408,10 +428,16 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_at("syncing", dir))
 }
 
-/// Removes a directory tree, making directories writable first (an unprivileged owner may
-/// meet read-only directories in a snapshot).
-fn remove_tree(path: &Path) -> Result<(), StoreError> {
+/// Removes a directory tree (or a file), making directories writable first (an
+/// unprivileged owner may meet read-only directories in a snapshot). Gone already is fine.
+pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at("removing", path)(e)),
+            _ => Ok(()),
+        };
+    }
     match fs::remove_dir_all(path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
