@@ -151,7 +151,17 @@ impl Collector {
         let inv = self.inventory()?;
         let items = inv.items()?;
         let order = plan_prune(&inv, &items, opts, SystemTime::now());
-        self.remove(&items, &order)
+        let removed = self.remove(&items, &order)?;
+        if opts.all && opts.keep_storage.is_none() && opts.until.is_none() {
+            // The build cache's memo of context hashes goes with the whole cache.
+            match std::fs::remove_file(self.root.join("cache").join("context-index")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::debug!("removing the context index: {e}")
+                }
+                _ => {}
+            }
+        }
+        Ok(removed)
     }
 
     /// After the manifests `untagged` lost their tags: removes the blobs and snapshots
