@@ -130,3 +130,18 @@ fn errors_name_file_line_column_and_show_the_line() {
     let out = kiln(&["debug", "plan", "--no-such-flag", "-"], Some(df));
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn plan_refuses_what_lowering_refuses() {
+    let out = kiln(
+        &["debug", "plan", "-"],
+        Some(b"FROM scratch\nCOPY --chmod=u*x a /b\n"),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:2:1: invalid chmod parameter \"u*x\"\n"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+}

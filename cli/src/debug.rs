@@ -57,7 +57,8 @@ pub enum DebugCommand {
         /// The Dockerfile (`-` for standard input).
         file: PathBuf,
     },
-    /// Print the stages a target needs, their dependencies, and which can run in parallel.
+    /// Print the stages a target needs, their dependencies, and which can run in parallel;
+    /// fails on whatever a build would refuse before running a step.
     Plan {
         /// The stage to build (default: the last one).
         #[arg(long)]
@@ -201,6 +202,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                     .context("invalid --platform")?,
             };
             let graph = plan::plan(&doc, &opts)?;
+            refuse_what_a_build_refuses(&doc, &graph)?;
             match format {
                 Format::Text => print_plan_text(&mut out, &graph)?,
                 Format::Json => {
@@ -210,6 +212,16 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The checks a build makes before anything runs, past planning: every needed stage is
+/// evaluated (ARG/ENV expansion, mounts, STOPSIGNAL) and lowered to steps (`--chmod`,
+/// ADD sources, mount targets, refused RUN options). Base images are not looked at, so
+/// their Env, WorkingDir and ONBUILD triggers are taken as empty or unknown.
+fn refuse_what_a_build_refuses(doc: &Document, graph: &StageGraph) -> Result<()> {
+    let evals = graph.evaluate(&doc.source, &|_| Vec::new())?;
+    kiln_executor::graph::lower(graph, &evals, &doc.source)?;
     Ok(())
 }
 

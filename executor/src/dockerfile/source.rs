@@ -57,11 +57,32 @@ impl Source {
 
     /// An error at `pos` with `message`; the code frame is taken from this source.
     pub fn error(&self, pos: Position, message: impl Into<String>) -> DockerfileError {
+        self.error_spanning(pos, pos.line, message)
+    }
+
+    /// An error about a whole instruction: it is reported at `start`, and the code frame
+    /// shows every line from `start.line` to `end_line` (continuation lines, heredoc
+    /// bodies). An `end_line` before `start.line` shows the first line only.
+    pub fn error_spanning(
+        &self,
+        start: Position,
+        end_line: usize,
+        message: impl Into<String>,
+    ) -> DockerfileError {
+        let end_line = end_line.max(start.line);
+        let lines = if start.line == 0 {
+            Vec::new()
+        } else {
+            (start.line..=end_line)
+                .map(|n| self.line(n).to_string())
+                .collect()
+        };
         DockerfileError {
             file: self.name.clone(),
-            position: pos,
+            position: start,
+            end_line,
             message: message.into(),
-            line_text: self.line(pos.line).to_string(),
+            lines,
             hint: None,
         }
     }
@@ -75,14 +96,24 @@ impl Source {
 ///     3 | FNTRYPOINT ["x"]
 ///       | ^
 /// ```
+/// For an instruction over several lines every line is shown, the caret under the first:
+/// ```text
+/// Dockerfile:3:1: invalid mount target "/"
+///     3 | RUN --mount=type=cache \
+///       | ^
+///     4 |     true
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct DockerfileError {
     pub file: String,
+    /// Where the error is reported (an instruction's first line and column).
     pub position: Position,
+    /// The last line the code frame shows (`position.line` for a one-line frame).
+    pub end_line: usize,
     /// What is wrong and what was expected; BuildKit's wording where it has one.
     pub message: String,
-    /// The offending source line, for the code frame.
-    pub line_text: String,
+    /// The source lines `position.line..=end_line`, for the code frame.
+    pub lines: Vec<String>,
     /// An extra suggestion, e.g. `did you mean ENTRYPOINT?`.
     pub hint: Option<String>,
 }
@@ -109,16 +140,23 @@ impl fmt::Display for DockerfileError {
         if line == 0 {
             return Ok(());
         }
-        let gutter = line.to_string().len().max(4);
-        let shown: String = self
-            .line_text
-            .chars()
-            .map(|c| if c == '\t' { ' ' } else { c })
-            .collect();
-        writeln!(f, " {line:>gutter$} | {shown}")?;
+        let gutter = self.end_line.max(line).to_string().len().max(4);
         let pad = column.saturating_sub(1);
-        write!(f, " {:>gutter$} | {:pad$}^", "", "")
+        let first = self.lines.first().map(String::as_str).unwrap_or("");
+        writeln!(f, " {line:>gutter$} | {}", untabbed(first))?;
+        write!(f, " {:>gutter$} | {:pad$}^", "", "")?;
+        for (n, text) in (line + 1..).zip(self.lines.iter().skip(1)) {
+            write!(f, "\n {n:>gutter$} | {}", untabbed(text))?;
+        }
+        Ok(())
     }
+}
+
+/// Tabs shown as single spaces, so the caret's column lines up.
+fn untabbed(text: &str) -> String {
+    text.chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -137,6 +175,24 @@ mod tests {
         ));
         assert!(text.contains("    2 | FNTRYPOINT [\"x\"]\n"));
         assert!(text.ends_with("      | ^"));
+    }
+
+    #[test]
+    fn spanning_error_shows_every_line_caret_under_the_first() {
+        let src = Source::new(
+            "Dockerfile",
+            b"FROM a\nRUN --mount=type=cache \\\n  x \\\n  y\nRUN z\n",
+        );
+        let text = src
+            .error_spanning(Position::new(2, 1), 4, "invalid mount target \"/\"")
+            .to_string();
+        assert_eq!(
+            text,
+            "Dockerfile:2:1: invalid mount target \"/\"\n    \
+             2 | RUN --mount=type=cache \\\n      | ^\n    3 |   x \\\n    4 |   y"
+        );
+        let one = src.error_spanning(Position::new(5, 1), 1, "m").to_string();
+        assert!(one.ends_with("    5 | RUN z\n      | ^"), "{one}");
     }
 
     #[test]

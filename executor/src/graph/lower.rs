@@ -5,10 +5,26 @@ use std::collections::BTreeMap;
 use super::{CopyOp, InlineFile, RunOp, RunScript, StageNode, Step, StepGraph, StepInput, StepOp};
 use crate::dockerfile::ast::Heredoc;
 use crate::dockerfile::chmod::Chmod;
-use crate::dockerfile::instructions::{self, Instruction, RunCommand, ShellOrExec};
+use crate::dockerfile::dump::go_quote;
+use crate::dockerfile::instructions::{
+    self, Instruction, MountKind, RunCommand, RunMount, ShellOrExec,
+};
 use crate::dockerfile::{DockerfileError, Source};
 use crate::plan::scope::EvaluatedCommand;
-use crate::plan::{StageEvaluation, StageGraph};
+use crate::plan::{Base, StageEvaluation, StageGraph};
+
+/// RUN options kiln refuses before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RunRefusal {
+    #[error("device feature is only supported in Dockerfile frontend 1.14.0-labs or later")]
+    Device,
+    /// A bind, cache or tmpfs mount whose target is (or resolves to) `/` (BuildKit's
+    /// message; it names the resolved target).
+    #[error("invalid mount target {}", go_quote(.0))]
+    MountTarget(String),
+    #[error("ssh does not support source")]
+    SshSource,
+}
 
 /// Lowers the needed stages of `plan`, evaluated as `evals`, into steps.
 pub fn lower(
@@ -17,15 +33,29 @@ pub fn lower(
     source: &Source,
 ) -> Result<StepGraph, DockerfileError> {
     let mut stages = BTreeMap::new();
+    // Each lowered stage's working directory at its end, when the file alone decides it.
+    let mut end_workdirs: BTreeMap<usize, Option<String>> = BTreeMap::new();
     for planned in plan.stages.iter().filter(|s| s.needed) {
         let Some(eval) = evals.get(&planned.index) else {
             continue;
         };
-        let steps = eval
-            .commands
-            .iter()
-            .map(|c| lower_step(plan, c, source))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut workdir = match &planned.base {
+            Base::Scratch => Some("/".to_string()),
+            Base::Stage(j) => end_workdirs.get(j).cloned().flatten(),
+            // The image's WorkingDir is not known here.
+            Base::Image(_) => None,
+        };
+        let mut steps = Vec::with_capacity(eval.commands.len());
+        for c in &eval.commands {
+            match &c.instruction {
+                Instruction::Workdir(w) => workdir = next_workdir(workdir.as_deref(), w),
+                Instruction::Run(run) => check_mounts(&run.mounts, workdir.as_deref())
+                    .map_err(|e| instruction_error(source, c, e.to_string()))?,
+                _ => {}
+            }
+            steps.push(lower_step(plan, c, source)?);
+        }
+        end_workdirs.insert(planned.index, workdir);
         stages.insert(
             planned.index,
             StageNode {
@@ -69,12 +99,12 @@ fn lower_step(
     source: &Source,
 ) -> Result<Step, DockerfileError> {
     let pos = cmd.position;
-    let err = |msg: String| source.error(pos, msg);
+    let err = |msg: String| instruction_error(source, cmd, msg);
     let mut inputs = Vec::new();
     let op = match &cmd.instruction {
         Instruction::Workdir(w) => StepOp::Workdir(w.clone()),
         Instruction::Run(run) => {
-            check_run(run).map_err(|m| err(m.to_string()))?;
+            check_run(run).map_err(|e| err(e.to_string()))?;
             let mut mount_sources = BTreeMap::new();
             for m in &run.mounts {
                 match &m.from {
@@ -183,12 +213,82 @@ fn lower_step(
     })
 }
 
+/// An error about the whole instruction `cmd` (every line of it in the frame).
+fn instruction_error(source: &Source, cmd: &EvaluatedCommand, msg: String) -> DockerfileError {
+    source.error_spanning(cmd.position, cmd.end_line, msg)
+}
+
 /// RUN options kiln refuses, in the words users see.
-fn check_run(run: &RunCommand) -> Result<(), &'static str> {
+fn check_run(run: &RunCommand) -> Result<(), RunRefusal> {
     if !run.devices.is_empty() {
-        return Err("device feature is only supported in Dockerfile frontend 1.14.0-labs or later");
+        return Err(RunRefusal::Device);
     }
     Ok(())
+}
+
+/// BuildKit's dispatch-time mount checks. A bind, cache or tmpfs target that is not
+/// absolute (an empty one included) is joined to the working directory; the result must
+/// not be `/`. When the working directory is unknown (a base image's), only a target
+/// written as `/` is refused here; the step refuses the rest when it runs.
+fn check_mounts(mounts: &[RunMount], workdir: Option<&str>) -> Result<(), RunRefusal> {
+    for m in mounts {
+        match m.kind {
+            MountKind::Secret => {}
+            MountKind::Ssh => {
+                if m.source.as_deref().is_some_and(|s| !s.is_empty()) {
+                    return Err(RunRefusal::SshSource);
+                }
+            }
+            MountKind::Bind | MountKind::Cache | MountKind::Tmpfs => {
+                let target = m.target.as_deref().unwrap_or("");
+                let resolved = if clean_path(target).starts_with('/') {
+                    Some(target.to_string())
+                } else {
+                    workdir.map(|w| clean_path(&format!("/{w}/{target}")))
+                };
+                if resolved.as_deref() == Some("/") {
+                    return Err(RunRefusal::MountTarget("/".into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The working directory after `WORKDIR path` (BuildKit: a relative path is joined to
+/// the current one), or `None` while it is unknown.
+fn next_workdir(current: Option<&str>, path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        Some(clean_path(path))
+    } else {
+        current.map(|c| clean_path(&format!("/{c}/{path}")))
+    }
+}
+
+/// Go's `path.Clean`: `.` and empty parts removed, `..` resolved, no trailing `/`; an
+/// empty path is `.`.
+fn clean_path(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
 }
 
 /// A heredoc's body as the step uses it (`<<-` strips leading tabs).
@@ -351,6 +451,48 @@ mod tests {
         );
         assert!(g.stages[&1].needs.contains(&0));
         assert_eq!(g.order(), [0, 1]);
+    }
+
+    #[test]
+    fn clean_path_is_gos() {
+        for (p, want) in [
+            ("", "."),
+            ("/", "/"),
+            ("/a/../..", "/"),
+            ("a/./b/", "a/b"),
+            ("../a", "../a"),
+            ("//x//", "/x"),
+        ] {
+            assert_eq!(clean_path(p), want, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn mount_target_must_not_be_the_root() {
+        let refused = |df: &str| graph_of(df).err().map(|e| e.to_string());
+        for df in [
+            "FROM scratch\nRUN --mount=type=cache true\n",
+            "FROM scratch\nRUN --mount=type=tmpfs,target=/ true\n",
+            "FROM scratch\nRUN --mount=target=. true\n",
+            "FROM scratch\nWORKDIR /a\nRUN --mount=type=cache,target=.. true\n",
+            "FROM scratch AS base\nFROM base\nRUN --mount=type=cache true\n",
+            "FROM busybox\nRUN --mount=type=bind,dst=/ true\n",
+            "FROM scratch\nARG T=/\nRUN --mount=type=cache,target=$T true\n",
+        ] {
+            let e = refused(df).unwrap_or_else(|| panic!("accepted: {df}"));
+            assert!(e.contains(": invalid mount target \"/\"\n"), "{e}");
+        }
+        for df in [
+            "FROM scratch\nWORKDIR /app\nRUN --mount=type=cache true\n",
+            "FROM scratch\nRUN --mount=type=cache,target=c true\n",
+            "FROM scratch AS app\nWORKDIR /app\nFROM app\nRUN --mount=type=cache true\n",
+            "FROM busybox\nRUN --mount=type=cache true\n",
+            "FROM busybox\nRUN --mount=type=secret,id=x --mount=type=ssh true\n",
+        ] {
+            assert_eq!(refused(df), None, "{df}");
+        }
+        let e = refused("FROM scratch\nRUN --mount=type=ssh,src=/x true\n").unwrap_or_default();
+        assert!(e.contains("ssh does not support source"), "{e}");
     }
 
     #[test]

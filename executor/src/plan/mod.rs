@@ -343,11 +343,12 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
     for (i, st) in stages.into_iter().enumerate() {
         let expanded = lexer
             .process_word(&st.base, &globals)
-            .map_err(|e| source.error(st.position, e.to_string()))?;
+            .map_err(|e| source.error_spanning(st.position, st.end_line, e.to_string()))?;
         if expanded.is_empty() {
             return Err(source
-                .error(
+                .error_spanning(
                     st.position,
+                    st.end_line,
                     format!("base name ({}) should not be blank", st.base),
                 )
                 .into());
@@ -356,21 +357,27 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
             None => None,
             Some(expr) => {
                 let p = lexer.process_word(expr, &globals).map_err(|e| {
-                    source.error(
+                    source.error_spanning(
                         st.position,
+                        st.end_line,
                         format!("failed to process arguments for platform {expr}: {e}"),
                     )
                 })?;
                 if p.is_empty() {
                     return Err(source
-                        .error(
+                        .error_spanning(
                             st.position,
+                            st.end_line,
                             format!("empty platform value from expression {expr}"),
                         )
                         .into());
                 }
                 Some(Platform::parse(&p).map_err(|e| {
-                    source.error(st.position, format!("failed to parse platform {expr}: {e}"))
+                    source.error_spanning(
+                        st.position,
+                        st.end_line,
+                        format!("failed to parse platform {expr}: {e}"),
+                    )
                 })?)
             }
         };
@@ -523,14 +530,19 @@ fn command_dependencies(
             let Some(from) = &c.from else { return Ok(()) };
             let unexpanded = lexer.process_word(from, &empty as &dyn EnvGetter).ok();
             if unexpanded.as_deref() != Some(from.as_str()) {
-                return Err(source.error(
+                return Err(source.error_spanning(
                     cmd.position,
+                    cmd.end_line,
                     "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
                 ));
             }
             let target = if let Ok(index) = from.parse::<i64>() {
                 if index < 0 || index as usize >= names.len() {
-                    return Err(source.error(cmd.position, format!("invalid stage index {index}")));
+                    return Err(source.error_spanning(
+                        cmd.position,
+                        cmd.end_line,
+                        format!("invalid stage index {index}"),
+                    ));
                 }
                 DependencyTarget::Stage(index as usize)
             } else {

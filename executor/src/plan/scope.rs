@@ -40,6 +40,8 @@ pub const PROXY_ARGS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluatedCommand {
     pub position: Position,
+    /// The last line of the instruction (for code frames showing all of it).
+    pub end_line: usize,
     /// The instruction with its words expanded (ARG keeps its raw form).
     pub instruction: Instruction,
     /// The variables in force when it runs: for RUN, its environment (declared ARGs with
@@ -164,9 +166,14 @@ impl StageScope {
     ) -> Result<Vec<EvaluatedCommand>, DockerfileError> {
         let mut out = Vec::with_capacity(commands.len());
         for (cmd, from_onbuild) in commands {
-            let at = |e: ShellError| ctx.source.error(cmd.position, e.to_string());
-            let at_expand =
-                |e: InstructionExpandError| ctx.source.error(cmd.position, e.to_string());
+            let at = |e: ShellError| {
+                ctx.source
+                    .error_spanning(cmd.position, cmd.end_line, e.to_string())
+            };
+            let at_expand = |e: InstructionExpandError| {
+                ctx.source
+                    .error_spanning(cmd.position, cmd.end_line, e.to_string())
+            };
             let instruction = match &cmd.instruction {
                 Instruction::Arg(a) => {
                     for d in &a.args {
@@ -198,6 +205,7 @@ impl StageScope {
             };
             out.push(EvaluatedCommand {
                 position: cmd.position,
+                end_line: cmd.end_line,
                 instruction,
                 env: self.env.clone(),
                 from_onbuild: *from_onbuild,

@@ -412,3 +412,45 @@ mod scoping {
         );
     }
 }
+
+fn evaluated(text: &str) -> Result<BTreeMap<usize, StageEvaluation>, DockerfileError> {
+    let doc = parse("Dockerfile", text.as_bytes())?;
+    let p = plan(&doc, &PlanOptions::default()).map_err(|e| match e {
+        PlanError::Dockerfile(d) => d,
+        other => panic!("{other}"),
+    })?;
+    p.evaluate(&doc.source, &|_| Vec::new())
+}
+
+#[test]
+fn stopsignal_is_checked_after_expansion_in_needed_stages_only() {
+    let e = evaluated("FROM scratch\nARG S=SIGFOO\nSTOPSIGNAL $S\n").unwrap_err();
+    assert_eq!(
+        (e.position.line, e.summary()),
+        (3, "invalid signal: SIGFOO".into())
+    );
+    let e = evaluated("FROM scratch\nSTOPSIGNAL 0\n").unwrap_err();
+    assert_eq!(e.summary(), "invalid signal: 0");
+    assert!(evaluated("FROM scratch\nARG S=term\nSTOPSIGNAL sig$S\nSTOPSIGNAL 40\n").is_ok());
+    // BuildKit dispatches only the stages the target needs.
+    assert!(evaluated("FROM scratch AS unused\nSTOPSIGNAL NOPE\nFROM scratch\n").is_ok());
+}
+
+#[test]
+fn evaluation_errors_show_the_whole_instruction() {
+    let e = evaluated("FROM scratch\nSTOPSIGNAL \\\n  SIGNOPE\n").unwrap_err();
+    assert_eq!((e.position.line, e.end_line), (2, 3));
+    let text = e.to_string();
+    assert!(text.contains("    2 | STOPSIGNAL \\\n"), "{text}");
+    assert!(text.ends_with("    3 |   SIGNOPE"), "{text}");
+}
+
+#[test]
+fn stage_errors_point_at_the_from_line() {
+    let doc = parse("Dockerfile", b"ARG B=\nFROM \\\n  $B\nRUN x\n").unwrap();
+    let Err(PlanError::Dockerfile(e)) = plan(&doc, &PlanOptions::default()) else {
+        panic!("expected an error")
+    };
+    assert_eq!((e.position.line, e.end_line), (2, 3), "{e}");
+    assert_eq!(e.summary(), "base name ($B) should not be blank");
+}

@@ -1,6 +1,7 @@
 //! Dispatch-time word expansion: exactly the fields BuildKit expands, per instruction.
 //!
-//! - ENV, LABEL: keys and values; WORKDIR, USER, STOPSIGNAL, VOLUME: their words;
+//! - ENV, LABEL: keys and values; WORKDIR, USER, STOPSIGNAL, VOLUME: their words (and
+//!   the expanded STOPSIGNAL must name a signal, [`super::signal`]);
 //! - COPY, ADD: sources, destination, `--chown`, `--chmod` (and ADD's `--checksum`), never
 //!   `--from`; heredoc files with an unquoted delimiter get `$var` expansion with quotes
 //!   kept literally;
@@ -11,6 +12,7 @@
 //! ARG is not handled here: its default is expanded by the stage scope (`plan::scope`).
 
 use super::mount::{parse_mount, MountSpecError};
+use super::signal::{parse_stop_signal, InvalidSignal};
 use super::{Instruction, KeyValue};
 use crate::dockerfile::shell::{EnvGetter, Lexer, ShellError};
 
@@ -23,6 +25,9 @@ pub enum InstructionExpandError {
     /// A `RUN --mount` value is not valid once expanded.
     #[error(transparent)]
     Mount(#[from] MountSpecError),
+    /// A STOPSIGNAL that names no signal once expanded.
+    #[error(transparent)]
+    StopSignal(#[from] InvalidSignal),
 }
 
 impl Instruction {
@@ -68,7 +73,11 @@ impl Instruction {
             Instruction::Label(kv) => Instruction::Label(kvs(kv)?),
             Instruction::Workdir(p) => Instruction::Workdir(word(p)?),
             Instruction::User(u) => Instruction::User(word(u)?),
-            Instruction::Stopsignal(s) => Instruction::Stopsignal(word(s)?),
+            Instruction::Stopsignal(s) => {
+                let signal = word(s)?;
+                parse_stop_signal(&signal)?;
+                Instruction::Stopsignal(signal)
+            }
             Instruction::Volume(v) => Instruction::Volume(words(v)?),
             Instruction::Expose(ports) => {
                 let mut out = Vec::new();

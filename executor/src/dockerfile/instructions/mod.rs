@@ -12,6 +12,8 @@ pub mod duration;
 mod expand;
 pub mod flags;
 pub mod mount;
+pub mod run;
+pub mod signal;
 
 use std::time::Duration;
 
@@ -20,8 +22,10 @@ pub use device::{DeviceSpecError, RunDevice};
 pub use duration::DurationError;
 pub use expand::InstructionExpandError;
 pub use mount::{CacheSharing, CsvError, MountKind, MountSpecError, RunMount};
+pub use run::RunOptionError;
+pub use signal::{parse_stop_signal, InvalidSignal};
 
-use self::arguments::{key_values, parse_mount_at_parse_time, sources_and_dest};
+use self::arguments::{key_values, sources_and_dest};
 use self::flags::{parse_flags, FlagKind, FlagValues};
 use super::ast::{Document, Heredoc, Node};
 use super::source::{DockerfileError, Position, Source};
@@ -45,6 +49,8 @@ pub struct Stage {
     pub platform: Option<String>,
     pub commands: Vec<Command>,
     pub position: Position,
+    /// The last line of the FROM instruction (continuations included).
+    pub end_line: usize,
     /// The FROM line, trimmed.
     pub original: String,
     /// The text of a `# <name> <description>` comment right above the FROM.
@@ -276,9 +282,11 @@ pub fn parse_document(doc: &Document) -> Result<Parsed, DockerfileError> {
                 None => match c.instruction {
                     Instruction::Arg(a) => meta_args.push(a),
                     _ => {
-                        return Err(doc
-                            .source
-                            .error(node.start, "no build stage in current context"))
+                        return Err(doc.source.error_spanning(
+                            node.start,
+                            node.end_line,
+                            "no build stage in current context",
+                        ))
                     }
                 },
             },
@@ -309,7 +317,7 @@ fn doc_comment(comments: &[String], name: &str) -> Option<String> {
 }
 
 fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, DockerfileError> {
-    let err = |msg: String| source.error(node.start, msg);
+    let err = |msg: String| source.error_spanning(node.start, node.end_line, msg);
     let args = &node.args;
     let flags = |known: &[(&'static str, FlagKind)]| parse_flags(source, node, known);
     let command = |instruction: Instruction| {
@@ -368,6 +376,7 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                 platform: f.string("platform"),
                 commands: Vec::new(),
                 position: node.start,
+                end_line: node.end_line,
                 original: node.original.trim().to_string(),
             })
         }
@@ -518,48 +527,9 @@ fn parse_node(source: &Source, escape: char, node: &Node) -> Result<Parsed1, Doc
                 ("security", FlagKind::String),
                 ("device", FlagKind::Strings),
             ])?;
-            let network = match f.string("network").as_deref() {
-                None | Some("default") => NetworkMode::Default,
-                Some("none") => NetworkMode::None,
-                Some("host") => NetworkMode::Host,
-                Some(other) => {
-                    return Err(err(format!(
-                        "invalid network mode {}",
-                        super::dump::go_quote(other)
-                    )))
-                }
-            };
-            let security = match f.string("security").as_deref() {
-                None | Some("sandbox") => SecurityMode::Sandbox,
-                Some("insecure") => SecurityMode::Insecure,
-                Some(other) => {
-                    return Err(err(format!(
-                        "security {} is not valid",
-                        super::dump::go_quote(other)
-                    )))
-                }
-            };
-            let mount_specs = f.list("mount");
-            let mounts = mount_specs
-                .iter()
-                .map(|spec| parse_mount_at_parse_time(spec, escape))
-                .collect::<Result<Vec<_>, _>>()
+            let run = run::run_command(node, &f, escape, shell_or_exec(false))
                 .map_err(|e| err(e.to_string()))?;
-            let devices = f
-                .list("device")
-                .iter()
-                .map(|spec| device::parse_device(spec))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err(e.to_string()))?;
-            command(Instruction::Run(RunCommand {
-                command: shell_or_exec(false),
-                heredocs: node.heredocs.clone(),
-                mounts,
-                mount_specs,
-                network,
-                security,
-                devices,
-            }))
+            command(Instruction::Run(run))
         }
         "cmd" => {
             flags(&[])?;
@@ -641,7 +611,7 @@ fn strip_onbuild_prefix(original: &str) -> &str {
 }
 
 fn healthcheck(source: &Source, node: &Node) -> Result<HealthcheckCommand, DockerfileError> {
-    let err = |msg: String| source.error(node.start, msg);
+    let err = |msg: String| source.error_spanning(node.start, node.end_line, msg);
     let kind = node.args[0].to_uppercase();
     let rest = &node.args[1..];
     if kind == "NONE" {

@@ -131,6 +131,37 @@ impl std::fmt::Display for DidYouMean {
     }
 }
 
+/// For a value outside a small fixed set: BuildKit's ` (did you mean …?)` when some
+/// option is close, else the whole set, ` (allowed: a, b, c)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuggestOrAllowed {
+    pub closest: DidYouMean,
+    pub allowed: &'static [&'static str],
+}
+
+impl SuggestOrAllowed {
+    pub(crate) fn of(value: &str, allowed: &'static [&'static str]) -> Self {
+        SuggestOrAllowed {
+            closest: DidYouMean::of(value, allowed),
+            allowed,
+        }
+    }
+}
+
+impl std::fmt::Display for SuggestOrAllowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.closest.0 {
+            Some(_) => self.closest.fmt(f),
+            None => write!(f, " (allowed: {})", self.allowed.join(", ")),
+        }
+    }
+}
+
+/// The values of `type=`.
+pub const MOUNT_TYPES: &[&str] = &["bind", "cache", "tmpfs", "secret", "ssh"];
+/// The values of `sharing=`.
+pub const SHARING_MODES: &[&str] = &["shared", "private", "locked"];
+
 /// A CSV record that does not split (Go's `encoding/csv` messages).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CsvError {
@@ -158,12 +189,12 @@ pub enum MountSpecError {
     #[error("unsupported mount type {}{suggestion}", go_quote(.value))]
     UnsupportedType {
         value: String,
-        suggestion: DidYouMean,
+        suggestion: SuggestOrAllowed,
     },
     #[error("unsupported sharing value {}{suggestion}", go_quote(.value))]
     UnsupportedSharing {
         value: String,
-        suggestion: DidYouMean,
+        suggestion: SuggestOrAllowed,
     },
     #[error("invalid value {value} for {key}")]
     InvalidNumber { key: &'static str, value: String },
@@ -270,10 +301,7 @@ pub fn parse_mount(
                     "ssh" => MountKind::Ssh,
                     _ => {
                         return Err(MountSpecError::UnsupportedType {
-                            suggestion: DidYouMean::of(
-                                &value,
-                                &["bind", "cache", "tmpfs", "secret", "ssh"],
-                            ),
+                            suggestion: SuggestOrAllowed::of(&value, MOUNT_TYPES),
                             value,
                         })
                     }
@@ -317,7 +345,7 @@ pub fn parse_mount(
                     "locked" => CacheSharing::Locked,
                     _ => {
                         return Err(MountSpecError::UnsupportedSharing {
-                            suggestion: DidYouMean::of(&value, &["shared", "private", "locked"]),
+                            suggestion: SuggestOrAllowed::of(&value, SHARING_MODES),
                             value,
                         })
                     }
@@ -564,7 +592,17 @@ mod tests {
             full("type=cache,target=/a,sharing=x")
                 .unwrap_err()
                 .to_string(),
-            "unsupported sharing value \"x\""
+            "unsupported sharing value \"x\" (allowed: shared, private, locked)"
+        );
+        assert_eq!(
+            full("type=cache,target=/a,sharing=privat")
+                .unwrap_err()
+                .to_string(),
+            "unsupported sharing value \"privat\" (did you mean private?)"
+        );
+        assert_eq!(
+            full("type=overlay,target=/a").unwrap_err().to_string(),
+            "unsupported mount type \"overlay\" (allowed: bind, cache, tmpfs, secret, ssh)"
         );
         assert_eq!(
             full("type=secret,id=a,from=b").unwrap_err().to_string(),

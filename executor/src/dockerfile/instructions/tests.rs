@@ -232,11 +232,19 @@ fn run_flags_and_mounts() {
     assert_eq!(r.command, ShellOrExec::Shell("echo hi".into()));
     assert_eq!(
         err("FROM x\nRUN --network=bridge true\n"),
-        "invalid network mode \"bridge\""
+        "invalid network mode \"bridge\" (allowed: default, none, host)"
+    );
+    assert_eq!(
+        err("FROM x\nRUN --network=hots true\n"),
+        "invalid network mode \"hots\" (did you mean host?)"
     );
     assert_eq!(
         err("FROM x\nRUN --security=x true\n"),
-        "security \"x\" is not valid"
+        "security \"x\" is not valid (allowed: sandbox, insecure)"
+    );
+    assert_eq!(
+        err("FROM x\nRUN --security=insecur true\n"),
+        "security \"insecur\" is not valid (did you mean insecure?)"
     );
     assert_eq!(
         err("FROM x\nRUN --mount=typ=tmpfs,target=/t true\n"),
@@ -423,4 +431,26 @@ fn expansion_follows_buildkit_per_instruction() {
         panic!()
     };
     assert_eq!(c.inline_files[0].data, "Hello ${name}\n");
+}
+
+#[test]
+fn instruction_errors_frame_every_line_of_the_instruction() {
+    let doc = parse(
+        "Dockerfile",
+        b"FROM x\nRUN --mount=type=cache,target=/c \\\n    --network=bridge \\\n    true\nRUN ok\n",
+    )
+    .unwrap();
+    let e = parse_document(&doc).unwrap_err();
+    assert_eq!((e.position, e.end_line), (Position::new(2, 1), 4));
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Dockerfile:2:1: invalid network mode \"bridge\""),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "    2 | RUN --mount=type=cache,target=/c \\\n      | ^\n    3 |     --network=bridge \\\n    4 |     true"
+        ),
+        "{text}"
+    );
 }

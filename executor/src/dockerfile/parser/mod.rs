@@ -2,7 +2,10 @@
 //!
 //! - A UTF-8 BOM on the first line is dropped; lines end at `\n` (a trailing `\r` goes).
 //!   Invalid UTF-8 is read lossily (each bad sequence becomes U+FFFD).
-//! - Parser directives (`directives`) are recognised in the leading block only.
+//! - Parser directives (`directives`) are recognised in the leading block only. A
+//!   `syntax` naming another frontend than Dockerfile 1.x, or a malformed `check`, is an
+//!   error at its line (`directive_values`); the syntax is looked at before anything else,
+//!   as BuildKit picks the frontend before the file is parsed.
 //! - A line whose first non-blank character is `#` is a comment, also inside a
 //!   continuation. A line continues when it ends with the escape character (not doubled)
 //!   plus optional spaces/tabs; the next line is appended with no separator and keeps its
@@ -13,6 +16,7 @@
 //! - RUN, COPY and ADD (also under ONBUILD) may name heredocs (`heredoc`); their bodies
 //!   are the following lines up to each terminator.
 
+pub mod directive_values;
 mod directives;
 mod flags;
 mod heredoc;
@@ -85,6 +89,10 @@ impl Joined {
 /// Parses a Dockerfile named `name` (used in error messages) from its raw bytes.
 pub fn parse(name: &str, bytes: &[u8]) -> Result<Document, DockerfileError> {
     let source = Source::new(name, bytes);
+    if let Some(syntax) = detect_syntax(bytes) {
+        directive_values::check_syntax_reference(&syntax.reference)
+            .map_err(|e| source.error(Position::new(syntax.line.max(1), 1), e.to_string()))?;
+    }
     Parser::new(source, bytes).run()
 }
 
@@ -169,7 +177,11 @@ impl Parser {
                         }
                     }
                     "syntax" => self.directives.syntax = Some(value),
-                    _ => self.directives.check = Some(value),
+                    _ => {
+                        directive_values::parse_check_options(&value)
+                            .map_err(|e| self.error(line_no, 1, e.to_string()))?;
+                        self.directives.check = Some(value);
+                    }
                 }
                 Ok(true)
             }

@@ -152,3 +152,48 @@ proptest::proptest! {
         let _ = parse("Dockerfile", s.as_bytes());
     }
 }
+
+#[test]
+fn syntax_directive_must_name_the_dockerfile_1_frontend() {
+    for ok in [
+        "# syntax=docker/dockerfile:1\nFROM x\n",
+        "#syntax = docker.io/docker/dockerfile:1.7-labs\nFROM x\n",
+        "# escape=`\n# syntax=docker/dockerfile:labs opt=1\nFROM x\n",
+    ] {
+        doc(ok);
+    }
+    let e = err("# syntax=example.com/frontend:2\nFROM x\nFNTRYPOINT y\n");
+    assert_eq!(e.position, Position::new(1, 1));
+    assert!(
+        e.message
+            .starts_with("kiln cannot run external frontends: \"example.com/frontend:2\""),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("    1 | # syntax=example.com/frontend:2\n"),
+        "{e}"
+    );
+    // Found where BuildKit looks for it: after a shebang line, in `//` form.
+    assert_eq!(err("#!/bin/x\n# syntax=a/b\nFROM x\n").position.line, 2);
+    assert_eq!(err("//syntax=a/b\nFROM x\n").position.line, 1);
+    // A syntax line after the directive block is a comment.
+    doc("FROM x\n# syntax=a/b\n");
+}
+
+#[test]
+fn check_directive_is_read_and_malformed_values_refused() {
+    doc("# check=skip=JSONArgsRecommended,NoSuchRule;error=true\nFROM x\n");
+    doc("# check=skip=all\nFROM x\n");
+    let e = err("# syntax=docker/dockerfile:1\n# check=error=yes\nFROM x\n");
+    assert_eq!(e.position, Position::new(2, 1));
+    assert!(
+        e.message.starts_with("failed to parse check options: "),
+        "{e}"
+    );
+    let e = err("# check=skip\nFROM x\n");
+    assert_eq!(
+        e.message,
+        "failed to parse check options: invalid check option \"skip\""
+    );
+}
