@@ -189,13 +189,16 @@ impl<'a> StepContext<'a> {
         }
     }
 
-    /// A base image, resolved once per build.
+    /// A base image, resolved once per build; its import's `warnings` go to the first
+    /// caller only.
     pub(crate) fn base(&self, reference: &str) -> Result<StageState, ResolveError> {
         if let Some(s) = self.bases().get(reference) {
             return Ok(s.clone());
         }
-        let st = self.base_images().resolve(reference)?;
+        let mut st = self.base_images().resolve(reference)?;
+        let warnings = std::mem::take(&mut st.warnings);
         self.bases().insert(reference.to_string(), st.clone());
+        st.warnings = warnings;
         Ok(st)
     }
 
