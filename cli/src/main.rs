@@ -9,6 +9,7 @@ mod debug;
 mod doctor;
 mod images;
 mod layer;
+mod render;
 mod root;
 mod run;
 

@@ -275,6 +275,19 @@ impl<'a> StepContext<'a> {
         node: &StageNode,
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<StageState, BuildError> {
+        on_event(Event::StageStarted {
+            id: self.step_id.fetch_add(1, Ordering::SeqCst) + 1,
+            stage: node.label.clone(),
+            base: match &node.base {
+                Base::Scratch => "scratch".to_string(),
+                Base::Image(r) => r.clone(),
+                Base::Stage(j) => graph
+                    .stages
+                    .get(j)
+                    .map_or(j.to_string(), |n| n.label.clone()),
+            },
+            total: node.steps.len(),
+        });
         let mut st = self.initial_state(node)?;
         let mut key = self.stage_key(node, &st);
         let total = node.steps.len();
