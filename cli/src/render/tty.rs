@@ -58,7 +58,8 @@ impl Tty {
 
     /// A finished step's line: `mark name … status`, fitted to the terminal's width.
     fn finished(&self, mark: String, name: &str, status: String) {
-        let width = usize::from(console::Term::stderr().size().1);
+        // The last column stays empty: a line that fills it wraps on some terminals.
+        let width = usize::from(console::Term::stderr().size().1).saturating_sub(1);
         self.println(finished_line(&mark, name, &status, width));
     }
 
