@@ -373,3 +373,43 @@ fn tty_view_in_tmux_shows_finished_steps_and_the_summary() {
     // Finished steps are single lines: their output is gone from the screen.
     assert!(!screen.contains("     second-stage"), "{screen}");
 }
+
+#[test]
+fn a_special_file_copy_skips_is_a_progress_warning_not_a_log_record() {
+    let Some((root, ctx)) = fixture("FROM scratch\nCOPY rootfs/ /\nCOPY . /ctx/\n") else {
+        return;
+    };
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        ctx.path().join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+    let b = build(root.path(), ctx.path(), &["--progress=plain"]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let warnings: Vec<&str> = b
+        .stderr
+        .lines()
+        .filter(|l| l.contains("special file"))
+        .collect();
+    assert_eq!(
+        warnings,
+        ["WARN: COPY skipped 1 special file (FIFOs, sockets and devices are not copied): /ctx/pipe"],
+        "{}",
+        b.stderr
+    );
+    // The same warning, as JSON, in a rawjson build (a fresh root: nothing cached).
+    let fresh = tempfile::tempdir().expect("root");
+    let b = build(fresh.path(), ctx.path(), &["--progress=rawjson"]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert!(
+        json_lines(&b.stderr).iter().any(|v| v["type"] == "warning"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with(": /ctx/pipe"))),
+        "{}",
+        b.stderr
+    );
+}

@@ -327,9 +327,8 @@ impl<'a> StepContext<'a> {
                         StepOp::Workdir(w) => {
                             meta::workdir(self, &mut st, w).map_err(|e| self.fail(pos, e))?
                         }
-                        StepOp::Copy(op) => {
-                            copy::run(self, &mut st, op, id).map_err(|e| self.fail(pos, e))?
-                        }
+                        StepOp::Copy(op) => copy::run(self, &mut st, op, id, on_event)
+                            .map_err(|e| self.fail(pos, e))?,
                         StepOp::Run(op) => run::run(self, &mut st, step, op, id, on_event)?,
                     };
                     if let (Some(k), true) = (&step_key, filesystem) {

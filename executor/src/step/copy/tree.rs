@@ -254,8 +254,9 @@ fn walk(
     Ok(())
 }
 
-/// Runs `req` into the stage root `root`.
-pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
+/// Runs `req` into the stage root `root`; the special files (FIFOs, sockets, devices)
+/// it skipped, by their destination path.
+pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<Vec<String>, CopyError> {
     let dest_root = RootDir::open(root)?;
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
@@ -269,8 +270,9 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         matches.extend(expand_source(&req.src_root, s, req)?);
     }
     let count = matches.len() + req.inline.len();
+    let mut skipped = Vec::new();
     if count == 0 {
-        return Ok(());
+        return Ok(skipped);
     }
     let dest_is_dir = dest_is_dir_syntax || dest.is_empty() || dest_root.is_dir(&dest);
     if count > 1 && !dest_is_dir {
@@ -291,7 +293,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             let t = clean(&target);
             let fd = dest_root.mkdir_all(&t, dir_owner)?;
             apply_meta(&fd, None, &md, req)?;
-            copy_tree(&dest_root, &src, &t, req, rel)?;
+            copy_tree(&dest_root, &src, &t, req, rel, &mut skipped)?;
         } else {
             let target = if req.parents {
                 format!("{dest}/{rel}")
@@ -300,7 +302,15 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             } else {
                 dest.clone()
             };
-            copy_entry(&dest_root, &src, &clean(&target), &md, req, dir_owner)?;
+            copy_entry(
+                &dest_root,
+                &src,
+                &clean(&target),
+                &md,
+                req,
+                dir_owner,
+                &mut skipped,
+            )?;
         }
     }
     for f in &req.inline {
@@ -333,7 +343,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
             .map_err(errno(format!("chmod /{target}")))?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// The compression of a local archive ADD unpacks, by magic bytes; `None`: not an archive.
@@ -420,6 +430,7 @@ fn copy_tree(
     dest: &str,
     req: &CopyRequest,
     src_rel: &str,
+    skipped: &mut Vec<String>,
 ) -> Result<(), CopyError> {
     let dir_owner = req.chown.unwrap_or((0, 0));
     let mut result = Ok(());
@@ -441,7 +452,15 @@ fn copy_tree(
                 .mkdir_all(&target, dir_owner)
                 .and_then(|fd| apply_meta(&fd, None, md, req))
         } else {
-            copy_entry(dest_root, &src_dir.join(rel), &target, md, req, dir_owner)
+            copy_entry(
+                dest_root,
+                &src_dir.join(rel),
+                &target,
+                md,
+                req,
+                dir_owner,
+                skipped,
+            )
         };
         if let Err(e) = r {
             result = Err(e);
@@ -452,7 +471,8 @@ fn copy_tree(
     result
 }
 
-/// Copies one non-directory entry to `target` (relative to the root).
+/// Copies one non-directory entry to `target` (relative to the root); a special file is
+/// not copied but added to `skipped`.
 fn copy_entry(
     dest_root: &RootDir,
     src: &Path,
@@ -460,6 +480,7 @@ fn copy_entry(
     md: &fs::Metadata,
     req: &CopyRequest,
     dir_owner: (u32, u32),
+    skipped: &mut Vec<String>,
 ) -> Result<(), CopyError> {
     let (parent, name) = split(target);
     let pfd = dest_root.mkdir_all(parent, dir_owner)?;
@@ -497,7 +518,7 @@ fn copy_entry(
     }
     if !ft.is_file() {
         // FIFOs, sockets and devices are not copied (BuildKit copies FIFOs; rare in contexts).
-        tracing::warn!(path = %src.display(), "skipping a special file in COPY");
+        skipped.push(format!("/{target}"));
         return Ok(());
     }
     let mut input = fs::File::open(src).map_err(io_err(format!("opening {}", src.display())))?;
