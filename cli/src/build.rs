@@ -5,7 +5,7 @@
 //! and mounts live and die with the process.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +15,7 @@ use kiln_executor::sandbox::userns;
 use kiln_executor::{BackendChoice, BuildOptions, Event, NamedContext, Output};
 
 use crate::args::{key_value, Compression};
+use crate::render::{Outcome, ProgressMode};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -62,9 +63,13 @@ pub struct BuildArgs {
     /// or /var/lib/kiln for root).
     #[arg(long, env = "KILN_ROOT")]
     root: Option<PathBuf>,
-    /// Print only the image id.
+    /// Print only the image id (`--progress=quiet`).
     #[arg(short, long)]
     quiet: bool,
+    /// How progress is shown: auto (tty on a terminal outside CI, else plain), tty,
+    /// plain, rawjson (one JSON object per line) or quiet.
+    #[arg(long, value_enum, value_name = "MODE")]
+    progress: Option<ProgressMode>,
     /// Run every step, reusing nothing from the build cache.
     #[arg(long)]
     no_cache: bool,
@@ -96,6 +101,7 @@ pub struct BuildArgs {
 
 /// Runs `kiln build`; returns the process exit code.
 pub fn run(args: BuildArgs) -> Result<i32> {
+    let mode = progress_mode(args.quiet, args.progress);
     let Some(mapping) = userns::build_namespace() else {
         if !args.context.is_dir() {
             bail!("context {}: not a directory", args.context.display());
@@ -251,84 +257,24 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     };
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("creating {}", opts.root.display()))?;
-    let quiet = args.quiet;
-    let mut err = std::io::stderr();
-    let mut at_line_start: BTreeMap<usize, bool> = BTreeMap::new();
-    let mut render = |e: Event| {
-        if quiet {
-            if let Event::Warning(w) = &e {
-                let _ = writeln!(err, "WARNING: {w}");
-            }
-            return;
-        }
-        let _ = match e {
-            Event::Warning(w) => writeln!(err, "WARNING: {w}"),
-            Event::StepStarted {
-                id,
-                stage,
-                index,
-                total,
-                text,
-            } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
-            Event::Output { id, bytes } => {
-                let start = at_line_start.entry(id).or_insert(true);
-                let mut out = String::new();
-                for ch in String::from_utf8_lossy(&bytes).chars() {
-                    if *start {
-                        out.push_str(&format!("#{id} "));
-                        *start = false;
-                    }
-                    out.push(ch);
-                    if ch == '\n' {
-                        *start = true;
-                    }
-                }
-                write!(err, "{out}")
-            }
-            Event::StepDone {
-                id,
-                layer,
-                seconds,
-                cached,
-                ..
-            } => {
-                if !at_line_start.get(&id).copied().unwrap_or(true) {
-                    let _ = writeln!(err);
-                }
-                match layer {
-                    _ if cached => writeln!(err, "#{id} CACHED"),
-                    Some(l) => writeln!(err, "#{id} DONE {seconds:.1}s (layer {})", short(&l)),
-                    None => writeln!(err, "#{id} DONE {seconds:.1}s"),
-                }
-            }
-            Event::ImageWritten {
-                manifest,
-                config,
-                tags,
-            } => {
-                let _ = writeln!(err, "writing image {config} (manifest {manifest})");
-                if tags.is_empty() {
-                    Ok(())
-                } else {
-                    writeln!(err, "naming to {}", tags.join(", "))
-                }
-            }
-            Event::Exported(what) => writeln!(err, "exported {what}"),
-            Event::Snapshotter { kind, reason } => writeln!(err, "snapshotter: {kind} ({reason})"),
-        };
-    };
+    let mut progress = crate::render::progress(mode);
     let build = kiln_executor::Build::new(opts);
     let interrupts = crate::signals::Interrupts::install(&build.cancel_token())
         .context("installing the Ctrl-C handler")?;
-    let outcome = build.run(&mut render);
+    let outcome = build.run(&mut |e: Event| progress.event(e));
     if let Some(code) = interrupts.exit_code() {
-        eprintln!("error: the build was interrupted; nothing was tagged");
+        progress.finish(Outcome::Failed(
+            "the build was interrupted; nothing was tagged",
+        ));
         return Ok(code);
     }
     let result = match outcome {
-        Ok(r) => r,
+        Ok(r) => {
+            progress.finish(Outcome::Built);
+            r
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            progress.finish(Outcome::Failed(&e.to_string()));
             return Ok(1);
         }
     };
@@ -345,13 +291,25 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         std::fs::write(f, &result.config_digest)
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    if quiet {
+    if mode == ProgressMode::Quiet {
         println!("{}", result.config_digest);
     }
     Ok(0)
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.trim_start_matches("sha256:");
-    &hex[..hex.len().min(12)]
+/// The progress mode `-q` and `--progress` ask for, `auto` resolved; `-q` with another
+/// mode than quiet is a usage error (exit 2).
+fn progress_mode(quiet: bool, progress: Option<ProgressMode>) -> ProgressMode {
+    match (quiet, progress) {
+        (true, Some(p)) if p != ProgressMode::Quiet => clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            "-q/--quiet cannot be used with --progress other than quiet\n",
+        )
+        .exit(),
+        (true, _) => ProgressMode::Quiet,
+        (false, p) => p.unwrap_or(ProgressMode::Auto).resolve(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("CI").is_some(),
+        ),
+    }
 }

@@ -10,6 +10,7 @@ mod doctor;
 mod images;
 mod layer;
 mod prune;
+mod render;
 mod root;
 mod run;
 mod signals;
@@ -25,6 +26,10 @@ use clap::{Parser, Subcommand};
     about = "Rootless, daemonless Dockerfile builds"
 )]
 struct Cli {
+    /// Show kiln's logs in full (debug level); without it only errors are logged.
+    /// KILN_LOG or RUST_LOG (a tracing filter) override either.
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,12 +95,16 @@ enum BenchCommand {
     Snapshot(bench::SnapshotBench),
 }
 
-fn init_logging() {
+/// Logs go to standard error: errors only (what a user must know arrives as progress
+/// warnings), everything from debug level with `--debug`; KILN_LOG, then RUST_LOG,
+/// override.
+fn init_logging(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KILN_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(if debug { "debug" } else { "error" }));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -114,8 +123,8 @@ fn main() -> ExitCode {
     if let Some(code) = kiln_executor::sandbox::helper_main(&args) {
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
-    init_logging();
     let cli = Cli::parse();
+    init_logging(cli.debug);
     let result = match cli.command {
         Command::Build(args) => match build::run(*args) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),

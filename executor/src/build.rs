@@ -125,7 +125,10 @@ fn run(
         if env.contains_key(r) {
             continue;
         }
-        let st = cx.base(r).map_err(|e| cx.fail_at(s.position, e))?;
+        let mut st = cx.base(r).map_err(|e| cx.fail_at(s.position, e))?;
+        for w in std::mem::take(&mut st.warnings) {
+            on_event(Event::Warning(format!("{r}: {w}")));
+        }
         let parsed = crate::graph::onbuild::parse_triggers(
             &st.config.config.on_build,
             r,

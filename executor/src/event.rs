@@ -5,7 +5,18 @@
 pub enum Event {
     /// Something the user should know (shown once).
     Warning(String),
-    /// A step starts: `id` numbers steps across the build.
+    /// A stage starts (before its first step): `id` numbers it among the steps, as
+    /// BuildKit numbers a stage's FROM; `base` is what it starts from, expanded
+    /// (`scratch`, an image reference, or an earlier stage's name); `total` counts its
+    /// steps after FROM, as [`Event::StepStarted`]'s `total` does.
+    StageStarted {
+        id: usize,
+        stage: String,
+        base: String,
+        total: usize,
+    },
+    /// A step starts: `id` numbers steps across the build; `index` (from 1) and `total`
+    /// count the stage's steps after FROM.
     StepStarted {
         id: usize,
         stage: String,

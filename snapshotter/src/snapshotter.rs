@@ -16,7 +16,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::apply::{apply_layer, ApplyError, ApplyOptions};
+use crate::apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
 use crate::backend::choice::{self, BackendChoice, BackendKind};
 use crate::backend::{Backend, BackendError, MountGuard, ProbeError};
 use crate::diff::{DiffError, DiffOptions};
@@ -267,17 +267,19 @@ impl Snapshotter {
     }
 
     /// Applies a base-image layer (`blob`: plain, gzip or zstd tar) on `parent` as a
-    /// committed snapshot; when that snapshot exists already, nothing is read.
+    /// committed snapshot, with what applying did (its `warnings`: what was skipped or
+    /// not kept, for the user); when that snapshot exists already, nothing is read and
+    /// the stats are empty.
     pub fn apply_layer(
         &self,
         parent: Option<&ChainId>,
         layer_digest: &str,
         blob: impl Read,
-    ) -> Result<ChainId, SnapshotterError> {
-        let (committed, _) =
+    ) -> Result<(ChainId, ApplyStats), SnapshotterError> {
+        let (committed, stats) =
             self.store
                 .apply(parent, layer_digest, blob, &ApplyOptions::default())?;
-        Ok(committed.id)
+        Ok((committed.id, stats))
     }
 
     /// Whether snapshot `id` is committed.

@@ -158,12 +158,13 @@ fn exercise(choice: BackendChoice, scratch: &Path) -> Outcome {
     // tree; applying it again reads nothing.
     let other = Snapshotter::open(&scratch.join("other"), choice, scratch).unwrap();
     let blob = fs::File::open(&c1.layer.path).unwrap();
-    let id = other.apply_layer(None, &c1.layer.digest, blob).unwrap();
+    let (id, _) = other.apply_layer(None, &c1.layer.digest, blob).unwrap();
     assert_eq!(id, c1.chain);
-    let again = other
+    let (again, stats) = other
         .apply_layer(None, &c1.layer.digest, std::io::empty())
         .unwrap();
     assert_eq!(again, id);
+    assert!(stats.warnings.is_empty());
     let v = other.view(Some(&id)).unwrap();
     assert_eq!(tree(v.root()), out.trees[0]);
     drop(v);

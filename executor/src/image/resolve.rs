@@ -171,13 +171,19 @@ pub fn import_image(
             digest: digest.clone(),
             source,
         })?;
-        let id = snapshots
+        let (id, stats) = snapshots
             .apply_layer(st.chain.as_ref(), &digest, std::io::BufReader::new(f))
             .map_err(|e| ResolveError::Apply {
                 digest: digest.clone(),
                 source: Box::new(e),
             })?;
         st.chain = Some(id);
+        st.warnings.extend(
+            stats
+                .warnings
+                .into_iter()
+                .map(|w| format!("base image layer {}: {w}", short_digest(&digest))),
+        );
         st.layers.push(LayerRef {
             digest,
             diff_id,
@@ -186,4 +192,10 @@ pub fn import_image(
         });
     }
     Ok(st)
+}
+
+/// A digest's first 12 hex digits (how warnings name a layer).
+fn short_digest(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    hex.get(..12).unwrap_or(hex)
 }

@@ -24,6 +24,9 @@ pub struct StageState {
     pub cmd_set: bool,
     /// The build-cache key of this state (the last step's, or the base's).
     pub key: Option<crate::cache::StepKey>,
+    /// What importing the base image found the user should know (skipped device
+    /// nodes, ownership not kept, …); taken by whoever reports it.
+    pub warnings: Vec<String>,
 }
 
 impl StageState {

@@ -212,13 +212,16 @@ impl<'a> StepContext<'a> {
         }
     }
 
-    /// A base image, resolved once per build.
+    /// A base image, resolved once per build; its import's `warnings` go to the first
+    /// caller only.
     pub(crate) fn base(&self, reference: &str) -> Result<StageState, ResolveError> {
         if let Some(s) = self.bases().get(reference) {
             return Ok(s.clone());
         }
-        let st = self.base_images().resolve(reference)?;
+        let mut st = self.base_images().resolve(reference)?;
+        let warnings = std::mem::take(&mut st.warnings);
         self.bases().insert(reference.to_string(), st.clone());
+        st.warnings = warnings;
         Ok(st)
     }
 
@@ -295,6 +298,19 @@ impl<'a> StepContext<'a> {
         node: &StageNode,
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<StageState, BuildError> {
+        on_event(Event::StageStarted {
+            id: self.step_id.fetch_add(1, Ordering::SeqCst) + 1,
+            stage: node.label.clone(),
+            base: match &node.base {
+                Base::Scratch => "scratch".to_string(),
+                Base::Image(r) => r.clone(),
+                Base::Stage(j) => graph
+                    .stages
+                    .get(j)
+                    .map_or(j.to_string(), |n| n.label.clone()),
+            },
+            total: node.steps.len(),
+        });
         let mut st = self.initial_state(node)?;
         let mut key = self.stage_key(node, &st);
         let total = node.steps.len();
@@ -338,9 +354,8 @@ impl<'a> StepContext<'a> {
                         StepOp::Workdir(w) => {
                             meta::workdir(self, &mut st, w).map_err(|e| self.fail(pos, e))?
                         }
-                        StepOp::Copy(op) => {
-                            copy::run(self, &mut st, op, id).map_err(|e| self.fail(pos, e))?
-                        }
+                        StepOp::Copy(op) => copy::run(self, &mut st, op, id, on_event)
+                            .map_err(|e| self.fail(pos, e))?,
                         StepOp::Run(op) => run::run(self, &mut st, step, op, id, on_event)?,
                     };
                     if let (Some(k), true) = (&step_key, filesystem) {

@@ -88,7 +88,8 @@ pub struct ApplyStats {
     pub entries: u64,
     /// Bytes of file content written.
     pub bytes: u64,
-    /// One line per kind of thing that was skipped.
+    /// One line per kind of thing that was skipped or not kept (for the caller to show
+    /// the user; the library prints nothing).
     pub warnings: Vec<String>,
 }
 
@@ -318,7 +319,7 @@ fn set_mtime(dir: impl AsFd, name: &[u8], mtime: u64) -> Result<(), Errno> {
 impl Applier<'_> {
     fn warn_once(&mut self, kind: &'static str, message: String) {
         if self.warned.insert(kind) {
-            tracing::warn!("{message}");
+            tracing::debug!("{message}");
             self.stats.warnings.push(message);
         }
     }

@@ -14,6 +14,7 @@ use tree::{copy_into, extract_into, CopyRequest, InlineSource};
 use super::{owner_in, StepContext};
 use crate::dockerfile::chmod::Chmod;
 use crate::error::StepError;
+use crate::event::Event;
 use crate::graph::CopyOp;
 use crate::image::state::StageState;
 
@@ -23,6 +24,7 @@ pub(super) fn run(
     st: &mut StageState,
     op: &CopyOp,
     id: usize,
+    on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Option<String>, StepError> {
     let from = match &op.from {
         Some(input) => Some(cx.view_of(input)?),
@@ -99,17 +101,18 @@ pub(super) fn run(
             ..req.clone()
         })
         .collect();
+    let mut skipped = Vec::new();
     let layer = cx.fs_step(st, |root| {
         if let Some(c) = &op.chown {
             req.chown = Some(owner_in(root, c)?);
         }
         if !req.sources.is_empty() || !req.inline.is_empty() {
-            copy_into(root, &req)?;
+            skipped.extend(copy_into(root, &req)?);
         }
         for x in &extra {
             let mut x = x.clone();
             x.chown = req.chown;
-            copy_into(root, &x)?;
+            skipped.extend(copy_into(root, &x)?);
         }
         for a in &archives {
             extract_into(root, a, &req.dest, &req.workdir, req.chown)?;
@@ -117,6 +120,46 @@ pub(super) fn run(
         Ok(())
     })?;
     drop(from);
+    if !skipped.is_empty() {
+        on_event(Event::Warning(special_files_skipped(&skipped)));
+    }
     cx.history(st, format!("{} # buildkit", op.history), layer.is_some());
     Ok(layer)
+}
+
+/// The warning for device nodes a COPY could not make (no CAP_MKNOD here): how many, and
+/// the first few.
+fn special_files_skipped(paths: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut names = paths
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if paths.len() > SHOWN {
+        names.push_str(&format!(" and {} more", paths.len() - SHOWN));
+    }
+    format!(
+        "COPY skipped {} device node{} (creating device nodes is not permitted here): {names}",
+        paths.len(),
+        if paths.len() == 1 { "" } else { "s" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::special_files_skipped;
+
+    #[test]
+    fn the_skip_warning_names_the_first_files_and_counts_the_rest() {
+        assert_eq!(
+            special_files_skipped(&["/a/fifo".into()]),
+            "COPY skipped 1 device node (creating device nodes is not permitted here): /a/fifo"
+        );
+        let many: Vec<String> = (1..=5).map(|i| format!("/s{i}")).collect();
+        assert!(special_files_skipped(&many).ends_with(
+            "5 device nodes (creating device nodes is not permitted here): /s1, /s2, /s3 and 2 more"
+        ));
+    }
 }

@@ -300,8 +300,9 @@ fn walk(
     Ok(())
 }
 
-/// Runs `req` into the stage root `root`.
-pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
+/// Runs `req` into the stage root `root`; the device nodes it could not make, by their
+/// destination path.
+pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<Vec<String>, CopyError> {
     let dest_root = RootDir::open(root)?;
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
@@ -315,8 +316,9 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         matches.extend(expand_source(&req.src_root, s, req)?);
     }
     let count = matches.len() + req.inline.len();
+    let mut skipped = Vec::new();
     if count == 0 {
-        return Ok(());
+        return Ok(skipped);
     }
     let dest_is_dir = dest_is_dir_syntax || dest.is_empty() || dest_root.is_dir(&dest);
     if count > 1 && !dest_is_dir {
@@ -342,7 +344,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             if !existed {
                 apply_meta(&fd, None, &md, req)?;
             }
-            copy_tree(&dest_root, &src, &t, req, rel)?;
+            copy_tree(&dest_root, &src, &t, req, rel, &mut skipped)?;
         } else {
             let target = if req.parents {
                 format!("{dest}/{rel}")
@@ -351,7 +353,15 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
             } else {
                 dest.clone()
             };
-            copy_entry(&dest_root, &src, &clean(&target), &md, req, new_dirs)?;
+            copy_entry(
+                &dest_root,
+                &src,
+                &clean(&target),
+                &md,
+                req,
+                new_dirs,
+                &mut skipped,
+            )?;
         }
     }
     for f in &req.inline {
@@ -384,7 +394,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<(), CopyError> {
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
             .map_err(errno(format!("chmod /{target}")))?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// The compression of a local archive ADD unpacks, by magic bytes; `None`: not an archive.
@@ -487,6 +497,7 @@ fn copy_tree(
     dest: &str,
     req: &CopyRequest,
     src_rel: &str,
+    skipped: &mut Vec<String>,
 ) -> Result<(), CopyError> {
     let new_dirs = NewDirs::of(req);
     let mut result = Ok(());
@@ -508,7 +519,15 @@ fn copy_tree(
                 .mkdir_all(&target, new_dirs)
                 .and_then(|fd| apply_meta(&fd, None, md, req))
         } else {
-            copy_entry(dest_root, &src_dir.join(rel), &target, md, req, new_dirs)
+            copy_entry(
+                dest_root,
+                &src_dir.join(rel),
+                &target,
+                md,
+                req,
+                new_dirs,
+                skipped,
+            )
         };
         if let Err(e) = r {
             result = Err(e);
@@ -519,7 +538,8 @@ fn copy_tree(
     result
 }
 
-/// Copies one non-directory entry to `target` (relative to the root).
+/// Copies one non-directory entry to `target` (relative to the root); a device node kiln
+/// may not make is added to `skipped`.
 fn copy_entry(
     dest_root: &RootDir,
     src: &Path,
@@ -527,6 +547,7 @@ fn copy_entry(
     md: &fs::Metadata,
     req: &CopyRequest,
     new_dirs: NewDirs,
+    skipped: &mut Vec<String>,
 ) -> Result<(), CopyError> {
     let (parent, name) = split(target);
     let pfd = dest_root.mkdir_all(parent, new_dirs)?;
@@ -563,7 +584,7 @@ fn copy_entry(
         return Ok(());
     }
     if !ft.is_file() {
-        return copy_special(&pfd, name, target, md, req);
+        return copy_special(&pfd, name, target, md, req, skipped);
     }
     let mut input = fs::File::open(src).map_err(io_err(format!("opening {}", src.display())))?;
     let fd = rustix::fs::openat(
@@ -587,6 +608,7 @@ fn copy_special(
     target: &str,
     md: &fs::Metadata,
     req: &CopyRequest,
+    skipped: &mut Vec<String>,
 ) -> Result<(), CopyError> {
     use std::os::unix::fs::FileTypeExt;
     let ft = md.file_type();
@@ -609,9 +631,7 @@ fn copy_special(
                 rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
             ) =>
         {
-            tracing::warn!(
-                "COPY: device node /{target} left out (creating it is not permitted here)"
-            );
+            skipped.push(format!("/{target}"));
             return Ok(());
         }
         Err(e) => return Err(errno(format!("creating /{target}"))(e)),
