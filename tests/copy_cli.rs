@@ -152,3 +152,66 @@ fn fifos_and_sockets_are_copied_without_hanging() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("specials-ok"), "{}", text(&o));
 }
+
+/// The manifest of the image `iid` names, from the root's OCI layout.
+fn last_layer(root: &Path, tag: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(tag))
+        })
+        .unwrap_or_else(|| panic!("no {tag} in {index}"))
+        .clone();
+    let digest = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("blobs/sha256").join(digest)).unwrap())
+            .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    layers[layers.len() - 1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn copy_link_makes_a_layer_independent_of_what_is_below() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ctx.path().join("app")).unwrap();
+    std::fs::write(ctx.path().join("app/main.sh"), "echo linked\n").unwrap();
+    let tagged = |tag: &str, before: &str| {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("{BUSYBOX_BASE}RUN {before}\nCOPY --link app/ /opt/app/\nRUN stat -c '%n %a %u:%g %s' /opt/app/main.sh\n"),
+        )
+        .unwrap();
+        Command::new(kiln_bin())
+            .args(["build", "-t", tag])
+            .arg(ctx.path())
+            .env("KILN_ROOT", root.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap()
+    };
+    let a = tagged("linked:a", "echo one > /one");
+    assert!(a.status.success(), "{}", text(&a));
+    assert!(
+        text(&a).contains("/opt/app/main.sh 644 0:0 12"),
+        "{}",
+        text(&a)
+    );
+    let b = tagged(
+        "linked:b",
+        "echo two > /two && mkdir -p /opt && chmod 700 /opt && touch -d @1600000000 /opt",
+    );
+    assert!(b.status.success(), "{}", text(&b));
+    // The --link layer is the same blob whatever came before it (the RUN after it makes
+    // no layer: it only reads).
+    assert_eq!(last_layer(root.path(), "a"), last_layer(root.path(), "b"));
+}

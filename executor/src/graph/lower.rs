@@ -138,6 +138,7 @@ fn lower_step(
                 parents: cp.parents,
                 checksum: None,
                 unpack: None,
+                link: cp.link,
                 history: copy_history(
                     "COPY",
                     cp.parents,
@@ -190,6 +191,7 @@ fn lower_step(
                 parents: false,
                 checksum: add.checksum.clone(),
                 unpack: add.unpack,
+                link: add.link,
                 history: copy_history(
                     "ADD",
                     false,

@@ -160,6 +160,9 @@ pub struct CopyOp {
     pub checksum: Option<String>,
     /// ADD `--unpack`: `Some(false)` keeps local archives packed.
     pub unpack: Option<bool>,
+    /// `--link`: the files form a layer of their own, made on an empty tree and put on
+    /// top of the stage (so it does not depend on what is below).
+    pub link: bool,
     /// The history entry's text, as BuildKit writes it.
     pub history: String,
 }

@@ -101,30 +101,79 @@ pub(super) fn run(
             ..req.clone()
         })
         .collect();
-    let mut skipped = Vec::new();
-    let layer = cx.fs_step(st, |root| {
-        if let Some(c) = &op.chown {
-            req.chown = Some(owner_in(root, c)?);
-        }
-        if !req.sources.is_empty() || !req.inline.is_empty() {
-            skipped.extend(copy_into(root, &req)?);
-        }
-        for x in &extra {
-            let mut x = x.clone();
-            x.chown = req.chown;
-            skipped.extend(copy_into(root, &x)?);
-        }
-        for a in &archives {
-            extract_into(root, a, &req.dest, &req.workdir, req.chown)?;
-        }
-        Ok(())
-    })?;
+    let mutate =
+        |root: &std::path::Path, owner_root: &std::path::Path| -> Result<Vec<String>, StepError> {
+            let mut req = req.clone();
+            if let Some(c) = &op.chown {
+                req.chown = Some(owner_in(owner_root, c)?);
+            }
+            let mut skipped: Vec<String> = Vec::new();
+            if !req.sources.is_empty() || !req.inline.is_empty() {
+                skipped.extend(copy_into(root, &req)?);
+            }
+            for x in &extra {
+                let mut x = x.clone();
+                x.chown = req.chown;
+                skipped.extend(copy_into(root, &x)?);
+            }
+            for a in &archives {
+                extract_into(root, a, &req.dest, &req.workdir, req.chown)?;
+            }
+            Ok(skipped)
+        };
+    let mut skipped: Vec<String> = Vec::new();
+    let layer = if op.link {
+        link(cx, st, |root, owner_root| {
+            skipped = mutate(root, owner_root)?;
+            Ok(())
+        })?
+    } else {
+        cx.fs_step(st, |root| {
+            skipped = mutate(root, root)?;
+            Ok(())
+        })?
+    };
     drop(from);
     if !skipped.is_empty() {
         on_event(Event::Warning(special_files_skipped(&skipped)));
     }
     cx.history(st, format!("{} # buildkit", op.history), layer.is_some());
     Ok(layer)
+}
+
+/// `--link`: the copy made on an empty tree and committed as a layer of its own, then
+/// that layer applied on top of the stage; names in `--chown` are looked up in the
+/// stage's `/etc`. The layer does not depend on what is below it.
+fn link(
+    cx: &StepContext<'_>,
+    st: &mut StageState,
+    f: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<(), StepError>,
+) -> Result<Option<String>, StepError> {
+    let below = cx.snapshots.view(st.chain.as_ref())?;
+    let active = cx.snapshots.prepare(None)?;
+    f(active.root(), below.root())?;
+    drop(below);
+    let Some(own) = cx.snapshots.commit(active, &cx.commit_options())? else {
+        return Ok(None);
+    };
+    let layer = own.layer;
+    let blob = std::fs::File::open(&layer.path)?;
+    let (chain, _) = cx.snapshots.apply_layer(
+        st.chain.as_ref(),
+        &layer.digest,
+        std::io::BufReader::new(blob),
+    )?;
+    let digest = layer.digest.clone();
+    st.push_cached(
+        Some(chain),
+        Some(crate::image::state::LayerRef {
+            digest: layer.digest,
+            diff_id: layer.diff_id,
+            size: layer.size,
+            media_type: layer.media_type.to_string(),
+        }),
+    );
+    Ok(Some(digest))
 }
 
 /// The warning for device nodes a COPY could not make (no CAP_MKNOD here): how many, and
