@@ -127,10 +127,21 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             Some(p.clone()),
         ),
         None => {
-            let p = context.join("Dockerfile");
+            // BuildKit's default name, else its lower-case form.
+            let upper = context.join("Dockerfile");
+            let lower = context.join("dockerfile");
+            let p = if !upper.exists() && lower.exists() {
+                lower
+            } else {
+                upper
+            };
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "Dockerfile".into());
             (
                 std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
-                "Dockerfile".to_string(),
+                name,
                 Some(p),
             )
         }
@@ -174,7 +185,13 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     for c in &args.build_contexts {
         let (name, value) = key_value(c, "--build-context")?;
         let ctx = if let Some(rest) = value.strip_prefix("oci-layout://") {
-            // PATH[:TAG] — the tag is after the last colon that follows the last slash.
+            // PATH[:TAG][@sha256:DIGEST] — the tag is after the last colon that follows
+            // the last slash.
+            let (rest, digest) = match rest.rsplit_once('@') {
+                Some((r, d)) if d.starts_with("sha256:") => (r, Some(d.to_string())),
+                Some(_) => bail!("--build-context {c}: a digest must be sha256:<hex>"),
+                None => (rest, None),
+            };
             let (path, tag) = match rest.rfind(':') {
                 Some(i) if !rest[i..].contains('/') => {
                     (&rest[..i], Some(rest[i + 1..].to_string()))
@@ -184,6 +201,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             NamedContext::OciLayout {
                 path: PathBuf::from(path),
                 tag,
+                digest,
             }
         } else if let Some(r) = value.strip_prefix("docker-image://") {
             NamedContext::Image(r.to_string())

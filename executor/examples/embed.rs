@@ -40,6 +40,7 @@ fn main() {
             NamedContext::OciLayout {
                 path: layout.into(),
                 tag: None,
+                digest: None,
             },
         );
     }

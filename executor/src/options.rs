@@ -17,8 +17,14 @@ use crate::snapshots::{BackendChoice, LayerCompression};
 pub enum NamedContext {
     /// A local directory (for COPY --from / bind mounts, or as a base filesystem).
     Dir(PathBuf),
-    /// An OCI image layout and the tag (or only image) in it.
-    OciLayout { path: PathBuf, tag: Option<String> },
+    /// An OCI image layout and the tag (or only image) in it; with `digest`
+    /// (`PATH@sha256:…`), the manifest or index of that digest (an index gives this
+    /// platform's manifest), which must match the tag's when both are given.
+    OciLayout {
+        path: PathBuf,
+        tag: Option<String>,
+        digest: Option<String>,
+    },
     /// Another image reference, looked up in the local store.
     Image(String),
 }

@@ -23,6 +23,21 @@ pub enum ResolveError {
     NotInStore { reference: String, root: PathBuf },
     #[error("{}: no image {} in this OCI layout", path.display(), tag.as_deref().unwrap_or("(give a tag: oci-layout://PATH:TAG)"))]
     NotInLayout { path: PathBuf, tag: Option<String> },
+    #[error("{}: {tag} is {found}, not {digest}", path.display())]
+    DigestMismatch {
+        path: PathBuf,
+        tag: String,
+        digest: String,
+        found: String,
+    },
+    #[error("{}: {digest} is neither an image manifest nor an index", path.display())]
+    NotAnImage { path: PathBuf, digest: String },
+    #[error("{}: the index {digest} has no manifest for {platform}", path.display())]
+    NoPlatform {
+        path: PathBuf,
+        digest: String,
+        platform: String,
+    },
     #[error(transparent)]
     ImageStore(#[from] ImageStoreError),
     #[error(transparent)]
@@ -90,15 +105,29 @@ impl BaseImages<'_> {
             .map(|(_, v)| v.clone());
         match named {
             Some(NamedContext::Dir(dir)) => self.dir_as_base(&dir),
-            Some(NamedContext::OciLayout { path, tag }) => {
+            Some(NamedContext::OciLayout { path, tag, digest }) => {
                 let layout = ImageStore::open(&path)?;
                 let index = layout.index()?;
-                let desc = match &tag {
+                let tagged = match &tag {
                     Some(t) => layout.resolve(t)?,
-                    None if index.manifests().len() == 1 => index.manifests().first().cloned(),
+                    None if index.manifests().len() == 1 && digest.is_none() => {
+                        index.manifests().first().cloned()
+                    }
                     None => None,
-                }
-                .ok_or(ResolveError::NotInLayout { path, tag })?;
+                };
+                let desc = match (&digest, tagged) {
+                    (Some(d), Some(t)) if t.digest().to_string() != *d => {
+                        return Err(ResolveError::DigestMismatch {
+                            path,
+                            tag: tag.unwrap_or_default(),
+                            digest: d.clone(),
+                            found: t.digest().to_string(),
+                        })
+                    }
+                    (Some(d), _) => self.by_digest(&layout, &path, d)?,
+                    (None, Some(t)) => t,
+                    (None, None) => return Err(ResolveError::NotInLayout { path, tag }),
+                };
                 import_image(self.snapshots, self.images, &layout, &desc)
             }
             Some(NamedContext::Image(r)) => self.resolve(&r),
@@ -113,6 +142,51 @@ impl BaseImages<'_> {
                 import_image(self.snapshots, self.images, self.images, &desc)
             }
         }
+    }
+
+    /// The manifest of `digest` in `layout`: the manifest itself, or this platform's
+    /// manifest when it is an index.
+    fn by_digest(
+        &self,
+        layout: &ImageStore,
+        path: &Path,
+        digest: &str,
+    ) -> Result<Descriptor, ResolveError> {
+        use oci_spec::image::{ImageIndex, MediaType};
+        let bytes = layout.read_blob(digest)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| ResolveError::NotAnImage {
+                path: path.to_path_buf(),
+                digest: digest.to_string(),
+            })?;
+        if value.get("manifests").is_none() {
+            return Ok(crate::store::descriptor(
+                MediaType::ImageManifest,
+                digest,
+                bytes.len() as u64,
+            )?);
+        }
+        let index = ImageIndex::from_reader(&bytes[..]).map_err(|_| ResolveError::NotAnImage {
+            path: path.to_path_buf(),
+            digest: digest.to_string(),
+        })?;
+        let want = &self.platform;
+        let manifests = index.manifests();
+        manifests
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == want.os
+                        && p.architecture().to_string() == want.architecture
+                })
+            })
+            .or_else(|| (manifests.len() == 1).then(|| &manifests[0]))
+            .cloned()
+            .ok_or_else(|| ResolveError::NoPlatform {
+                path: path.to_path_buf(),
+                digest: digest.to_string(),
+                platform: want.to_string(),
+            })
     }
 
     /// A directory as a one-layer base filesystem.
