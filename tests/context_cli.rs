@@ -142,3 +142,48 @@ fn oci_layout_contexts_by_digest() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("not sha256:"), "{}", text(&o));
 }
+
+#[test]
+fn onbuild_triggers_of_an_oci_layout_base_run_heredocs_and_copy_from_stages() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let layout = root.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("{BUSYBOX_BASE}ONBUILD RUN <<EOF\necho trigger-heredoc-ran\nEOF\nONBUILD COPY --from=helper /made /made\n"),
+    )
+    .unwrap();
+    let out = format!("type=oci,dest={}", layout.display());
+    let o = kiln(
+        root.path(),
+        &["build", "-o", &out, ctx.path().to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // `helper` is needed only by the image's trigger.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "{}RUN echo made-by-helper > /made\nFROM base\nRUN cat /made\n",
+            BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS helper", 1)
+        ),
+    )
+    .unwrap();
+    let arg = format!("base=oci-layout://{}", layout.display());
+    let o = kiln(
+        root.path(),
+        &[
+            "build",
+            "--no-cache",
+            "--build-context",
+            &arg,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("trigger-heredoc-ran") && t.contains("made-by-helper"),
+        "{t}"
+    );
+}

@@ -104,7 +104,7 @@ fn run(
         }
         plan_opts.target_platform = Some(p.clone());
     }
-    let plan = crate::plan::plan(&doc, &plan_opts)?;
+    let mut plan = crate::plan::plan(&doc, &plan_opts)?;
     if matches!(opts.mapping, IdMapping::Entered { single: true }) {
         on_event(Event::Warning(
             "kiln runs with the single id mapping (no subordinate ids for this user in /etc/subuid and /etc/subgid): \
@@ -137,6 +137,29 @@ fn run(
         )?;
         env.insert(r.clone(), st.config.env_pairs());
         triggers.insert(r.clone(), parsed);
+    }
+    // What the base images' triggers copy or mount from joins the plan.
+    let built_on_images: Vec<(usize, String)> = plan
+        .stages
+        .iter()
+        .filter(|s| s.needed)
+        .filter_map(|s| match &s.base {
+            Base::Image(r) => Some((s.index, r.clone())),
+            _ => None,
+        })
+        .collect();
+    for (i, r) in built_on_images {
+        if let Some(t) = triggers.get(&r) {
+            plan.add_trigger_dependencies(i, t, &doc.source)?;
+        }
+    }
+    // Stages that only triggers need may be built on images too.
+    for s in plan.stages.iter().filter(|s| s.needed) {
+        let Base::Image(r) = &s.base else { continue };
+        if !env.contains_key(r) {
+            let st = cx.base(r).map_err(|e| cx.fail_at(s.position, e))?;
+            env.insert(r.clone(), st.config.env_pairs());
+        }
     }
     let env_of = |r: &str| env.get(r).cloned().unwrap_or_default();
     let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();

@@ -180,6 +180,64 @@ impl StageGraph {
         levels
     }
 
+    /// Adds what the ONBUILD `triggers` of stage `stage`'s base image copy or mount from
+    /// (known only once the image is resolved): the stages they name become needed, and
+    /// `stage` depends on them, as BuildKit dispatches the triggers.
+    pub fn add_trigger_dependencies(
+        &mut self,
+        stage: usize,
+        triggers: &[Command],
+        source: &crate::dockerfile::Source,
+    ) -> Result<(), DockerfileError> {
+        let names: Vec<Option<String>> = self.stages.iter().map(|s| s.name.clone()).collect();
+        let lexer = Lexer::new(self.escape);
+        let mut deps = Vec::new();
+        for t in triggers {
+            command_dependencies(source, t, &names, &lexer, true, &mut deps)?;
+        }
+        if deps.is_empty() {
+            return Ok(());
+        }
+        let mut stack: Vec<usize> = deps
+            .iter()
+            .filter_map(|d| match d.target {
+                DependencyTarget::Stage(j) => Some(j),
+                DependencyTarget::Image(_) => None,
+            })
+            .collect();
+        self.stages[stage].dependencies.extend(deps);
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut self.stages[i].needed, true) {
+                continue;
+            }
+            stack.extend(self.stages[i].stage_dependencies());
+        }
+        // Levels again, in file order; a trigger may name a stage defined later, so
+        // repeat until nothing moves.
+        loop {
+            let mut moved = false;
+            for i in 0..self.stages.len() {
+                if !self.stages[i].needed {
+                    continue;
+                }
+                let level = self.stages[i]
+                    .stage_dependencies()
+                    .into_iter()
+                    .filter(|j| *j != i)
+                    .filter_map(|j| self.stages[j].level)
+                    .max()
+                    .map_or(0, |l| l + 1);
+                if self.stages[i].level != Some(level) {
+                    self.stages[i].level = Some(level);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
     /// Needed stages in an order where every stage comes after what it depends on.
     pub fn execution_order(&self) -> Vec<usize> {
         self.levels().into_iter().flatten().collect()
