@@ -74,6 +74,9 @@ fn conformance_root() -> Result<PathBuf, String> {
         })
 }
 
+/// How many cases BuildKit's data in `shared/conformance` gives today.
+const PINNED_CASES: usize = 290;
+
 #[test]
 fn buildkit_conformance() {
     let root = match conformance_root() {
@@ -103,6 +106,12 @@ fn buildkit_conformance() {
         failed.len()
     ));
     assert!(!results.is_empty(), "no conformance case ran");
+    // The data holds this many cases today: fewer means cases were lost, not passed.
+    assert!(
+        results.len() >= PINNED_CASES,
+        "only {} conformance cases ran (at least {PINNED_CASES} expected)",
+        results.len()
+    );
     assert!(
         failed.is_empty(),
         "{} conformance cases failed",

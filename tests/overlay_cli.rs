@@ -310,7 +310,7 @@ fn stacks_written_by_kernel_overlayfs_and_fuse_overlayfs_read_the_same() {
 #[test]
 fn podman_and_buildah_run_on_kiln_overlay_as_mount_program() {
     if !(real_root() && have("podman") && have("buildah")) {
-        println!("skipped: needs real root, podman and buildah");
+        kiln_tests::skipped("needs real root, podman and buildah");
         return;
     }
     let Some(ctx) = kiln_tests::busybox_context() else {

@@ -107,7 +107,7 @@ pub fn text(out: &Output) -> (String, String) {
 pub fn busybox_context() -> Option<tempfile::TempDir> {
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() {
-        println!("skipped: /bin/busybox missing (apt-get install busybox-static)");
+        skipped("/bin/busybox missing (apt-get install busybox-static)");
         assert!(
             std::env::var_os("CI").is_none(),
             "busybox-static missing under CI"
@@ -157,6 +157,12 @@ pub fn real_root() -> bool {
     kiln_executor::sandbox::userns::is_real_root()
 }
 
+/// Says on stderr, past the test harness's capture, that a test is skipped (and why).
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
 /// Whether `program` is on PATH; prints a visible "skipped" line when not, and fails
 /// under CI (where `.ci/run` installs every tool the tests use).
 pub fn have(program: &str) -> bool {
@@ -164,7 +170,7 @@ pub fn have(program: &str) -> bool {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false);
     if !found {
-        println!("skipped: {program} missing");
+        skipped(&format!("{program} missing"));
         assert!(
             std::env::var_os("CI").is_none(),
             "{program} missing under CI"

@@ -38,7 +38,7 @@ pub enum MountError {
         #[source]
         source: kiln_snapshotter::SnapshotterError,
     },
-    #[error("secret {id:?} is required but was not given (pass --secret id={id},src=FILE or id={id},env=VAR)")]
+    #[error("secret {id}: not found (pass --secret id={id},src=FILE or id={id},env=VAR)")]
     MissingSecret { id: String },
     #[error("ssh agent {id:?} is required but was not given (pass --ssh {id}[=SOCKET])")]
     MissingSsh { id: String },
