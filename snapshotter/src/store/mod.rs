@@ -13,7 +13,7 @@
 //! `snapshots/`, so a crash leaves either nothing or a whole snapshot; leftovers of dead
 //! processes in `work/` (and unfinished `snapshots/.tmp-*`) are removed when a store is
 //! opened. Active snapshots are created, committed and removed under the lock, so that
-//! sweep never sees one half made. What collection needs (the lease, listing) is in [`gc`].
+//! sweep never sees one half made. What collection needs (the lease, listing) is in `gc`.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -90,7 +90,7 @@ mod gc;
 pub use gc::{Lease, SnapshotEntry};
 
 /// An open store. It holds a lease on the root (shared, or exclusive for a collector: see
-/// [`gc`]) until the last clone is dropped.
+/// `gc`) until the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,

@@ -1,5 +1,5 @@
 //! `RUN`'s options read when the Dockerfile is parsed: `--network`, `--security`,
-//! `--mount` (fully when it holds no variable, see [`super::arguments`]) and `--device`.
+//! `--mount` (fully when it holds no variable, see `arguments`) and `--device`.
 //! The messages are BuildKit's; a value outside a fixed set also lists the set.
 
 use super::arguments::parse_mount_at_parse_time;
