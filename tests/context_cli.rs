@@ -4,25 +4,9 @@
 //! manifest of an index, by digest, and `PATH:TAG@sha256:…` must agree with the tag.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use kiln_tests::{busybox_context, kiln_bin, BUSYBOX_BASE};
-
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(kiln_bin())
-        .args(args)
-        .env("KILN_ROOT", root)
-        .output()
-        .expect("running kiln")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use kiln_tests::{busybox_context, combined, kiln_at, BUSYBOX_BASE};
 
 #[test]
 fn a_lower_case_dockerfile_is_found_and_dockerfile_wins() {
@@ -34,17 +18,17 @@ fn a_lower_case_dockerfile_is_found_and_dockerfile_wins() {
         format!("{BUSYBOX_BASE}RUN echo from-lower-case\n"),
     )
     .unwrap();
-    let o = kiln(root.path(), &["build", "--no-cache", dir]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("from-lower-case"), "{}", text(&o));
+    let o = kiln_at(root.path(), &["build", "--no-cache", dir]);
+    assert!(o.status.success(), "{}", combined(&o));
+    assert!(combined(&o).contains("from-lower-case"), "{}", combined(&o));
     std::fs::write(
         ctx.path().join("Dockerfile"),
         format!("{BUSYBOX_BASE}RUN echo from-upper-case\n"),
     )
     .unwrap();
-    let o = kiln(root.path(), &["build", "--no-cache", dir]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("from-upper-case") && !text(&o).contains("from-lower-case"));
+    let o = kiln_at(root.path(), &["build", "--no-cache", dir]);
+    assert!(o.status.success(), "{}", combined(&o));
+    assert!(combined(&o).contains("from-upper-case") && !combined(&o).contains("from-lower-case"));
 }
 
 fn sha256(path: &Path) -> String {
@@ -69,11 +53,11 @@ fn oci_layout_contexts_by_digest() {
     )
     .unwrap();
     let out = format!("type=oci,dest={},name=base:1", layout.display());
-    let o = kiln(
+    let o = kiln_at(
         root.path(),
         &["build", "-o", &out, ctx.path().to_str().unwrap()],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let manifest = index["manifests"][0]["digest"]
@@ -114,7 +98,7 @@ fn oci_layout_contexts_by_digest() {
     .unwrap();
     let build = |reference: &str| {
         let arg = format!("base=oci-layout://{}{reference}", layout.display());
-        kiln(
+        kiln_at(
             root.path(),
             &[
                 "build",
@@ -131,16 +115,16 @@ fn oci_layout_contexts_by_digest() {
         format!("@{idx_digest}"),
     ] {
         let o = build(&reference);
-        assert!(o.status.success(), "{reference}: {}", text(&o));
+        assert!(o.status.success(), "{reference}: {}", combined(&o));
         assert!(
-            text(&o).contains("inside-the-layout"),
+            combined(&o).contains("inside-the-layout"),
             "{reference}: {}",
-            text(&o)
+            combined(&o)
         );
     }
     let o = build(&format!(":1@{idx_digest}"));
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("not sha256:"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", combined(&o));
+    assert!(combined(&o).contains("not sha256:"), "{}", combined(&o));
 }
 
 #[test]
@@ -155,11 +139,11 @@ fn onbuild_triggers_of_an_oci_layout_base_run_heredocs_and_copy_from_stages() {
     )
     .unwrap();
     let out = format!("type=oci,dest={}", layout.display());
-    let o = kiln(
+    let o = kiln_at(
         root.path(),
         &["build", "-o", &out, ctx.path().to_str().unwrap()],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
     // `helper` is needed only by the image's trigger.
     std::fs::write(
         ctx.path().join("Dockerfile"),
@@ -170,7 +154,7 @@ fn onbuild_triggers_of_an_oci_layout_base_run_heredocs_and_copy_from_stages() {
     )
     .unwrap();
     let arg = format!("base=oci-layout://{}", layout.display());
-    let o = kiln(
+    let o = kiln_at(
         root.path(),
         &[
             "build",
@@ -180,7 +164,7 @@ fn onbuild_triggers_of_an_oci_layout_base_run_heredocs_and_copy_from_stages() {
             ctx.path().to_str().unwrap(),
         ],
     );
-    let t = text(&o);
+    let t = combined(&o);
     assert!(o.status.success(), "{t}");
     assert!(
         t.contains("trigger-heredoc-ran") && t.contains("made-by-helper"),

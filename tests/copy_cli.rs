@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kiln_tests::{busybox_context, full_ids, kiln_bin, BUSYBOX_BASE};
+use kiln_tests::{busybox_context, combined, full_ids, kiln_bin, BUSYBOX_BASE};
 
 fn build(root: &Path, ctx: &Path, dockerfile: &str) -> Output {
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
@@ -17,14 +17,6 @@ fn build(root: &Path, ctx: &Path, dockerfile: &str) -> Output {
         .env("KILN_ROOT", root)
         .output()
         .expect("running kiln build")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A tar at `path` with `files` (name, content) owned by 0:0.
@@ -53,8 +45,8 @@ fn add_unpacks_every_archive_a_wildcard_matches() {
         ctx.path(),
         &format!("{BUSYBOX_BASE}ADD a*.tar /dest\nRUN cat /dest/one /dest/two\n"),
     );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("12"), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
+    assert!(combined(&o).contains("12"), "{}", combined(&o));
     // Several plain files still need a directory destination.
     std::fs::write(ctx.path().join("p1.txt"), "x").unwrap();
     std::fs::write(ctx.path().join("p2.txt"), "y").unwrap();
@@ -63,11 +55,11 @@ fn add_unpacks_every_archive_a_wildcard_matches() {
         ctx.path(),
         &format!("{BUSYBOX_BASE}ADD p*.txt /dest\n"),
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", combined(&o));
     assert!(
-        text(&o).contains("the destination must be a directory and end with a /"),
+        combined(&o).contains("the destination must be a directory and end with a /"),
         "{}",
-        text(&o)
+        combined(&o)
     );
 }
 
@@ -83,7 +75,7 @@ fn whiteout_names_in_a_users_archive_are_plain_files() {
         "{BUSYBOX_BASE}RUN mkdir -p /d && echo kept > /d/keep\nADD wh.tar /\nRUN cat /d/keep && ls -a /d | tr '\\n' ' '\n"
     );
     let o = build(root.path(), ctx.path(), &df);
-    let t = text(&o);
+    let t = combined(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("kept"), "the archive deleted /d/keep: {t}");
     assert!(t.contains(".wh.keep") && t.contains(".wh..wh..opq"), "{t}");
@@ -111,7 +103,7 @@ fn ownership_and_modes_follow_buildkit() {
          RUN stat -c '%n %u:%g %a' /unpacked/a /unpacked/a/f /existing /existing/sub /existing/sub/file /parent /parent/deeper /parent/deeper/f /etc\n"
     );
     let o = build(root.path(), ctx.path(), &df);
-    let t = text(&o);
+    let t = combined(&o);
     assert!(o.status.success(), "{t}");
     let has = |line: &str| t.lines().any(|l| l.ends_with(line));
     assert!(has(&format!("/unpacked/a/f {expect_owner} 644")), "{t}");
@@ -149,8 +141,8 @@ fn fifos_and_sockets_are_copied_without_hanging() {
         ctx.path(),
         &format!("{BUSYBOX_BASE}COPY special/ /special/\nRUN test -p /special/pipe && test -S /special/sock && echo specials-ok\n"),
     );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("specials-ok"), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
+    assert!(combined(&o).contains("specials-ok"), "{}", combined(&o));
 }
 
 /// The manifest of the image `iid` names, from the root's OCI layout.
@@ -200,17 +192,17 @@ fn copy_link_makes_a_layer_independent_of_what_is_below() {
             .unwrap()
     };
     let a = tagged("linked:a", "echo one > /one");
-    assert!(a.status.success(), "{}", text(&a));
+    assert!(a.status.success(), "{}", combined(&a));
     assert!(
-        text(&a).contains("/opt/app/main.sh 644 0:0 12"),
+        combined(&a).contains("/opt/app/main.sh 644 0:0 12"),
         "{}",
-        text(&a)
+        combined(&a)
     );
     let b = tagged(
         "linked:b",
         "echo two > /two && mkdir -p /opt && chmod 700 /opt && touch -d @1600000000 /opt",
     );
-    assert!(b.status.success(), "{}", text(&b));
+    assert!(b.status.success(), "{}", combined(&b));
     // The --link layer is the same blob whatever came before it (the RUN after it makes
     // no layer: it only reads).
     assert_eq!(last_layer(root.path(), "a"), last_layer(root.path(), "b"));

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kiln_tests::{busybox_context, full_ids, kiln_bin, BUSYBOX_BASE};
+use kiln_tests::{busybox_context, combined, full_ids, kiln_bin, BUSYBOX_BASE};
 
 fn build(root: &Path, ctx: &Path, dockerfile: &str, args: &[&str]) -> Output {
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
@@ -19,14 +19,6 @@ fn build(root: &Path, ctx: &Path, dockerfile: &str, args: &[&str]) -> Output {
         .env("KILN_LEAK_CHECK", "from-kilns-environment")
         .output()
         .expect("running kiln build")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -41,7 +33,7 @@ fn run_gets_home_and_hostname_and_nothing_of_kilns_environment() {
     }
     df.push_str("ENV HOME=/custom\nRUN echo \"env home=$HOME\"\n");
     let o = build(root.path(), ctx.path(), &df, &["--no-cache"]);
-    let t = text(&o);
+    let t = combined(&o);
     assert!(o.status.success(), "{t}");
     assert!(
         t.contains("root home=/root host=buildkitsandbox leak=\n"),
@@ -60,17 +52,17 @@ fn entitlements_are_needed_and_work() {
     let root = tempfile::tempdir().unwrap();
     let host = format!("{BUSYBOX_BASE}RUN --network=host echo host-ok\n");
     let o = build(root.path(), ctx.path(), &host, &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", combined(&o));
     assert!(
-        text(&o).contains("network.host is not allowed"),
+        combined(&o).contains("network.host is not allowed"),
         "{}",
-        text(&o)
+        combined(&o)
     );
     let o = build(root.path(), ctx.path(), &host, &["--allow", "network.host"]);
     assert!(
-        o.status.success() && text(&o).contains("host-ok"),
+        o.status.success() && combined(&o).contains("host-ok"),
         "{}",
-        text(&o)
+        combined(&o)
     );
 
     // security.insecure: every capability the namespace has, not Docker's default set.
@@ -78,9 +70,9 @@ fn entitlements_are_needed_and_work() {
     let insecure = format!("{BUSYBOX_BASE}RUN --security=insecure grep CapBnd /proc/self/status\n");
     let o = build(root.path(), ctx.path(), &insecure, &[]);
     assert!(
-        text(&o).contains("security.insecure is not allowed"),
+        combined(&o).contains("security.insecure is not allowed"),
         "{}",
-        text(&o)
+        combined(&o)
     );
     let o = build(
         root.path(),
@@ -88,11 +80,11 @@ fn entitlements_are_needed_and_work() {
         &insecure,
         &["--allow", "security.insecure"],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
     assert!(
-        !text(&o).contains("CapBnd:\t00000000a80425fb"),
+        !combined(&o).contains("CapBnd:\t00000000a80425fb"),
         "{}",
-        text(&o)
+        combined(&o)
     );
     let o = build(
         root.path(),
@@ -101,9 +93,9 @@ fn entitlements_are_needed_and_work() {
         &[],
     );
     assert!(
-        text(&o).contains("CapBnd:\t00000000a80425fb"),
+        combined(&o).contains("CapBnd:\t00000000a80425fb"),
         "{}",
-        text(&o)
+        combined(&o)
     );
 
     let o = build(
@@ -112,11 +104,11 @@ fn entitlements_are_needed_and_work() {
         BUSYBOX_BASE,
         &["--allow", "bogus.thing"],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", combined(&o));
     assert!(
-        text(&o).contains("unknown entitlement bogus.thing"),
+        combined(&o).contains("unknown entitlement bogus.thing"),
         "{}",
-        text(&o)
+        combined(&o)
     );
 }
 
@@ -133,7 +125,7 @@ fn build_network_and_add_host() {
         &df,
         &["--network", "none", "--add-host", "db.internal:10.1.2.3"],
     );
-    let t = text(&o);
+    let t = combined(&o);
     assert!(o.status.success(), "{t}");
     assert!(
         t.contains("links=1\n"),
@@ -146,9 +138,9 @@ fn build_network_and_add_host() {
         &df,
         &["--add-host", "db:not-an-ip"],
     );
-    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert_ne!(o.status.code(), Some(0), "{}", combined(&o));
     let o = build(root.path(), ctx.path(), &df, &["--network", "bridge"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", combined(&o));
 }
 
 #[test]
@@ -163,7 +155,7 @@ fn image_output_options_work_or_are_refused() {
     );
     std::fs::create_dir_all(&out).unwrap();
     let o = build(root.path(), ctx.path(), &df, &["-o", &spec]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
     // The layout's layers are gzip (the build's own are zstd) and it is named named:1;
     // the local store has the tag too.
     let index: serde_json::Value =
@@ -193,7 +185,12 @@ fn image_output_options_work_or_are_refused() {
         "type=oci,dest=/tmp/x,compression-level=5",
     ] {
         let o = build(root.path(), ctx.path(), &df, &["-o", bad]);
-        assert_ne!(o.status.code(), Some(0), "{bad} was accepted: {}", text(&o));
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{bad} was accepted: {}",
+            combined(&o)
+        );
     }
 }
 
@@ -202,7 +199,7 @@ fn kiln_run_flags_work_or_are_refused() {
     let Some(ctx) = busybox_context() else { return };
     let root = tempfile::tempdir().unwrap();
     let o = build(root.path(), ctx.path(), BUSYBOX_BASE, &["-t", "runflags"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
     let run = |args: &[&str]| {
         Command::new(kiln_bin())
             .arg("run")
@@ -212,10 +209,10 @@ fn kiln_run_flags_work_or_are_refused() {
             .unwrap()
     };
     let o = run(&["-t", "runflags", "true"]);
-    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("pseudo-terminal"), "{}", text(&o));
+    assert_ne!(o.status.code(), Some(0), "{}", combined(&o));
+    assert!(combined(&o).contains("pseudo-terminal"), "{}", combined(&o));
     let o = run(&["--network", "bridge", "runflags", "true"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", combined(&o));
     let o = run(&[
         "--rm",
         "--network",
@@ -225,6 +222,10 @@ fn kiln_run_flags_work_or_are_refused() {
         "-c",
         "echo home=$HOME host=$HOSTNAME",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("home=/root host="), "{}", text(&o));
+    assert!(o.status.success(), "{}", combined(&o));
+    assert!(
+        combined(&o).contains("home=/root host="),
+        "{}",
+        combined(&o)
+    );
 }

@@ -66,6 +66,24 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
     path
 }
 
+/// Standard output and standard error of `out`, one after the other (for assertions).
+pub fn combined(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `kiln` with `args` on the kiln root `root`.
+pub fn kiln_at(root: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(kiln_bin())
+        .args(args)
+        .env("KILN_ROOT", root)
+        .output()
+        .unwrap_or_else(|e| panic!("running kiln: {e}"))
+}
+
 /// Runs `kiln` with `args`, feeding `stdin` when given.
 pub fn kiln(args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;

@@ -43,6 +43,8 @@ pub(super) struct Layers {
     pub opaque_xattr: &'static str,
     /// Merged directories seen so far.
     pub views: RwLock<HashMap<PathBuf, Arc<DirView>>>,
+    /// Whether `.wh.` names in lowers are whiteouts ([`super::OverlaySpec::aufs_whiteouts`]).
+    pub aufs_whiteouts: bool,
 }
 
 pub(super) fn file_type(st: &Stat) -> FileType {
@@ -123,7 +125,7 @@ impl Layers {
                 let name = e.file_name();
                 // AUFS-style whiteouts in lower layers (`.wh.NAME`, `.wh..wh..opq`), as
                 // layers unpacked by other tools hold them.
-                if i > 0 {
+                if i > 0 && self.aufs_whiteouts {
                     if let Some(hid) = name
                         .as_bytes()
                         .strip_prefix(format::OCI_WHITEOUT_PREFIX.as_bytes())
@@ -209,6 +211,7 @@ impl Layers {
     fn opaque_in(&self, i: usize, path: &Path) -> bool {
         format::is_opaque(path)
             || (i > 0
+                && self.aufs_whiteouts
                 && lstat(&path.join(format::OCI_OPAQUE_MARKER))
                     .ok()
                     .flatten()
@@ -301,7 +304,7 @@ impl Layers {
             if let Some(st) = lstat(&p)? {
                 return Ok(!format::is_whiteout(&p, &st));
             }
-            if let Some(name) = rel.file_name() {
+            if let (Some(name), true) = (rel.file_name(), self.aufs_whiteouts) {
                 let mut wh = std::ffi::OsString::from(format::OCI_WHITEOUT_PREFIX);
                 wh.push(name);
                 if lstat(&self.path(i, &child(parent, &wh)))?.is_some() {
@@ -366,6 +369,7 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
         }
         Layers {
+            aufs_whiteouts: true,
             dirs,
             work: root.join("work"),
             opaque_xattr: format::OPAQUE_XATTR_USER,

@@ -123,6 +123,7 @@ impl Backend for FuseBackend {
             lowers: lowers.to_vec(),
             upper: upper.to_path_buf(),
             work: work.to_path_buf(),
+            aufs_whiteouts: false,
         };
         let session = mount_direct(&spec, target, false).map_err(err(format!(
             "mounting the FUSE overlay at {}",
@@ -150,6 +151,11 @@ pub struct OverlaySpec {
     pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// Read AUFS-style `.wh.NAME` / `.wh..wh..opq` files in the lowers as whiteouts (stacks
+    /// other tools unpacked, served by `kiln-overlay`). Off for kiln's own snapshots,
+    /// which are in overlay format: there a `.wh.` name is an ordinary file (a user's ADD
+    /// archive may hold one) and must never hide anything.
+    pub aufs_whiteouts: bool,
 }
 
 /// A mounted FUSE overlay whose requests are not served yet.
@@ -176,6 +182,7 @@ fn filesystem(spec: &OverlaySpec) -> std::io::Result<fs::OverlayFs> {
             format::OPAQUE_XATTR_USER
         },
         views: Default::default(),
+        aufs_whiteouts: spec.aufs_whiteouts,
     }))
 }
 

@@ -79,10 +79,13 @@ fn mount(
             (u, w, Some(t))
         }
     };
+    // Foreign stacks (fuse-overlayfs', other tools' unpacked layers) may hold AUFS-style
+    // whiteouts.
     let spec = OverlaySpec {
         lowers,
         upper,
         work,
+        aufs_whiteouts: true,
     };
     let target = canonical(&req.mountpoint)?;
     let session = if rustix::process::geteuid().is_root() {
