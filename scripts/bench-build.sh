@@ -113,7 +113,7 @@ cat >"$work/layered/Dockerfile" <<'DOCKERFILE'
 FROM busybox AS deps
 WORKDIR /app
 COPY package.json ./
-RUN for i in $(seq 150000); do :; done; cat package.json > installed
+RUN head -c 300000000 /dev/zero | sha256sum > deps.sum && cat package.json > installed
 COPY src/ ./src/
 RUN for i in $(seq 150000); do :; done; ls src > built
 FROM busybox
@@ -122,12 +122,14 @@ DOCKERFILE
 echo '{"name":"layered"}' >"$work/layered/package.json"
 for i in $(seq 20); do echo "source $i" >"$work/layered/src/f$i.js"; done
 
-# Three independent CPU-bound stages.
+# Three independent CPU-bound stages, one shell process each (different commands:
+# identical ones would share one cache entry, and a sequential build would run only the
+# first).
 mkdir -p "$work/cpu"
 {
   for s in one two three; do
     echo "FROM busybox AS $s"
-    echo "RUN head -c 400000000 /dev/zero | sha256sum > /sum"
+    echo "RUN i=0; while [ \$i -lt 1500000 ]; do i=\$((i+1)); done; echo $s \$i > /sum"
   done
   echo "FROM busybox"
   for s in one two three; do echo "COPY --from=$s /sum /$s"; done
