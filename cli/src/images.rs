@@ -24,7 +24,7 @@ pub enum SaveFormat {
 }
 
 fn open(root: Option<PathBuf>) -> Result<ImageStore> {
-    let root = root.unwrap_or_else(crate::root::default_root);
+    let root = root.unwrap_or_else(kiln_executor::default_root);
     ImageStore::open(&root).with_context(|| format!("opening the image store {}", root.display()))
 }
 
@@ -75,7 +75,7 @@ pub fn rmi(root: Option<PathBuf>, names: &[String], out: &mut dyn Write) -> Resu
         crate::root::Namespace::Exited(0) => return Ok(()),
         crate::root::Namespace::Exited(code) => std::process::exit(code),
     }
-    let root = root.unwrap_or_else(crate::root::default_root);
+    let root = root.unwrap_or_else(kiln_executor::default_root);
     let collector = Collector::open(&root, &mut || {
         eprintln!(
             "waiting for the other kiln processes using {} to finish…",

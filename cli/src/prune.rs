@@ -141,7 +141,7 @@ fn parse_filter(s: &str) -> Result<Filter, ArgError> {
 }
 
 fn root_of(root: Option<PathBuf>) -> PathBuf {
-    root.unwrap_or_else(crate::root::default_root)
+    root.unwrap_or_else(kiln_executor::default_root)
 }
 
 fn waiting(root: &Path) -> impl FnMut() + '_ {

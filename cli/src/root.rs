@@ -1,24 +1,7 @@
-//! Where kiln keeps its data, and getting into the build's namespace.
-
-use std::path::PathBuf;
+//! Getting into the build's namespace (kiln's root is `kiln_executor::default_root`).
 
 use anyhow::{Context, Result};
 use kiln_executor::sandbox::userns;
-
-/// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`; `/var/lib/kiln` for real root
-/// without XDG_DATA_HOME. (`--root`/`$KILN_ROOT` win over all.)
-pub fn default_root() -> PathBuf {
-    if kiln_snapshotter::idmap::is_real_root() && std::env::var_os("XDG_DATA_HOME").is_none() {
-        return PathBuf::from("/var/lib/kiln");
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(x).join("kiln");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".local/share/kiln")
-}
 
 /// Where this process is relative to the build's user and mount namespace.
 pub enum Namespace {
