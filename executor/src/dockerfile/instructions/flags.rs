@@ -116,10 +116,21 @@ mod tests {
     use super::*;
     use crate::dockerfile::parse;
 
-    fn flags(line: &str, known: &[(&'static str, FlagKind)]) -> Result<FlagValues, String> {
+    fn flags(
+        line: &str,
+        known: &[(&'static str, FlagKind)],
+    ) -> Result<FlagValues, DockerfileError> {
         let doc =
             parse("Dockerfile", format!("{line}\n").as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        parse_flags(&doc.source, &doc.nodes[0], known).map_err(|e| e.summary())
+        parse_flags(&doc.source, &doc.nodes[0], known)
+    }
+
+    /// The message of the error `line` gives (no location, no frame).
+    fn error_of(line: &str, known: &[(&'static str, FlagKind)]) -> String {
+        match flags(line, known) {
+            Ok(_) => panic!("{line}: no error"),
+            Err(e) => e.summary(),
+        }
     }
 
     const K: &[(&str, FlagKind)] = &[
@@ -146,23 +157,20 @@ mod tests {
             Some(false)
         );
         assert_eq!(
-            flags("COPY --str a b", K).unwrap_err(),
+            error_of("COPY --str a b", K),
             "missing a value on flag: --str"
         );
+        assert_eq!(error_of("COPY --b= a b", K), "missing a value on flag: --b");
         assert_eq!(
-            flags("COPY --b= a b", K).unwrap_err(),
-            "missing a value on flag: --b"
-        );
-        assert_eq!(
-            flags("COPY --b=yes a b", K).unwrap_err(),
+            error_of("COPY --b=yes a b", K),
             "expecting boolean value for flag --b, not: yes"
         );
         assert_eq!(
-            flags("COPY --str=1 --str=2 a b", K).unwrap_err(),
+            error_of("COPY --str=1 --str=2 a b", K),
             "duplicate flag specified: --str"
         );
         assert_eq!(
-            flags("COPY --boo a b", K).unwrap_err(),
+            error_of("COPY --boo a b", K),
             "unknown flag: --boo (did you mean b?)"
         );
         assert!(!flags("COPY a b", K).unwrap().used("b"));
