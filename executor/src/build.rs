@@ -125,7 +125,7 @@ fn run(
         if env.contains_key(r) {
             continue;
         }
-        let mut st = cx.base(r).map_err(|e| cx.fail_at(s.position, e))?;
+        let mut st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
         for w in std::mem::take(&mut st.warnings) {
             on_event(Event::Warning(format!("{r}: {w}")));
         }
@@ -157,7 +157,7 @@ fn run(
     for s in plan.stages.iter().filter(|s| s.needed) {
         let Base::Image(r) = &s.base else { continue };
         if !env.contains_key(r) {
-            let st = cx.base(r).map_err(|e| cx.fail_at(s.position, e))?;
+            let st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
             env.insert(r.clone(), st.config.env_pairs());
         }
     }

@@ -1,6 +1,6 @@
 //! The image itself: config and manifest blobs in the local store.
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
 
 use crate::error::SetupError;
 use crate::image::state::StageState;
@@ -20,29 +20,12 @@ pub(super) fn write(cx: &StepContext<'_>, target: &StageState) -> Result<ImageWr
     config.created = Some(cx.created().to_string());
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();
     let config_json = serde_json::to_vec(&config)?;
-    let images = &cx.images;
-    let config_digest = images.put_blob(&config_json)?;
     let mut layers = Vec::new();
     for l in &target.layers {
         layers.push(descriptor(media_type(&l.media_type), &l.digest, l.size)?);
     }
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(descriptor(
-            MediaType::ImageConfig,
-            &config_digest,
-            config_json.len() as u64,
-        )?)
-        .layers(layers)
-        .build()?;
-    let manifest_json = manifest.to_string()?;
-    let manifest_digest = images.put_blob(manifest_json.as_bytes())?;
-    let manifest = descriptor(
-        MediaType::ImageManifest,
-        &manifest_digest,
-        manifest_json.len() as u64,
-    )?;
+    let (manifest, config_digest) = cx.images.put_image(&config_json, layers)?;
+    let manifest_digest = manifest.digest().to_string();
     Ok(ImageWritten {
         manifest,
         manifest_digest,

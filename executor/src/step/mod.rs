@@ -226,11 +226,7 @@ impl<'a> StepContext<'a> {
     }
 
     /// A step's error at `pos`: the Dockerfile frame shows the cause's text.
-    pub(crate) fn fail_at(&self, pos: Position, e: impl Into<StepError>) -> BuildError {
-        self.fail(pos, e)
-    }
-
-    fn fail(&self, pos: Position, e: impl Into<StepError>) -> BuildError {
+    pub(crate) fn fail(&self, pos: Position, e: impl Into<StepError>) -> BuildError {
         let source = e.into();
         BuildError::Step(Box::new(StepFailure {
             at: self.source.error(pos, source.to_string()),

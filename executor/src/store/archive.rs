@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use crate::snapshots::Lease;
@@ -32,14 +32,6 @@ fn invalid(what: &'static str, path: &Path, why: &'static str) -> ImageStoreErro
 fn bad_json(what: &'static str, path: &Path) -> impl FnOnce(serde_json::Error) -> ImageStoreError {
     let path = path.to_path_buf();
     move |source| ImageStoreError::Json { what, path, source }
-}
-
-fn bad_oci(
-    what: &'static str,
-    path: &Path,
-) -> impl FnOnce(oci_spec::OciSpecError) -> ImageStoreError {
-    let path = path.to_path_buf();
-    move |source| ImageStoreError::Oci { what, path, source }
 }
 
 fn io_at(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError {
@@ -291,7 +283,6 @@ impl ImageStore {
                 .ok_or_else(|| invalid("docker manifest", &mpath, "no Config"))?;
             let config_bytes =
                 fs::read(safe_join(dir, config_file)?).map_err(io_at("reading", &mpath))?;
-            let config_digest = self.put_blob(&config_bytes)?;
             let mut layers = Vec::new();
             for l in e["Layers"].as_array().cloned().unwrap_or_default() {
                 let name = l
@@ -301,20 +292,7 @@ impl ImageStore {
                 let (digest, size, media) = self.put_blob_file(&path)?;
                 layers.push(descriptor(media, &digest, size)?);
             }
-            let manifest = ImageManifestBuilder::default()
-                .schema_version(2u32)
-                .media_type(MediaType::ImageManifest)
-                .config(descriptor(
-                    MediaType::ImageConfig,
-                    &config_digest,
-                    config_bytes.len() as u64,
-                )?)
-                .layers(layers)
-                .build()
-                .map_err(bad_oci("manifest", &mpath))?;
-            let json = manifest.to_string().map_err(bad_oci("manifest", &mpath))?;
-            let mdigest = self.put_blob(json.as_bytes())?;
-            let mdesc = descriptor(MediaType::ImageManifest, &mdigest, json.len() as u64)?;
+            let (mdesc, _) = self.put_image(&config_bytes, layers)?;
             for t in e["RepoTags"].as_array().cloned().unwrap_or_default() {
                 if let Some(t) = t.as_str() {
                     self.tag(t, &mdesc)?;

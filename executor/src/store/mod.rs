@@ -271,6 +271,33 @@ impl ImageStore {
     }
 
     /// Stores `bytes` as a blob and returns its digest.
+    /// Stores an image: its config blob and a manifest naming it and `layers` (whose
+    /// blobs are stored already); the manifest's descriptor and the config's digest.
+    pub fn put_image(
+        &self,
+        config_json: &[u8],
+        layers: Vec<Descriptor>,
+    ) -> Result<(Descriptor, String), ImageStoreError> {
+        let config_digest = self.put_blob(config_json)?;
+        let manifest = oci_spec::image::ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &config_digest,
+                config_json.len() as u64,
+            )?)
+            .layers(layers)
+            .build()
+            .map_err(oci_at("manifest", self.blob_dir()))?;
+        let json = manifest
+            .to_string()
+            .map_err(oci_at("manifest", self.blob_dir()))?;
+        let digest = self.put_blob(json.as_bytes())?;
+        let desc = descriptor(MediaType::ImageManifest, &digest, json.len() as u64)?;
+        Ok((desc, config_digest))
+    }
+
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String, ImageStoreError> {
         let hex = sha256_hex(bytes);
         let path = self.blob_dir().join(&hex);
