@@ -16,9 +16,12 @@ apt-get update -qq
 # busybox-static: offline base images; openssh-client: a real ssh agent for
 # RUN --mount=type=ssh; skopeo, umoci, podman (with runc): the real clients that must
 # accept kiln's images; fuse-overlayfs, buildah, bc: the peers and tools the benchmarks
-# compare with; tmux: a terminal for the test of the tty progress view.
+# compare with; tmux: a terminal for the test of the tty progress view; docker-registry,
+# apache2-utils (htpasswd): the real registry the registry tests start on loopback;
+# mmdebstrap: real Debian base images made offline from the package mirror.
 apt-get install -y -qq --no-install-recommends fuse3 uidmap busybox-static \
   openssh-client skopeo umoci podman runc ca-certificates fuse-overlayfs buildah bc git tmux \
+  docker-registry apache2-utils mmdebstrap \
   </dev/null >/dev/null
 
 echo "== unprivileged users ${KILN_TEST_USER} (subordinate ids) and ${KILN_TEST_USER_SINGLE} (none)"

@@ -40,7 +40,8 @@ pub struct BuildArgs {
     /// Named context `NAME=PATH`, `NAME=oci-layout://PATH[:TAG]` or `NAME=docker-image://REF`.
     #[arg(long = "build-context")]
     build_contexts: Vec<String>,
-    /// Output: `type=oci|docker|local|tar,dest=PATH` (repeatable).
+    /// Output: `type=oci|docker|local|tar,dest=PATH`, `type=image,name=REF[,push=true]` or
+    /// `type=registry,name=REF` (repeatable).
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
     /// Write the image id (config digest) to this file.
@@ -95,6 +96,14 @@ pub struct BuildArgs {
     /// An `/etc/hosts` entry for RUN steps, `NAME:IP` (repeatable).
     #[arg(long = "add-host", value_name = "NAME:IP")]
     add_hosts: Vec<String>,
+    /// Fetch every base image from its registry, even when the local store has it.
+    #[arg(long)]
+    pull: bool,
+    /// Push the image to the registry of each `-t` name after the build.
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    registry: crate::registry::RegistryArgs,
     /// The build context directory.
     context: PathBuf,
 }
@@ -102,6 +111,12 @@ pub struct BuildArgs {
 /// Runs `kiln build`; returns the process exit code.
 pub fn run(args: BuildArgs) -> Result<i32> {
     let mode = progress_mode(args.quiet, args.progress);
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs a name to push to: -t REGISTRY/NAME:TAG");
+    }
+    for t in &args.tags {
+        kiln_executor::registry::parse_reference(t).with_context(|| format!("-t {t}"))?;
+    }
     let Some(mapping) = userns::build_namespace() else {
         if !args.context.is_dir() {
             bail!("context {}: not a directory", args.context.display());
@@ -272,6 +287,9 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         jobs: args.jobs.map(usize::from),
+        pull: args.pull,
+        push: args.push,
+        registry: args.registry.options(),
     };
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("creating {}", opts.root.display()))?;

@@ -10,6 +10,7 @@ mod doctor;
 mod images;
 mod layer;
 mod prune;
+mod registry;
 mod render;
 mod root;
 mod run;
@@ -67,6 +68,14 @@ enum Command {
         #[arg(short, long)]
         input: std::path::PathBuf,
     },
+    /// Fetch an image from its registry into the local store.
+    Pull(registry::PullArgs),
+    /// Send an image of the local store to a registry.
+    Push(registry::PushArgs),
+    /// Save credentials for a registry (where Docker keeps them, or $REGISTRY_AUTH_FILE).
+    Login(registry::LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout(registry::LogoutArgs),
     /// Run a command in an image of the local store, rootless, through the sandbox.
     Run(run::RunArgs),
     /// Show how much space the kiln root uses, per kind, and how much could be freed.
@@ -162,6 +171,10 @@ fn main() -> ExitCode {
             name,
         } => images::save(root, &name, &output, format),
         Command::Load { root, input } => images::load(root, &input, &mut std::io::stdout().lock()),
+        Command::Pull(args) => registry::pull(args, &mut std::io::stdout().lock()),
+        Command::Push(args) => registry::push(args, &mut std::io::stdout().lock()),
+        Command::Login(args) => registry::login(args, &mut std::io::stdout().lock()),
+        Command::Logout(args) => registry::logout(args, &mut std::io::stdout().lock()),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Doctor => doctor::run(&mut std::io::stdout().lock()),
         Command::ProbeBackend { name, dir } => doctor::probe_backend(&name, dir),

@@ -125,6 +125,8 @@ fn run(
         if env.contains_key(r) {
             continue;
         }
+        cx.fetch_base(r, on_event)
+            .map_err(|e| cx.fail(s.position, e))?;
         let mut st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
         for w in std::mem::take(&mut st.warnings) {
             on_event(Event::Warning(format!("{r}: {w}")));
@@ -157,6 +159,8 @@ fn run(
     for s in plan.stages.iter().filter(|s| s.needed) {
         let Base::Image(r) = &s.base else { continue };
         if !env.contains_key(r) {
+            cx.fetch_base(r, on_event)
+                .map_err(|e| cx.fail(s.position, e))?;
             let st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
             env.insert(r.clone(), st.config.env_pairs());
         }
@@ -165,6 +169,17 @@ fn run(
     let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
     let evals = plan.evaluate_with_triggers(&doc.source, &env_of, &triggers_of)?;
     let graph = crate::graph::lower(&plan, &evals, &doc.source)?;
+    // Images that steps copy or mount from are fetched before anything runs.
+    for node in graph.stages.values() {
+        for step in &node.steps {
+            for input in &step.inputs {
+                if let crate::graph::StepInput::Named(name) = input {
+                    cx.fetch_base(name, on_event)
+                        .map_err(|e| cx.fail(step.position, e))?;
+                }
+            }
+        }
+    }
     let no_cache = graph.with_dependents(&opts.no_cache_filter).map_err(|e| {
         BuildError::setup("--no-cache-filter", SetupError::Unsupported(e.to_string()))
     })?;

@@ -89,6 +89,8 @@ pub enum SetupError {
     Oci(#[from] oci_spec::OciSpecError),
     #[error(transparent)]
     Layer(#[from] kiln_snapshotter::layer::LayerError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// A recompressed layer did not hold the same content (never expected).
     #[error("recompressing {digest}: the content changed ({before} became {after})")]
     Recompressed {
@@ -133,6 +135,8 @@ pub enum StepError {
     ImageStore(#[from] ImageStoreError),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// `USER`/`--chown` names that the stage's /etc does not know.

@@ -46,4 +46,24 @@ pub enum Event {
     },
     /// An output was exported.
     Exported(String),
+    /// A blob moving from or to a registry (reported about twice a second, and at its end).
+    Transfer(crate::registry::Transfer),
+    /// A base image was pulled: its full reference, manifest digest, the blobs fetched
+    /// (the store had the others) and their bytes.
+    Pulled {
+        reference: String,
+        digest: String,
+        fetched: usize,
+        bytes: u64,
+        seconds: f64,
+    },
+    /// The image was pushed to `reference`; `uploaded` blobs went up, `skipped` the
+    /// registry had.
+    Pushed {
+        reference: String,
+        digest: String,
+        uploaded: usize,
+        skipped: usize,
+        seconds: f64,
+    },
 }

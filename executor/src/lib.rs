@@ -35,6 +35,7 @@ pub mod image_run;
 pub mod mounts;
 mod options;
 pub mod plan;
+pub mod registry;
 pub mod sandbox;
 mod schedule;
 mod snapshots;

@@ -9,6 +9,7 @@ use crate::export::Output;
 use crate::mounts::ssh::SshSource;
 use crate::mounts::SecretSource;
 use crate::plan::Platform;
+use crate::registry::RegistryOptions;
 use crate::sandbox::userns::IdMapping;
 use crate::snapshots::{BackendChoice, LayerCompression};
 
@@ -25,7 +26,7 @@ pub enum NamedContext {
         tag: Option<String>,
         digest: Option<String>,
     },
-    /// Another image reference, looked up in the local store.
+    /// Another image reference (`docker-image://REF`): the local store, else its registry.
     Image(String),
 }
 
@@ -71,6 +72,12 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `-j`: how many stages build at once (`None`: the CPUs, at least 2).
     pub jobs: Option<usize>,
+    /// `--pull`: base images are fetched from their registry even when the store has them.
+    pub pull: bool,
+    /// `--push`: every `-t` tag is pushed to its registry after the build.
+    pub push: bool,
+    /// Registries: credentials, `--insecure-registry`.
+    pub registry: RegistryOptions,
 }
 
 impl Default for BuildOptions {
@@ -103,6 +110,9 @@ impl Default for BuildOptions {
             no_cache: false,
             no_cache_filter: Vec::new(),
             jobs: None,
+            pull: false,
+            push: false,
+            registry: RegistryOptions::default(),
         }
     }
 }
@@ -261,6 +271,18 @@ impl BuildOptionsBuilder {
     }
     pub fn no_cache(mut self, no_cache: bool) -> Self {
         self.opts.no_cache = no_cache;
+        self
+    }
+    pub fn pull(mut self, pull: bool) -> Self {
+        self.opts.pull = pull;
+        self
+    }
+    pub fn push(mut self, push: bool) -> Self {
+        self.opts.push = push;
+        self
+    }
+    pub fn registry(mut self, registry: RegistryOptions) -> Self {
+        self.opts.registry = registry;
         self
     }
     /// The options; reads the Dockerfile from disk unless its bytes were given.

@@ -101,6 +101,60 @@ pub fn from_name(stage: &str, base: &str, total: usize) -> String {
 }
 
 /// A digest's first 12 hex digits.
+/// The line a registry event shows (`None`: nothing to show). Progress lines of blobs in
+/// flight only with `in_flight`.
+pub fn registry_line(event: &Event, in_flight: bool) -> Option<String> {
+    use indicatif::{HumanBytes, HumanDuration};
+    use kiln_executor::registry::TransferAction;
+    match event {
+        Event::Transfer(t) => {
+            let verb = match t.action {
+                TransferAction::Pull => "pulling",
+                TransferAction::Push => "pushing",
+            };
+            let blob = short_digest(&t.digest);
+            let rate = HumanBytes((t.done as f64 / t.seconds.max(0.001)) as u64);
+            match (t.finished, t.skipped) {
+                (true, true) => Some(format!("{verb} {blob}: already there")),
+                (true, false) => Some(format!(
+                    "{verb} {blob}: {} in {:.1}s ({rate}/s)",
+                    HumanBytes(t.total),
+                    t.seconds
+                )),
+                (false, _) if in_flight && t.done < t.total => Some(format!(
+                    "{verb} {blob}: {} / {} ({rate}/s)",
+                    HumanBytes(t.done),
+                    HumanBytes(t.total)
+                )),
+                (false, _) => None,
+            }
+        }
+        Event::Pulled {
+            reference,
+            digest,
+            fetched,
+            bytes,
+            seconds,
+        } => Some(format!(
+            "pulled {reference} ({}): {fetched} blobs, {} in {}",
+            short_digest(digest),
+            HumanBytes(*bytes),
+            HumanDuration(std::time::Duration::from_secs_f64(*seconds))
+        )),
+        Event::Pushed {
+            reference,
+            digest,
+            uploaded,
+            skipped,
+            seconds,
+        } => Some(format!(
+            "pushed {reference}@{digest}: {uploaded} blobs uploaded, {skipped} already there, in {:.1}s",
+            seconds
+        )),
+        _ => None,
+    }
+}
+
 pub fn short_digest(digest: &str) -> &str {
     let hex = digest.trim_start_matches("sha256:");
     hex.get(..12).unwrap_or(hex)

@@ -101,6 +101,12 @@ impl<W: Write> Plain<W> {
                 }
             }
             Event::Exported(what) => writeln!(self.out, "exported {what}"),
+            e @ (Event::Transfer(_) | Event::Pulled { .. } | Event::Pushed { .. }) => {
+                match super::registry_line(&e, true) {
+                    Some(line) => writeln!(self.out, "{line}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

@@ -55,6 +55,29 @@ enum Record<'a> {
     Exported {
         output: &'a str,
     },
+    Transfer {
+        action: &'a str,
+        digest: &'a str,
+        done: u64,
+        total: u64,
+        finished: bool,
+        skipped: bool,
+        seconds: f64,
+    },
+    Pulled {
+        reference: &'a str,
+        digest: &'a str,
+        fetched: usize,
+        bytes: u64,
+        seconds: f64,
+    },
+    Pushed {
+        reference: &'a str,
+        digest: &'a str,
+        uploaded: usize,
+        skipped: usize,
+        seconds: f64,
+    },
     StepFailed {
         id: usize,
         message: &'a str,
@@ -131,6 +154,44 @@ impl<'a> Record<'a> {
                 tags,
             },
             Event::Exported(output) => Record::Exported { output },
+            Event::Transfer(t) => Record::Transfer {
+                action: match t.action {
+                    kiln_executor::registry::TransferAction::Pull => "pull",
+                    kiln_executor::registry::TransferAction::Push => "push",
+                },
+                digest: &t.digest,
+                done: t.done,
+                total: t.total,
+                finished: t.finished,
+                skipped: t.skipped,
+                seconds: t.seconds,
+            },
+            Event::Pulled {
+                reference,
+                digest,
+                fetched,
+                bytes,
+                seconds,
+            } => Record::Pulled {
+                reference,
+                digest,
+                fetched: *fetched,
+                bytes: *bytes,
+                seconds: *seconds,
+            },
+            Event::Pushed {
+                reference,
+                digest,
+                uploaded,
+                skipped,
+                seconds,
+            } => Record::Pushed {
+                reference,
+                digest,
+                uploaded: *uploaded,
+                skipped: *skipped,
+                seconds: *seconds,
+            },
         }
     }
 }

@@ -163,6 +163,11 @@ impl Tty {
                 }
             }
             Event::Exported(what) => self.println(format!("exported {what}")),
+            e @ (Event::Transfer(_) | Event::Pulled { .. } | Event::Pushed { .. }) => {
+                if let Some(line) = super::registry_line(e, false) {
+                    self.println(line);
+                }
+            }
         }
     }
 }

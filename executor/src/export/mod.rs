@@ -7,6 +7,7 @@ mod docker;
 mod image;
 mod local;
 mod oci;
+mod push;
 mod recompress;
 mod tar;
 
@@ -35,6 +36,14 @@ pub enum Output {
     Local { dest: PathBuf },
     /// The target stage's filesystem, as a tar file.
     Tar { dest: PathBuf },
+    /// The image in the local store under its `name=`s (`type=image`), pushed to their
+    /// registries with `push=true` (`type=registry` implies it); `registry.insecure=true`
+    /// speaks plain http to them.
+    Image {
+        image: ImageOutput,
+        push: bool,
+        insecure: bool,
+    },
 }
 
 /// What an image output (`type=oci|docker`) says about the image it writes.
@@ -60,9 +69,11 @@ pub enum OutputError {
     UnknownOption { option: String, spec: String },
     #[error("output {0:?} needs dest=PATH")]
     NoDest(String),
-    #[error("pushing to registries is not available yet")]
-    Registry,
-    #[error("unknown output type {0:?} (oci, docker, local, tar)")]
+    #[error("-o {0:?}: push=true needs name=REGISTRY/NAME:TAG")]
+    PushWithoutName(String),
+    #[error("-o {spec:?}: {option} applies to type=image and type=registry only")]
+    NotARegistry { option: String, spec: String },
+    #[error("unknown output type {0:?} (oci, docker, image, registry, local, tar)")]
     UnknownType(String),
     #[error("output {0:?} has no type=")]
     NoType(String),
@@ -95,6 +106,8 @@ impl Output {
         let mut compression = None;
         let mut level = None;
         let mut image_options = Vec::new();
+        let mut push = None;
+        let mut insecure = None;
         let boolean = |option: &str, v: &str| match v {
             "true" => Ok(true),
             "false" => Ok(false),
@@ -121,6 +134,8 @@ impl Output {
                     )
                 }
                 "force-compression" => image.force_compression = boolean(k, v)?,
+                "push" => push = Some(boolean(k, v)?),
+                "registry.insecure" => insecure = Some(boolean(k, v)?),
                 "oci-mediatypes" => {
                     if !boolean(k, v)? {
                         return Err(OutputError::DockerMediaTypes(spec.to_string()));
@@ -133,7 +148,7 @@ impl Output {
                     })
                 }
             }
-            if !matches!(k, "type" | "dest" | "tar") {
+            if !matches!(k, "type" | "dest" | "tar" | "push" | "registry.insecure") {
                 image_options.push(k.to_string());
             }
         }
@@ -164,7 +179,35 @@ impl Output {
             }),
             None => Ok(()),
         };
+        if !matches!(kind.as_deref(), Some("image" | "registry")) {
+            let only_registry = push
+                .map(|_| "push")
+                .or(insecure.map(|_| "registry.insecure"));
+            if let Some(option) = only_registry {
+                return Err(OutputError::NotARegistry {
+                    option: option.to_string(),
+                    spec: spec.to_string(),
+                });
+            }
+        }
         match kind.as_deref() {
+            Some(k @ ("image" | "registry")) => {
+                if dest.is_some() || tar.is_some() {
+                    return Err(OutputError::UnknownOption {
+                        option: if dest.is_some() { "dest" } else { "tar" }.to_string(),
+                        spec: spec.to_string(),
+                    });
+                }
+                let push = push.unwrap_or(k == "registry");
+                if push && image.names.is_empty() {
+                    return Err(OutputError::PushWithoutName(spec.to_string()));
+                }
+                Ok(Output::Image {
+                    image,
+                    push,
+                    insecure: insecure.unwrap_or(false),
+                })
+            }
             Some("oci") => {
                 let dest = need(dest)?;
                 let is_tar = tar.unwrap_or_else(|| {
@@ -188,7 +231,6 @@ impl Output {
                 not_image(&image_options)?;
                 Ok(Output::Tar { dest: need(dest)? })
             }
-            Some("image") | Some("registry") => Err(OutputError::Registry),
             Some(other) => Err(OutputError::UnknownType(other.to_string())),
             None => Err(OutputError::NoType(spec.to_string())),
         }
@@ -197,7 +239,9 @@ impl Output {
     /// The names this output gives the image (`name=`).
     pub fn names(&self) -> &[String] {
         match self {
-            Output::Oci { image, .. } | Output::Docker { image, .. } => &image.names,
+            Output::Oci { image, .. }
+            | Output::Docker { image, .. }
+            | Output::Image { image, .. } => &image.names,
             Output::Local { .. } | Output::Tar { .. } => &[],
         }
     }
@@ -209,6 +253,7 @@ impl Output {
             Output::Docker { dest, .. } => format!("docker archive {}", dest.display()),
             Output::Local { dest } => format!("filesystem into {}", dest.display()),
             Output::Tar { dest } => format!("filesystem tar {}", dest.display()),
+            Output::Image { image, .. } => format!("image {}", image.names.join(", ")),
         }
     }
 }
@@ -247,17 +292,44 @@ pub(crate) fn finish(
                 .and_then(|w| docker::export(cx, &w, dest, &names_of(&tags, image))),
             Output::Local { dest } => local::export(cx, target, dest),
             Output::Tar { dest } => tar::export(cx, target, dest),
+            Output::Image {
+                image,
+                push,
+                insecure,
+            } => recompress::for_output(cx, &written, target, image).and_then(|w| {
+                let names = names_of(&tags, image);
+                if w.manifest != written.manifest {
+                    for n in &names {
+                        cx.images.tag(n, &w.manifest)?;
+                    }
+                }
+                match push {
+                    true => push::push(cx, &w.manifest, &names, *insecure, on_event),
+                    false => Ok(()),
+                }
+            }),
         };
         result.map_err(|e| {
-            let dest = match out {
+            let what = match out {
                 Output::Oci { dest, .. }
                 | Output::Docker { dest, .. }
                 | Output::Local { dest }
-                | Output::Tar { dest } => dest,
+                | Output::Tar { dest } => format!("writing {}", dest.display()),
+                Output::Image { image, .. } => format!("pushing {}", image.names.join(", ")),
             };
-            BuildError::setup(format!("writing {}", dest.display()), e)
+            BuildError::setup(what, e)
         })?;
         on_event(Event::Exported(out.describe()));
+    }
+    if opts.push {
+        if opts.tags.is_empty() {
+            return Err(BuildError::setup(
+                "--push",
+                SetupError::Unsupported("--push needs a name: -t REGISTRY/NAME:TAG".into()),
+            ));
+        }
+        push::push(cx, &written.manifest, &opts.tags, false, on_event)
+            .map_err(|e| BuildError::setup(format!("pushing {}", opts.tags.join(", ")), e))?;
     }
     Ok(written)
 }

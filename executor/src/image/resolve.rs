@@ -19,7 +19,7 @@ use crate::store::{normalize_reference, ImageStore, ImageStoreError};
 /// Why a base image could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("{reference}: the image is not in the local store ({}) and pulling from registries is not available yet; build it with `kiln build -t {reference}`, or pass --build-context {reference}=oci-layout://PATH", root.display())]
+    #[error("{reference}: the image is not in the local store ({})", root.display())]
     NotInStore { reference: String, root: PathBuf },
     #[error("{}: no image {} in this OCI layout", path.display(), tag.as_deref().unwrap_or("(give a tag: oci-layout://PATH:TAG)"))]
     NotInLayout { path: PathBuf, tag: Option<String> },
@@ -187,6 +187,28 @@ impl BaseImages<'_> {
                 digest: digest.to_string(),
                 platform: want.to_string(),
             })
+    }
+
+    /// The registry reference `reference` stands for, when it is not a local named
+    /// context (a directory or OCI layout): itself, or what a `docker-image://` context
+    /// names.
+    pub fn registry_source(&self, reference: &str) -> Option<String> {
+        let mut r = reference.to_string();
+        // Named contexts may name each other; a cycle ends the walk.
+        for _ in 0..=self.named.len() {
+            let wanted = normalize_reference(&r);
+            let named = self
+                .named
+                .iter()
+                .find(|(k, _)| k.as_str() == r || normalize_reference(k) == wanted)
+                .map(|(_, v)| v.clone());
+            match named {
+                None => return Some(r),
+                Some(NamedContext::Image(next)) if next != r => r = next,
+                Some(_) => return None,
+            }
+        }
+        None
     }
 
     /// A directory as a one-layer base filesystem.

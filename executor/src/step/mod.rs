@@ -17,7 +17,7 @@ mod run;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::cache::{CachedStep, ContextDigests, StepCache};
@@ -38,6 +38,7 @@ use crate::mounts::SecretStore;
 use crate::options::{BuildOptions, NamedContext};
 use crate::plan::scope::DEFAULT_PATH;
 use crate::plan::{Base, Platform};
+use crate::registry::{Registry, RegistryError};
 use crate::snapshots::{CommitOptions, DiffOptions, Snapshotter, View};
 use crate::store::ImageStore;
 
@@ -62,6 +63,8 @@ pub struct StepContext<'a> {
     cancel: CancelToken,
     /// Stages whose steps must not come from the cache (`--no-cache-filter`).
     no_cache_stages: BTreeSet<usize>,
+    /// The registry client, made when a pull or push first needs it.
+    registry: OnceLock<Registry>,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
@@ -151,6 +154,7 @@ impl<'a> StepContext<'a> {
             digests: ContextDigests::load(&opts.root.join("cache").join("context-index")),
             cancel,
             no_cache_stages: BTreeSet::new(),
+            registry: OnceLock::new(),
         })
     }
 
@@ -223,6 +227,47 @@ impl<'a> StepContext<'a> {
         self.bases().insert(reference.to_string(), st.clone());
         st.warnings = warnings;
         Ok(st)
+    }
+
+    /// The registry client (made on first use: it starts a small runtime).
+    pub(crate) fn registry(&self) -> Result<&Registry, RegistryError> {
+        if let Some(r) = self.registry.get() {
+            return Ok(r);
+        }
+        let made = Registry::new(self.opts.registry.clone())?;
+        Ok(self.registry.get_or_init(|| made))
+    }
+
+    /// Fetches base image `reference` from its registry when the store lacks it (always,
+    /// with `--pull`); named contexts that are directories or layouts are never fetched.
+    pub(crate) fn fetch_base(
+        &self,
+        reference: &str,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), StepError> {
+        let Some(source) = self.base_images().registry_source(reference) else {
+            return Ok(());
+        };
+        if self.bases().contains_key(reference)
+            || (!self.opts.pull && self.images.resolve(&source)?.is_some())
+        {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
+        let pulled = self
+            .registry()?
+            .pull(&source, &platform, &self.images, &mut |t| {
+                on_event(Event::Transfer(t))
+            })?;
+        on_event(Event::Pulled {
+            reference: pulled.reference,
+            digest: pulled.manifest.digest().to_string(),
+            fetched: pulled.fetched,
+            bytes: pulled.bytes,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(())
     }
 
     /// A step's error at `pos`: the Dockerfile frame shows the cause's text.

@@ -270,7 +270,6 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Stores `bytes` as a blob and returns its digest.
     /// Stores an image: its config blob and a manifest naming it and `layers` (whose
     /// blobs are stored already); the manifest's descriptor and the config's digest.
     pub fn put_image(
@@ -298,6 +297,7 @@ impl ImageStore {
         Ok((desc, config_digest))
     }
 
+    /// Stores `bytes` as a blob and returns its digest.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String, ImageStoreError> {
         let hex = sha256_hex(bytes);
         let path = self.blob_dir().join(&hex);
