@@ -38,3 +38,15 @@ fi
 sed -i "/^${KILN_TEST_USER_SINGLE}:/d" /etc/subuid /etc/subgid
 # FUSE for unprivileged users (a new machine has /dev/fuse at 0600).
 if [ -e /dev/fuse ]; then chmod 0666 /dev/fuse; fi
+
+# A real Debian base for the real-world build test (tests/realworld_cli.rs), made from
+# the package mirror with mmdebstrap (no image registry is reachable here); once.
+base=/var/cache/kiln-tests/debian-bookworm.tar
+if [ ! -s "$base" ]; then
+  echo "== making a Debian bookworm base with mmdebstrap ($base)"
+  mkdir -p "$(dirname "$base")"
+  mmdebstrap --quiet --variant=minbase --include=ca-certificates,python3,python3-venv \
+    --skip=output/dev bookworm "$base.tmp" </dev/null
+  mv "$base.tmp" "$base"
+  chmod 0644 "$base"
+fi
