@@ -65,6 +65,20 @@ pub enum ImageStoreError {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    /// An entry of an archive being loaded whose name leaves the directory it is unpacked
+    /// into (absolute, or climbing with `..`): the whole archive is refused.
+    #[error(
+        "archive {archive}: entry {entry:?} would be written outside the archive's directory \
+         (an absolute name or one climbing with `..`); refusing the archive, nothing was loaded"
+    )]
+    UnsafeEntry { archive: PathBuf, entry: String },
+    /// A blob whose content does not hash to the digest that names it.
+    #[error("blob {digest} at {path} does not match its digest (its content is {actual})")]
+    DigestMismatch {
+        digest: String,
+        path: PathBuf,
+        actual: String,
+    },
     /// The root's lease (held while loading or saving, so a collection waits).
     #[error("taking the root's lease: {0}")]
     Lease(#[from] crate::snapshots::StoreError),
