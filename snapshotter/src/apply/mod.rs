@@ -174,20 +174,15 @@ pub fn apply_layer(
         let mut entry = entry.map_err(ApplyError::Read)?;
         match entry.header().entry_type() {
             tar::EntryType::XHeader => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+                let data = read_extended(&mut entry)?;
                 pending.add_pax(&data);
             }
             tar::EntryType::XGlobalHeader => {}
             tar::EntryType::GNULongName => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
-                pending.path = Some(trim_nul(data));
+                pending.path = Some(trim_nul(read_extended(&mut entry)?));
             }
             tar::EntryType::GNULongLink => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
-                pending.link = Some(trim_nul(data));
+                pending.link = Some(trim_nul(read_extended(&mut entry)?));
             }
             _ => {
                 applier.stats.entries += 1;
@@ -259,6 +254,31 @@ impl Extended {
             data = &data[len..];
         }
     }
+}
+
+/// The most a PAX or GNU long-name header may hold (Go's archive/tar has the same
+/// limit): they are read into memory, and a layer could declare gigabytes.
+pub const MAX_EXTENDED_HEADER: u64 = 1 << 20;
+
+/// The data of a PAX or GNU long-name header, refused beyond [`MAX_EXTENDED_HEADER`]
+/// before anything is read.
+fn read_extended<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<u8>, ApplyError> {
+    let declared = entry.header().entry_size().unwrap_or(u64::MAX);
+    if declared > MAX_EXTENDED_HEADER {
+        return Err(ApplyError::Unsafe {
+            entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            reason: format!(
+                "an extended (PAX or GNU long name) header of {declared} bytes, more than the \
+                 {MAX_EXTENDED_HEADER} allowed"
+            ),
+        });
+    }
+    let mut data = Vec::new();
+    entry
+        .take(MAX_EXTENDED_HEADER)
+        .read_to_end(&mut data)
+        .map_err(ApplyError::Read)?;
+    Ok(data)
 }
 
 fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {

@@ -432,3 +432,66 @@ fn refuses_bad_whiteouts() {
     unsafe_error_names(a.apply(&tar, ApplyTarget::Merged), ".wh..");
     a.outside_untouched();
 }
+
+/// A raw header of `kind` named `name` that declares `size` bytes (written in GNU
+/// base-256 when it does not fit in octal), followed by `body` padded to a block.
+fn declared(name: &str, kind: tar::EntryType, size: u64, body: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(body);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+#[test]
+fn extended_headers_declaring_gigabytes_are_refused_before_reading() {
+    for kind in [
+        tar::EntryType::XHeader,
+        tar::EntryType::GNULongName,
+        tar::EntryType::GNULongLink,
+    ] {
+        let a = Area::new();
+        // 64 GiB declared, a few bytes present: nothing is allocated for the claim.
+        let mut tar = declared("././@LongLink", kind, 64 << 30, b"20 path=aaaaaaaaaaa\n");
+        tar.extend(TarBuilder::new().file("after", "x").finish());
+        match a.apply(&tar, ApplyTarget::Overlay) {
+            Err(ApplyError::Unsafe { reason, .. }) => {
+                assert!(reason.contains("extended"), "{reason}")
+            }
+            other => panic!("{kind:?}: {other:?}"),
+        }
+        a.outside_untouched();
+    }
+}
+
+#[test]
+fn truncated_layers_and_short_files_fail_with_a_read_error() {
+    let full = TarBuilder::new()
+        .file("a", &"x".repeat(3000))
+        .file("b", "y")
+        .finish();
+    // (A cut exactly between entries reads as the end of the archive, as with GNU tar.)
+    for cut in [100, 512, 1500, 3600] {
+        let a = Area::new();
+        let r = a.apply(&full[..cut], ApplyTarget::Overlay);
+        assert!(
+            matches!(r, Err(ApplyError::Read(_) | ApplyError::Entry { .. })),
+            "cut at {cut}: {r:?}"
+        );
+        a.outside_untouched();
+    }
+    // A file that declares 8 GiB and holds a block.
+    let a = Area::new();
+    let tar = declared("big", tar::EntryType::Regular, 8 << 30, &[7u8; 512]);
+    let r = a.apply(&tar, ApplyTarget::Overlay);
+    assert!(
+        matches!(r, Err(ApplyError::Read(_) | ApplyError::Entry { .. })),
+        "{r:?}"
+    );
+    a.outside_untouched();
+}
