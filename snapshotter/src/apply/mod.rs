@@ -219,6 +219,11 @@ struct Extended {
     path: Option<Vec<u8>>,
     link: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// PAX `uid` / `gid` (ids too large for the header's octal fields).
+    uid: Option<u32>,
+    gid: Option<u32>,
+    /// PAX `size`, as written (checked against the header's: see [`Applier::entry`]).
+    size: Option<Vec<u8>>,
 }
 
 impl Extended {
@@ -244,6 +249,9 @@ impl Extended {
                 match k {
                     b"path" => self.path = Some(v.to_vec()),
                     b"linkpath" => self.link = Some(v.to_vec()),
+                    b"size" => self.size = Some(v.to_vec()),
+                    b"uid" => self.uid = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()),
+                    b"gid" => self.gid = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()),
                     _ => {
                         if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                             self.xattrs.push((name.to_vec(), v.to_vec()));
@@ -395,6 +403,35 @@ impl Applier<'_> {
         };
         let header = entry.header().clone();
         let kind = header.entry_type();
+        // The entry's data was framed by the header's size (raw entries); a PAX size that
+        // says otherwise (files over 8 GiB, or an archive built to read differently in
+        // different tools) is refused rather than misread.
+        if let Some(pax) = &ext.size {
+            let declared = std::str::from_utf8(pax)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match declared {
+                None => {
+                    return Err(Self::unsafe_entry(
+                        name,
+                        &format!(
+                            "its PAX size {:?} is not a size",
+                            String::from_utf8_lossy(pax)
+                        ),
+                    ))
+                }
+                Some(n) if header.entry_size().ok() != Some(n) => {
+                    return Err(Self::unsafe_entry(
+                        name,
+                        &format!(
+                            "its PAX size ({n}) differs from its header's ({}); not supported",
+                            header.entry_size().unwrap_or(0)
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         if matches!(
             kind,
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
@@ -516,13 +553,13 @@ impl Applier<'_> {
             base,
             name,
         };
-        self.metadata(entry, &ext.xattrs, &at, kind, mode)
+        self.metadata(entry, &ext, &at, kind, mode)
     }
 
     fn metadata<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        pax_xattrs: &[(Vec<u8>, Vec<u8>)],
+        ext: &Extended,
         at: &Placed<'_>,
         kind: tar::EntryType,
         mode: u32,
@@ -530,8 +567,8 @@ impl Applier<'_> {
         let Placed { parent, base, name } = *at;
         let header = entry.header();
         let (cuid, cgid) = self.opts.owner.unwrap_or((
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
+            ext.uid.unwrap_or_else(|| header.uid().unwrap_or(0) as u32),
+            ext.gid.unwrap_or_else(|| header.gid().unwrap_or(0) as u32),
         ));
         match (self.opts.uid_map.to_host(cuid), self.opts.gid_map.to_host(cgid)) {
             (Some(uid), Some(gid)) => {
@@ -572,7 +609,7 @@ impl Applier<'_> {
         let mtime = header.mtime().unwrap_or(0);
         // xattrs (PAX SCHILY.xattr.*), through the parent's fd so no path is re-resolved.
         {
-            for (k, v) in pax_xattrs {
+            for (k, v) in &ext.xattrs {
                 if format::is_private_xattr(k) {
                     continue;
                 }

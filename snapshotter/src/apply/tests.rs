@@ -495,3 +495,61 @@ fn truncated_layers_and_short_files_fail_with_a_read_error() {
     );
     a.outside_untouched();
 }
+
+/// A PAX extended header holding `records` (`key`, `value`).
+fn pax(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        let base = k.len() + v.len() + 3;
+        let mut len = base + 1;
+        while len != base + len.to_string().len() {
+            len = base + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {k}=").as_bytes());
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    declared(
+        "././@PaxHeader",
+        tar::EntryType::XHeader,
+        data.len() as u64,
+        &data,
+    )
+}
+
+#[test]
+fn pax_sizes_that_disagree_with_the_header_are_refused() {
+    for size in [&b"99999999999999999999999999"[..], b"-1", b"4096"] {
+        let a = Area::new();
+        let mut tar = pax(&[("size", size)]);
+        tar.extend(TarBuilder::new().file("f", "short").finish());
+        unsafe_error_names(a.apply(&tar, ApplyTarget::Overlay), "f");
+        a.outside_untouched();
+    }
+    // Agreeing is fine.
+    let a = Area::new();
+    let mut tar = pax(&[("size", b"5")]);
+    tar.extend(TarBuilder::new().file("f", "short").finish());
+    a.apply(&tar, ApplyTarget::Overlay).unwrap();
+    assert_eq!(fs::read_to_string(a.dest.join("f")).unwrap(), "short");
+}
+
+#[test]
+fn pax_ids_override_the_header() {
+    let a = Area::new();
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let mut tar = pax(&[
+        ("uid", me.0.to_string().as_bytes()),
+        ("gid", me.1.to_string().as_bytes()),
+    ]);
+    // The header says 0:0; as an unprivileged user that would be a warning and the
+    // caller's ids, so the PAX ids are checked through the warnings as well.
+    tar.extend(TarBuilder::new().file("f", "x").finish());
+    let stats = a.apply(&tar, ApplyTarget::Overlay).unwrap();
+    let md = fs::metadata(a.dest.join("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), me);
+    assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+}
