@@ -29,6 +29,8 @@ pub mod dockerfile;
 mod error;
 mod event;
 mod export;
+#[cfg(test)]
+mod fuzz;
 pub mod graph;
 pub mod image;
 pub mod image_run;

@@ -395,4 +395,38 @@ mod tests {
         .unwrap()
         .matches(&deep_path)));
     }
+
+    proptest::proptest! {
+        /// Any pattern, both dialects, any text: an answer or `BadPattern`, quickly.
+        #[test]
+        fn any_pattern_compiles_or_is_refused_and_matches_quickly(
+            p in "[*?\\[\\]^!a-c/\\\\.-]{0,24}",
+            t in "[a-c/.*\\[-]{0,120}",
+        ) {
+            crate::fuzz::timed("glob", || {
+                for d in [Dialect::Component, Dialect::Ignore] {
+                    if let Ok(g) = Glob::new(&p, d) {
+                        let _ = g.matches(&t);
+                    }
+                }
+                let pc: Vec<&str> = p.split('/').collect();
+                let tc: Vec<&str> = t.split('/').collect();
+                let _ = match_components(&pc, &tc);
+            });
+        }
+
+        /// Every character escaped: the pattern is the text, nothing else.
+        #[test]
+        fn an_escaped_pattern_matches_exactly_its_text(
+            s in "[a-c*?\\[\\].\\\\-]{0,12}",
+            t in "[a-c*?\\[\\].\\\\-]{0,12}",
+        ) {
+            let escaped: String = s.chars().flat_map(|c| ['\\', c]).collect();
+            for d in [Dialect::Component, Dialect::Ignore] {
+                let g = Glob::new(&escaped, d).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                proptest::prop_assert!(g.matches(&s));
+                proptest::prop_assert_eq!(g.matches(&t), s == t);
+            }
+        }
+    }
 }

@@ -218,4 +218,23 @@ mod tests {
         assert!(IgnoreRules::parse_strict("a\n[z-\n").is_err());
         assert!(IgnoreRules::parse_strict("a\n!b\n").is_ok());
     }
+
+    proptest::proptest! {
+        /// Any `.dockerignore` (comments, exceptions, classes, `**`, escapes) and any
+        /// path: parsed, checked and matched without a panic, quickly.
+        #[test]
+        fn any_dockerignore_parses_and_matches_quickly(
+            text in "([!#/ *?\\[\\]^a-c.\\\\-]{0,20}\r?\n){0,12}",
+            paths in proptest::collection::vec("[a-c./*]{0,40}", 0..8),
+        ) {
+            crate::fuzz::timed("dockerignore", || {
+                let r = IgnoreRules::parse(&text);
+                let _ = r.check();
+                let _ = IgnoreRules::parse_strict(&text);
+                for p in &paths {
+                    let _ = r.excluded(p);
+                }
+            });
+        }
+    }
 }

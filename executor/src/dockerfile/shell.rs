@@ -698,10 +698,29 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn never_panics(s in "\\PC{0,40}", t in "[${}:#%/?*\\\\'\"a-z -]{0,40}") {
-            let l = Lexer::new('\\');
-            let _ = l.process_word(&s, &env());
-            let _ = l.process_words(&t, &env());
-            let _ = Lexer::new('`').skip_unset_env(true).process_word(&t, &env());
+            crate::fuzz::timed("expansion", || {
+                let l = Lexer::new('\\');
+                let _ = l.process_word(&s, &env());
+                let _ = l.process_words(&t, &env());
+                let _ = Lexer::new('`').skip_unset_env(true).process_word(&t, &env());
+            });
+        }
+
+        /// Nested `${…}` with every operator and patterns full of stars, on values
+        /// long enough that a backtracking matcher would not finish.
+        #[test]
+        fn nested_expansions_and_patterns_end(
+            w in "(\\$\\{(FOO|PWD|EMPTY|LONG|NOPE)(:?[-+?=]|##?|%%?|//?|:[0-9]?)|[*?a/.\\\\]{0,4}|\\}|\\$[A-Z]{0,4}|['\"]){0,24}"
+        ) {
+            let mut e = env();
+            e.push(("LONG".into(), "a".repeat(300) + "b"));
+            crate::fuzz::timed("expansion", || {
+                for l in [Lexer::new('\\'), Lexer::new('`').raw_quotes(true).raw_escapes(true)] {
+                    let _ = l.process_word(&w, &e);
+                    let _ = l.process_words(&w, &e);
+                    let _ = l.process_word_with_matches(&w, &e);
+                }
+            });
         }
     }
 }

@@ -107,6 +107,18 @@ impl ImageStore {
 
     /// Copies blob `digest` from `from` unless this store has it.
     pub fn copy_blob_from(&self, from: &ImageStore, digest: &str) -> Result<(), ImageStoreError> {
+        self.copy_blob(from, digest, false)
+    }
+
+    /// Copies blob `digest` from `from` unless this store has it; with `verify`, its
+    /// content must hash to `digest` (blobs of an archive being loaded), else nothing is
+    /// stored.
+    fn copy_blob(
+        &self,
+        from: &ImageStore,
+        digest: &str,
+        verify: bool,
+    ) -> Result<(), ImageStoreError> {
         let dst = self.blob_path(digest);
         if dst.exists() {
             return Ok(());
@@ -115,7 +127,23 @@ impl ImageStore {
         let mut tmp = tempfile::NamedTempFile::new_in(self.blob_dir())
             .map_err(io_at("writing in", &self.blob_dir()))?;
         let mut f = fs::File::open(&src).map_err(io_at("reading blob", &src))?;
-        io::copy(&mut f, &mut tmp).map_err(io_at("copying blob", &src))?;
+        if verify {
+            let mut hashing = HashingWriter {
+                inner: &mut tmp,
+                hasher: Sha256::new(),
+            };
+            io::copy(&mut f, &mut hashing).map_err(io_at("copying blob", &src))?;
+            let actual = format!("sha256:{:x}", hashing.hasher.finalize());
+            if actual != digest {
+                return Err(ImageStoreError::DigestMismatch {
+                    digest: digest.to_string(),
+                    path: src,
+                    actual,
+                });
+            }
+        } else {
+            io::copy(&mut f, &mut tmp).map_err(io_at("copying blob", &src))?;
+        }
         tmp.as_file().sync_all().map_err(io_at("writing", &dst))?;
         tmp.persist(&dst)
             .map_err(|e| io_at("writing", &dst)(e.error))?;
@@ -254,10 +282,10 @@ impl ImageStore {
         for d in layout.index()?.manifests() {
             let img = layout.load(d)?;
             for l in img.manifest.layers() {
-                self.copy_blob_from(&layout, l.digest().as_ref())?;
+                self.copy_blob(&layout, l.digest().as_ref(), true)?;
             }
-            self.copy_blob_from(&layout, img.manifest.config().digest().as_ref())?;
-            self.copy_blob_from(&layout, d.digest().as_ref())?;
+            self.copy_blob(&layout, img.manifest.config().digest().as_ref(), true)?;
+            self.copy_blob(&layout, d.digest().as_ref(), true)?;
             let ann = d.annotations().clone().unwrap_or_default();
             let name = ann
                 .get("io.containerd.image.name")
@@ -357,24 +385,26 @@ fn safe_join(dir: &Path, name: &str) -> Result<PathBuf, ImageStoreError> {
     Ok(out)
 }
 
-/// Unpacks the regular files of a tar into `dir` (names cleaned; links and devices are
-/// not needed for image archives and are skipped).
+/// Unpacks the regular files of a tar into `dir` (links and devices are not needed for
+/// image archives and are skipped). An entry whose name would leave `dir` (absolute, or
+/// climbing with `..`) refuses the whole archive, before anything reaches the store.
 fn unpack_plain_files(src: &Path, dir: &Path) -> Result<(), ImageStoreError> {
     let f = fs::File::open(src).map_err(io_at("reading", src))?;
     let mut ar = tar::Archive::new(io::BufReader::new(f));
     for e in ar.entries().map_err(io_at("reading", src))? {
         let mut e = e.map_err(io_at("reading", src))?;
-        if e.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
         let name = e
             .path()
             .map_err(io_at("reading", src))?
             .to_string_lossy()
             .into_owned();
-        let Ok(target) = safe_join(dir, &name) else {
+        let target = safe_join(dir, &name).map_err(|_| ImageStoreError::UnsafeEntry {
+            archive: src.to_path_buf(),
+            entry: name.clone(),
+        })?;
+        if e.header().entry_type() != tar::EntryType::Regular {
             continue;
-        };
+        }
         if let Some(p) = target.parent() {
             fs::create_dir_all(p).map_err(io_at("creating", p))?;
         }
@@ -382,6 +412,23 @@ fn unpack_plain_files(src: &Path, dir: &Path) -> Result<(), ImageStoreError> {
         io::copy(&mut e, &mut out).map_err(io_at("writing", &target))?;
     }
     Ok(())
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A tar of the tree at `dir` (symlinks kept as links).
@@ -393,4 +440,78 @@ pub fn tar_dir(dir: &Path, dest: &Path) -> Result<(), ImageStoreError> {
         .map_err(io_at("writing", dest))?;
     let mut w = tar.into_inner().map_err(io_at("writing", dest))?;
     w.flush().map_err(io_at("writing", dest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of (raw name, body) regular files, names written into the header as given.
+    fn raw_tar(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, body) in entries {
+            let mut h = tar::Header::new_gnu();
+            if let Some(gnu) = h.as_gnu_mut() {
+                gnu.name = [0; 100];
+                gnu.name[..name.len()].copy_from_slice(name);
+            }
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    fn store_is_empty(store: &ImageStore) {
+        assert!(store.index().unwrap().manifests().is_empty());
+        assert!(store.blob_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn archives_with_entries_leaving_the_directory_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("root")).unwrap();
+        for bad in [&b"../escaped"[..], b"/abs/escaped", b"blobs/../../escaped"] {
+            let archive = tmp.path().join("bad.tar");
+            let tar = raw_tar(&[(b"manifest.json", b"[]"), (bad, b"x")]);
+            fs::write(&archive, tar).unwrap();
+            let err = store.load_archive(&archive).unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                matches!(err, ImageStoreError::UnsafeEntry { .. })
+                    && shown.contains(&*String::from_utf8_lossy(bad)),
+                "{shown}"
+            );
+            store_is_empty(&store);
+        }
+        assert!(!tmp.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn layout_blobs_must_match_their_digests() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("root")).unwrap();
+        let src = ImageStore::open(&tmp.path().join("src")).unwrap();
+        let layer = src.put_blob(b"not what the digest says").unwrap();
+        let (manifest, _) = src
+            .put_image(
+                br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+                vec![descriptor(MediaType::ImageLayer, &layer, 24).unwrap()],
+            )
+            .unwrap();
+        src.tag("bad:1", &manifest).unwrap();
+        // The layer's file now holds other bytes than its name says.
+        fs::write(src.blob_path(&layer), b"tampered").unwrap();
+        let err = store.load_archive(&tmp.path().join("src")).unwrap_err();
+        assert!(
+            matches!(err, ImageStoreError::DigestMismatch { ref digest, .. } if *digest == layer),
+            "{err}"
+        );
+        store_is_empty(&store);
+    }
 }

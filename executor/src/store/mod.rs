@@ -65,6 +65,20 @@ pub enum ImageStoreError {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    /// An entry of an archive being loaded whose name leaves the directory it is unpacked
+    /// into (absolute, or climbing with `..`): the whole archive is refused.
+    #[error(
+        "archive {archive}: entry {entry:?} would be written outside the archive's directory \
+         (an absolute name or one climbing with `..`); refusing the archive, nothing was loaded"
+    )]
+    UnsafeEntry { archive: PathBuf, entry: String },
+    /// A blob whose content does not hash to the digest that names it.
+    #[error("blob {digest} at {path} does not match its digest (its content is {actual})")]
+    DigestMismatch {
+        digest: String,
+        path: PathBuf,
+        actual: String,
+    },
     /// The root's lease (held while loading or saving, so a collection waits).
     #[error("taking the root's lease: {0}")]
     Lease(#[from] crate::snapshots::StoreError),
@@ -458,5 +472,152 @@ mod tests {
         let got = store.resolve("app:latest").unwrap().unwrap();
         assert_eq!(got.digest().to_string(), d2);
         assert!(store.resolve("other").unwrap().is_none());
+    }
+
+    use proptest::prelude::*;
+
+    /// Digests as a hostile layout could write them: real ones, well-formed but absent,
+    /// other algorithms, traversals, junk.
+    fn digest_text(real: String) -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(serde_json::json!(real)),
+            "[0-9a-f]{64}".prop_map(|h| serde_json::json!(format!("sha256:{h}"))),
+            Just(serde_json::json!("sha256:../../../../escaped")),
+            Just(serde_json::json!("sha512:abc")),
+            "[a-z0-9:./+=_-]{0,20}".prop_map(|s| serde_json::json!(s)),
+            Just(serde_json::json!(7)),
+        ]
+    }
+
+    fn descriptor_json(real: String) -> impl Strategy<Value = serde_json::Value> {
+        (
+            digest_text(real),
+            prop_oneof![Just(0u64), any::<u64>(), Just(u64::MAX)],
+            prop_oneof![
+                Just("application/vnd.oci.image.manifest.v1+json"),
+                Just("application/vnd.oci.image.layer.v1.tar+gzip"),
+                Just("application/vnd.oci.image.config.v1+json"),
+                Just("x/y"),
+            ],
+        )
+            .prop_map(|(digest, size, media)| {
+                serde_json::json!({"mediaType": media, "digest": digest, "size": size})
+            })
+    }
+
+    /// A config: valid, or a valid one with a field of the wrong type, or junk.
+    fn config_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec()),
+            Just(br#"{"architecture":1,"os":"linux","config":{"Env":"x","OnBuild":[1]}}"#.to_vec()),
+            Just(br#"{"config":{"Healthcheck":{"Interval":-1,"Test":"x"},"ExposedPorts":[]}}"#.to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config(48))]
+
+        /// Whatever a layout's index, manifests and config say (sizes declared in the
+        /// exabytes, digests that name nothing or climb out), reading, listing, loading
+        /// it into a store and writing it back out end in a value or a typed error,
+        /// quickly, and nothing is written outside the two stores.
+        #[test]
+        fn store_readers_never_panic_or_escape(
+            config in config_bytes(),
+            layers in proptest::collection::vec(any::<u8>(), 0..2),
+            seeds in proptest::collection::vec(0u8..8, 6),
+            schema in prop_oneof![Just(serde_json::json!(2)), Just(serde_json::json!(-1)), Just(serde_json::json!("2"))],
+            config_desc in descriptor_json(String::new()),
+            layer_descs in proptest::collection::vec(descriptor_json(String::new()), 0..3),
+            index_desc in descriptor_json(String::new()),
+            tag in "[a-z:/@.]{0,12}",
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let outside = tmp.path().join("outside");
+            fs::create_dir(&outside).unwrap();
+            let src = ImageStore::open(&tmp.path().join("layout")).unwrap();
+            let config_digest = src.put_blob(&config).unwrap();
+            let layer_digest = src.put_blob(&layers).unwrap();
+            // Point some descriptors at the real blobs (the seeds pick which).
+            let real = |mut d: serde_json::Value, digest: &str, seed: u8| {
+                if seed < 4 {
+                    d["digest"] = serde_json::json!(digest);
+                }
+                if seed < 2 {
+                    d["size"] = serde_json::json!(1);
+                }
+                d
+            };
+            let manifest = serde_json::json!({
+                "schemaVersion": schema,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": real(config_desc, &config_digest, seeds[0]),
+                "layers": layer_descs.into_iter().enumerate().map(|(i, d)| real(d, &layer_digest, seeds[1 + i])).collect::<Vec<_>>(),
+            });
+            let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+            let manifest_digest = src.put_blob(&manifest_bytes).unwrap();
+            let mut entry = real(index_desc, &manifest_digest, seeds[4]);
+            entry["annotations"] = serde_json::json!({REF_NAME: tag, "io.containerd.image.name": tag});
+            let index = if seeds[5] == 0 {
+                b"{not json".to_vec()
+            } else {
+                serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [entry]})).unwrap()
+            };
+            fs::write(tmp.path().join("layout/index.json"), index).unwrap();
+            let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+            crate::fuzz::timed("store readers", || {
+                let _ = src.list();
+                if let Ok(index) = src.index() {
+                    for d in index.manifests() {
+                        let _ = src.load(d);
+                        let _ = src.write_layout(&tmp.path().join("out"), d, Some(&tag));
+                    }
+                }
+                let _ = src.resolve(&tag);
+                let _ = store.load_archive(src.root());
+                let _ = store.list();
+            });
+            prop_assert!(fs::read_dir(&outside).unwrap().next().is_none());
+            let mut dirs = vec![tmp.path().to_path_buf()];
+            while let Some(d) = dirs.pop() {
+                for e in fs::read_dir(&d).unwrap().flatten() {
+                    prop_assert!(e.file_name() != "escaped", "written outside: {:?}", e.path());
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            prop_assert!(store.index().is_ok(), "the store still opens");
+        }
+
+        /// `docker save` manifests naming anything, in an archive directory.
+        #[test]
+        fn docker_manifests_never_panic_or_escape(
+            config in prop_oneof![Just(serde_json::json!("c.json")), Just(serde_json::json!("../c.json")), Just(serde_json::json!("/etc/hostname")), Just(serde_json::json!(null)), "[a-z./]{0,12}".prop_map(|s| serde_json::json!(s))],
+            layers in proptest::collection::vec(prop_oneof![Just(serde_json::json!("l.tar")), Just(serde_json::json!("../../l.tar")), Just(serde_json::json!(1)), "[a-z./]{0,12}".prop_map(|s| serde_json::json!(s))], 0..3),
+            tags in proptest::collection::vec(prop_oneof![Just(serde_json::json!("a:1")), Just(serde_json::json!("")), Just(serde_json::json!([])), "[a-z:/@.]{0,12}".prop_map(|s| serde_json::json!(s))], 0..3),
+            cfg in config_bytes(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..48),
+            whole in 0u8..4,
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("a/b/archive");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("c.json"), &cfg).unwrap();
+            fs::write(dir.join("l.tar"), &garbage).unwrap();
+            let manifest = match whole {
+                0 => garbage.clone(),
+                1 => b"{}".to_vec(),
+                _ => serde_json::to_vec(&serde_json::json!([{"Config": config, "Layers": layers, "RepoTags": tags}])).unwrap(),
+            };
+            fs::write(dir.join("manifest.json"), manifest).unwrap();
+            let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+            crate::fuzz::timed("docker load", || {
+                let _ = store.load_archive(&dir);
+                let _ = store.list();
+            });
+            prop_assert!(store.index().is_ok(), "the store still opens");
+        }
     }
 }

@@ -174,20 +174,15 @@ pub fn apply_layer(
         let mut entry = entry.map_err(ApplyError::Read)?;
         match entry.header().entry_type() {
             tar::EntryType::XHeader => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+                let data = read_extended(&mut entry)?;
                 pending.add_pax(&data);
             }
             tar::EntryType::XGlobalHeader => {}
             tar::EntryType::GNULongName => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
-                pending.path = Some(trim_nul(data));
+                pending.path = Some(trim_nul(read_extended(&mut entry)?));
             }
             tar::EntryType::GNULongLink => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
-                pending.link = Some(trim_nul(data));
+                pending.link = Some(trim_nul(read_extended(&mut entry)?));
             }
             _ => {
                 applier.stats.entries += 1;
@@ -224,6 +219,11 @@ struct Extended {
     path: Option<Vec<u8>>,
     link: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// PAX `uid` / `gid` (ids too large for the header's octal fields).
+    uid: Option<u32>,
+    gid: Option<u32>,
+    /// PAX `size`, as written (checked against the header's: see [`Applier::entry`]).
+    size: Option<Vec<u8>>,
 }
 
 impl Extended {
@@ -249,6 +249,9 @@ impl Extended {
                 match k {
                     b"path" => self.path = Some(v.to_vec()),
                     b"linkpath" => self.link = Some(v.to_vec()),
+                    b"size" => self.size = Some(v.to_vec()),
+                    b"uid" => self.uid = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()),
+                    b"gid" => self.gid = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()),
                     _ => {
                         if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
                             self.xattrs.push((name.to_vec(), v.to_vec()));
@@ -259,6 +262,31 @@ impl Extended {
             data = &data[len..];
         }
     }
+}
+
+/// The most a PAX or GNU long-name header may hold (Go's archive/tar has the same
+/// limit): they are read into memory, and a layer could declare gigabytes.
+pub const MAX_EXTENDED_HEADER: u64 = 1 << 20;
+
+/// The data of a PAX or GNU long-name header, refused beyond [`MAX_EXTENDED_HEADER`]
+/// before anything is read.
+fn read_extended<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<u8>, ApplyError> {
+    let declared = entry.header().entry_size().unwrap_or(u64::MAX);
+    if declared > MAX_EXTENDED_HEADER {
+        return Err(ApplyError::Unsafe {
+            entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            reason: format!(
+                "an extended (PAX or GNU long name) header of {declared} bytes, more than the \
+                 {MAX_EXTENDED_HEADER} allowed"
+            ),
+        });
+    }
+    let mut data = Vec::new();
+    entry
+        .take(MAX_EXTENDED_HEADER)
+        .read_to_end(&mut data)
+        .map_err(ApplyError::Read)?;
+    Ok(data)
 }
 
 fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
@@ -375,6 +403,35 @@ impl Applier<'_> {
         };
         let header = entry.header().clone();
         let kind = header.entry_type();
+        // The entry's data was framed by the header's size (raw entries); a PAX size that
+        // says otherwise (files over 8 GiB, or an archive built to read differently in
+        // different tools) is refused rather than misread.
+        if let Some(pax) = &ext.size {
+            let declared = std::str::from_utf8(pax)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match declared {
+                None => {
+                    return Err(Self::unsafe_entry(
+                        name,
+                        &format!(
+                            "its PAX size {:?} is not a size",
+                            String::from_utf8_lossy(pax)
+                        ),
+                    ))
+                }
+                Some(n) if header.entry_size().ok() != Some(n) => {
+                    return Err(Self::unsafe_entry(
+                        name,
+                        &format!(
+                            "its PAX size ({n}) differs from its header's ({}); not supported",
+                            header.entry_size().unwrap_or(0)
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         if matches!(
             kind,
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
@@ -496,13 +553,13 @@ impl Applier<'_> {
             base,
             name,
         };
-        self.metadata(entry, &ext.xattrs, &at, kind, mode)
+        self.metadata(entry, &ext, &at, kind, mode)
     }
 
     fn metadata<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        pax_xattrs: &[(Vec<u8>, Vec<u8>)],
+        ext: &Extended,
         at: &Placed<'_>,
         kind: tar::EntryType,
         mode: u32,
@@ -510,8 +567,8 @@ impl Applier<'_> {
         let Placed { parent, base, name } = *at;
         let header = entry.header();
         let (cuid, cgid) = self.opts.owner.unwrap_or((
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
+            ext.uid.unwrap_or_else(|| header.uid().unwrap_or(0) as u32),
+            ext.gid.unwrap_or_else(|| header.gid().unwrap_or(0) as u32),
         ));
         match (self.opts.uid_map.to_host(cuid), self.opts.gid_map.to_host(cgid)) {
             (Some(uid), Some(gid)) => {
@@ -552,7 +609,7 @@ impl Applier<'_> {
         let mtime = header.mtime().unwrap_or(0);
         // xattrs (PAX SCHILY.xattr.*), through the parent's fd so no path is re-resolved.
         {
-            for (k, v) in pax_xattrs {
+            for (k, v) in &ext.xattrs {
                 if format::is_private_xattr(k) {
                     continue;
                 }

@@ -432,3 +432,343 @@ fn refuses_bad_whiteouts() {
     unsafe_error_names(a.apply(&tar, ApplyTarget::Merged), ".wh..");
     a.outside_untouched();
 }
+
+/// A raw header of `kind` named `name` that declares `size` bytes (written in GNU
+/// base-256 when it does not fit in octal), followed by `body` padded to a block.
+fn declared(name: &str, kind: tar::EntryType, size: u64, body: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(body);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+#[test]
+fn extended_headers_declaring_gigabytes_are_refused_before_reading() {
+    for kind in [
+        tar::EntryType::XHeader,
+        tar::EntryType::GNULongName,
+        tar::EntryType::GNULongLink,
+    ] {
+        let a = Area::new();
+        // 64 GiB declared, a few bytes present: nothing is allocated for the claim.
+        let mut tar = declared("././@LongLink", kind, 64 << 30, b"20 path=aaaaaaaaaaa\n");
+        tar.extend(TarBuilder::new().file("after", "x").finish());
+        match a.apply(&tar, ApplyTarget::Overlay) {
+            Err(ApplyError::Unsafe { reason, .. }) => {
+                assert!(reason.contains("extended"), "{reason}")
+            }
+            other => panic!("{kind:?}: {other:?}"),
+        }
+        a.outside_untouched();
+    }
+}
+
+#[test]
+fn truncated_layers_and_short_files_fail_with_a_read_error() {
+    let full = TarBuilder::new()
+        .file("a", &"x".repeat(3000))
+        .file("b", "y")
+        .finish();
+    // (A cut exactly between entries reads as the end of the archive, as with GNU tar.)
+    for cut in [100, 512, 1500, 3600] {
+        let a = Area::new();
+        let r = a.apply(&full[..cut], ApplyTarget::Overlay);
+        assert!(
+            matches!(r, Err(ApplyError::Read(_) | ApplyError::Entry { .. })),
+            "cut at {cut}: {r:?}"
+        );
+        a.outside_untouched();
+    }
+    // A file that declares 8 GiB and holds a block.
+    let a = Area::new();
+    let tar = declared("big", tar::EntryType::Regular, 8 << 30, &[7u8; 512]);
+    let r = a.apply(&tar, ApplyTarget::Overlay);
+    assert!(
+        matches!(r, Err(ApplyError::Read(_) | ApplyError::Entry { .. })),
+        "{r:?}"
+    );
+    a.outside_untouched();
+}
+
+/// A PAX extended header holding `records` (`key`, `value`).
+fn pax(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        let base = k.len() + v.len() + 3;
+        let mut len = base + 1;
+        while len != base + len.to_string().len() {
+            len = base + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {k}=").as_bytes());
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    declared(
+        "././@PaxHeader",
+        tar::EntryType::XHeader,
+        data.len() as u64,
+        &data,
+    )
+}
+
+#[test]
+fn pax_sizes_that_disagree_with_the_header_are_refused() {
+    for size in [&b"99999999999999999999999999"[..], b"-1", b"4096"] {
+        let a = Area::new();
+        let mut tar = pax(&[("size", size)]);
+        tar.extend(TarBuilder::new().file("f", "short").finish());
+        unsafe_error_names(a.apply(&tar, ApplyTarget::Overlay), "f");
+        a.outside_untouched();
+    }
+    // Agreeing is fine.
+    let a = Area::new();
+    let mut tar = pax(&[("size", b"5")]);
+    tar.extend(TarBuilder::new().file("f", "short").finish());
+    a.apply(&tar, ApplyTarget::Overlay).unwrap();
+    assert_eq!(fs::read_to_string(a.dest.join("f")).unwrap(), "short");
+}
+
+#[test]
+fn pax_ids_override_the_header() {
+    let a = Area::new();
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let mut tar = pax(&[
+        ("uid", me.0.to_string().as_bytes()),
+        ("gid", me.1.to_string().as_bytes()),
+    ]);
+    // The header says 0:0; as an unprivileged user that would be a warning and the
+    // caller's ids, so the PAX ids are checked through the warnings as well.
+    tar.extend(TarBuilder::new().file("f", "x").finish());
+    let stats = a.apply(&tar, ApplyTarget::Overlay).unwrap();
+    let md = fs::metadata(a.dest.join("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), me);
+    assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+}
+
+// ---------------------------------------------------------------------------------------
+// Property-based: any sequence of entries, any bytes.
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    /// The longest one case may take (small inputs, a debug build, a busy machine).
+    const CASE_LIMIT: Duration = Duration::from_secs(3);
+
+    /// `cases` cases unless `PROPTEST_CASES` says otherwise (scripts/fuzz.sh).
+    fn config(cases: u32) -> proptest::test_runner::Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases);
+        proptest::test_runner::Config {
+            cases,
+            ..Default::default()
+        }
+    }
+
+    /// One tar entry, names built from components that matter (`..`, `.`, whiteouts,
+    /// the outside directory's absolute path as `OUT`).
+    #[derive(Debug, Clone)]
+    enum Op {
+        File(String, u16),
+        Dir(String),
+        Symlink(String, String),
+        Hardlink(String, String),
+        Fifo(String),
+        Device(String),
+        /// A PAX header (path, linkpath or size) before a file.
+        Pax(&'static str, String),
+        /// A GNU long name before a file.
+        LongName(String),
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("a"),
+                Just("b"),
+                Just(".."),
+                Just("."),
+                Just(""),
+                Just(".wh.a"),
+                Just(".wh..wh..opq"),
+                Just(".wh."),
+                Just("OUT"),
+            ],
+            1..5,
+        )
+        .prop_map(|v| v.join("/"))
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (name(), any::<u16>()).prop_map(|(n, s)| Op::File(n, s % 2000)),
+            name().prop_map(Op::Dir),
+            (name(), name()).prop_map(|(n, t)| Op::Symlink(n, t)),
+            (name(), name()).prop_map(|(n, t)| Op::Hardlink(n, t)),
+            name().prop_map(Op::Fifo),
+            name().prop_map(Op::Device),
+            (
+                prop_oneof![Just("path"), Just("linkpath"), Just("size"), Just("uid")],
+                prop_oneof![name(), "[0-9]{1,25}", Just("-1".to_string())]
+            )
+                .prop_map(|(k, v)| Op::Pax(k, v)),
+            name().prop_map(|n| Op::LongName(format!("{}{n}", "long/".repeat(25)))),
+        ]
+    }
+
+    fn tar_of(ops: &[Op], outside: &str) -> Vec<u8> {
+        let fix = |n: &str| n.replace("OUT", outside);
+        let mut b = TarBuilder::new();
+        let long = |kind: tar::EntryType, value: &[u8]| -> Vec<u8> {
+            let mut t = TarBuilder::new();
+            t.raw(b"././@LongLink", kind, value, b"", 0o644);
+            t.out
+        };
+        for op in ops {
+            // Names longer than a header holds are cut (the long-name ops cover those).
+            let short = |n: &str| {
+                let n = fix(n).into_bytes();
+                n[..n.len().min(100)].to_vec()
+            };
+            match op {
+                Op::File(n, size) => {
+                    b.raw(
+                        &short(n),
+                        tar::EntryType::Regular,
+                        &vec![b'x'; *size as usize],
+                        b"",
+                        0o4755,
+                    );
+                }
+                Op::Dir(n) => {
+                    b.raw(&short(n), tar::EntryType::Directory, b"", b"", 0o755);
+                }
+                Op::Symlink(n, t) => {
+                    b.raw(&short(n), tar::EntryType::Symlink, b"", &short(t), 0o777);
+                }
+                Op::Hardlink(n, t) => {
+                    b.raw(&short(n), tar::EntryType::Link, b"", &short(t), 0o644);
+                }
+                Op::Fifo(n) => {
+                    b.raw(&short(n), tar::EntryType::Fifo, b"", b"", 0o644);
+                }
+                Op::Device(n) => {
+                    b.raw(&short(n), tar::EntryType::Char, b"", b"", 0o666);
+                }
+                Op::Pax(k, v) => {
+                    let v = fix(v);
+                    let rec = format!("{k}={v}\n");
+                    let mut len = rec.len() + 2;
+                    while len != rec.len() + 1 + len.to_string().len() {
+                        len = rec.len() + 1 + len.to_string().len();
+                    }
+                    let data = format!("{len} {rec}");
+                    b.raw(
+                        b"././@PaxHeader",
+                        tar::EntryType::XHeader,
+                        data.as_bytes(),
+                        b"",
+                        0o644,
+                    );
+                    b.raw(b"p", tar::EntryType::Regular, b"y", b"", 0o644);
+                }
+                Op::LongName(n) => {
+                    let mut v = fix(n).into_bytes();
+                    v.push(0);
+                    b.out.extend(long(tar::EntryType::GNULongName, &v));
+                    b.raw(b"l", tar::EntryType::Regular, b"z", b"", 0o644);
+                }
+            }
+        }
+        b.finish()
+    }
+
+    /// Applies `tar` in every target with the limit on time; outside stays untouched.
+    fn apply_everywhere(tar: &[u8]) {
+        for target in [
+            ApplyTarget::Overlay,
+            ApplyTarget::Merged,
+            ApplyTarget::Plain,
+        ] {
+            let a = Area::new();
+            let start = Instant::now();
+            let _ = a.apply(tar, target);
+            let took = start.elapsed();
+            assert!(took < CASE_LIMIT, "{target:?}: apply took {took:?}");
+            a.outside_untouched();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(64))]
+
+        /// Any sequence of entries with hostile names, in every target: applied or
+        /// refused, never a panic, never a write outside, quickly.
+        #[test]
+        fn any_entries_apply_or_are_refused_inside(ops in proptest::collection::vec(op(), 0..12)) {
+            for target in [ApplyTarget::Overlay, ApplyTarget::Merged, ApplyTarget::Plain] {
+                // `OUT` in names is this area's outside directory.
+                let a = Area::new();
+                let tar = tar_of(&ops, &a.outside.to_string_lossy());
+                let start = Instant::now();
+                let _ = a.apply(&tar, target);
+                let took = start.elapsed();
+                prop_assert!(took < CASE_LIMIT, "{:?}: apply took {:?}", target, took);
+                a.outside_untouched();
+            }
+        }
+
+        /// A valid layer with bytes changed, cut short or compressed then damaged: an
+        /// error or a result, never a panic, never an allocation the bytes declare.
+        #[test]
+        fn damaged_layers_never_panic(
+            ops in proptest::collection::vec(op(), 1..6),
+            flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..8),
+            cut in any::<u16>(),
+            compress in 0u8..3,
+        ) {
+            let mut tar = tar_of(&ops, "/nonexistent-outside");
+            for (at, v) in &flips {
+                let i = *at as usize % tar.len();
+                tar[i] = *v;
+            }
+            let mut bytes = match compress {
+                0 => tar,
+                1 => {
+                    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(&tar).unwrap();
+                    e.finish().unwrap()
+                }
+                _ => zstd::encode_all(&tar[..], 1).unwrap(),
+            };
+            let keep = bytes.len() - (cut as usize % (bytes.len() / 4 + 1));
+            bytes.truncate(keep);
+            apply_everywhere(&bytes);
+        }
+
+        /// Arbitrary bytes (after a tar header's worth of structure, sometimes).
+        #[test]
+        fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..2048), header in any::<bool>()) {
+            if header && bytes.len() >= 512 {
+                let mut h = tar::Header::new_gnu();
+                h.set_path("f").unwrap();
+                h.set_size(u64::from(bytes[0]) << 40);
+                h.set_cksum();
+                bytes[..512].copy_from_slice(h.as_bytes());
+            }
+            apply_everywhere(&bytes);
+        }
+    }
+}

@@ -144,12 +144,21 @@ fn bom_crlf_and_comments_before_instructions() {
 proptest::proptest! {
     #[test]
     fn never_panics_on_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-        let _ = parse("Dockerfile", &bytes);
+        let _ = crate::fuzz::timed("parse", || parse("Dockerfile", &bytes));
     }
 
     #[test]
     fn never_panics_on_dockerfile_like_text(s in "((FROM|RUN|COPY|ENV|ARG|ONBUILD|HEALTHCHECK|LABEL|#|--[a-z]+=?|<<-?'?EOF'?|EOF|\\[\"a\"\\]|\\\\|`|\"|'|=| |\t|\n|[a-z$]+){0,40})") {
-        let _ = parse("Dockerfile", s.as_bytes());
+        let _ = crate::fuzz::timed("parse", || parse("Dockerfile", s.as_bytes()));
+    }
+
+    /// Directives, line continuations, many heredocs on one line, escape characters:
+    /// the parser's stateful parts, in any order.
+    #[test]
+    fn never_panics_or_hangs_on_directives_continuations_and_heredocs(
+        s in "((# ?(escape|syntax|check)=[`\\\\a-z:/]{0,6}\n)|RUN |COPY |<<-?[\"']?(EOF|X)[\"']? |EOF\n|X\n|\\\\\n|`\n|\t|[a-z=$ ]{0,8}|\r?\n){0,60}"
+    ) {
+        let _ = crate::fuzz::timed("parse", || parse("Dockerfile", s.as_bytes()));
     }
 }
 
