@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Pull and push of a multi-layer image (4 layers of 56 MiB that do not compress: 224 MiB)
+# against a real docker-registry on loopback: kiln push / kiln pull against skopeo copy of
+# the same image (from and to kiln's store, itself an OCI layout), one run each, and the
+# ratios kiln/skopeo (below 1: kiln faster).
+#
+#   scripts/bench-registry.sh            (as root it runs as $KILN_BENCH_USER, kiln-ci)
+#
+# Needs: docker-registry, skopeo, busybox-static, a release kiln (cargo build --release).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+user=${KILN_BENCH_USER:-kiln-ci}
+for tool in docker-registry skopeo; do
+  command -v "$tool" >/dev/null || { echo "bench-registry.sh: needs $tool" >&2; exit 1; }
+done
+if [ -z "${KILN_BENCH_INNER:-}" ] && [ ! -x "$here/target/release/kiln" ]; then
+  (cd "$here" && cargo build --release --quiet -p kiln-cli)
+fi
+if [ "$(id -u)" -eq 0 ] && [ -z "${KILN_BENCH_INNER:-}" ]; then
+  stage=$(mktemp -d /tmp/kiln-bench.XXXXXX)
+  cp "$here/target/release/kiln" "$stage/kiln"
+  cp "$0" "$stage/bench-registry.sh"
+  chmod -R a+rwX "$stage"
+  runuser -u "$user" -- env HOME="$stage" KILN_BENCH_INNER="$stage" bash "$stage/bench-registry.sh"
+  rm -rf "$stage"
+  exit 0
+fi
+work=${KILN_BENCH_INNER:-$(mktemp -d)}
+kiln=${KILN_BIN:-$work/kiln}
+[ -x "$kiln" ] || kiln=$here/target/release/kiln
+cd "$work"
+echo '{}' >auth.json
+export REGISTRY_AUTH_FILE=$work/auth.json
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+reg=127.0.0.1:$port
+cat >registry.yml <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: $reg
+EOF
+docker-registry serve registry.yml >registry.log 2>&1 &
+regpid=$!
+trap 'kill $regpid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+
+mkdir -p ctx/rootfs/bin
+cp /bin/busybox ctx/rootfs/bin/busybox
+for a in sh head; do ln -sf busybox ctx/rootfs/bin/$a; done
+cat >ctx/Dockerfile <<'EOF'
+FROM scratch
+COPY rootfs/ /
+RUN head -c 58720256 /dev/urandom > /l1
+RUN head -c 58720256 /dev/urandom > /l2
+RUN head -c 58720256 /dev/urandom > /l3
+RUN head -c 58720256 /dev/urandom > /l4
+EOF
+"$kiln" build --root "$work/src" -q -t bench/big:1 ctx >/dev/null
+
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+ratio() { echo "scale=2; $1 / $2" | bc; }
+
+push_kiln=$(secs "$kiln" push --root "$work/src" bench/big:1 "$reg/bench/kiln:1")
+push_skopeo=$(secs skopeo copy --dest-tls-verify=false "oci:$work/src:bench/big:1" "docker://$reg/bench/skopeo:1")
+pull_kiln=$(secs "$kiln" pull --root "$work/pulled-kiln" "$reg/bench/skopeo:1")
+mkdir -p "$work/pulled-skopeo"
+pull_skopeo=$(secs skopeo copy --src-tls-verify=false "docker://$reg/bench/kiln:1" "oci:$work/pulled-skopeo:big")
+
+printf '%-8s %10s %10s %8s\n' phase kiln skopeo ratio
+printf '%-8s %9.2fs %9.2fs %8s\n' push "$push_kiln" "$push_skopeo" "$(ratio "$push_kiln" "$push_skopeo")"
+printf '%-8s %9.2fs %9.2fs %8s\n' pull "$pull_kiln" "$pull_skopeo" "$(ratio "$pull_kiln" "$pull_skopeo")"
