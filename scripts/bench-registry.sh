@@ -30,7 +30,8 @@ kiln=${KILN_BIN:-$work/kiln}
 [ -x "$kiln" ] || kiln=$here/target/release/kiln
 cd "$work"
 echo '{}' >auth.json
-export REGISTRY_AUTH_FILE=$work/auth.json
+# skopeo's own credentials file (not exported: docker-registry reads REGISTRY_* as config).
+skopeo() { REGISTRY_AUTH_FILE=$work/auth.json command skopeo "$@"; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 reg=127.0.0.1:$port
@@ -44,10 +45,11 @@ storage:
 http:
   addr: $reg
 EOF
-docker-registry serve registry.yml >registry.log 2>&1 &
+env -u REGISTRY_AUTH_FILE docker-registry serve registry.yml >registry.log 2>&1 &
 regpid=$!
 trap 'kill $regpid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "bench-registry.sh: docker-registry did not start:" >&2; cat registry.log >&2; exit 1; }
 
 mkdir -p ctx/rootfs/bin
 cp /bin/busybox ctx/rootfs/bin/busybox
@@ -60,9 +62,15 @@ RUN head -c 58720256 /dev/urandom > /l2
 RUN head -c 58720256 /dev/urandom > /l3
 RUN head -c 58720256 /dev/urandom > /l4
 EOF
-"$kiln" build --root "$work/src" -q -t bench/big:1 ctx >/dev/null
+"$kiln" build --root "$work/src" -q -t bench/big:1 ctx >/dev/null || { echo "bench-registry.sh: the image build failed" >&2; exit 1; }
 
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+secs() {
+  local s e
+  s=$(date +%s.%N)
+  "$@" >"$work/last.log" 2>&1 || { echo "bench-registry.sh: $* failed:" >&2; cat "$work/last.log" >&2; exit 1; }
+  e=$(date +%s.%N)
+  echo "$e - $s" | bc
+}
 ratio() { echo "scale=2; $1 / $2" | bc; }
 
 push_kiln=$(secs "$kiln" push --root "$work/src" bench/big:1 "$reg/bench/kiln:1")

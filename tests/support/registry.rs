@@ -43,7 +43,15 @@ impl TestRegistry {
             dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
-        let child = Command::new("docker-registry")
+        let mut cmd = Command::new("docker-registry");
+        // The registry reads every REGISTRY_* variable as configuration (podman's
+        // REGISTRY_AUTH_FILE among them).
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .arg("serve")
             .arg(dir.path().join("config.yml"))
             .stdout(Stdio::null())
