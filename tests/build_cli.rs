@@ -380,6 +380,80 @@ RUN echo after > /after
     );
 }
 
+/// A secret's value is shown as `****` wherever the build would print it: RUN output
+/// (also split across writes), a step name, the error of a failed RUN, and BuildKit's
+/// `SecretsUsedInArgOrEnv` check warns about secret-named ARG/ENV keys and (kiln's
+/// addition) a secret's value passed as a build arg or written in the Dockerfile.
+#[test]
+fn secret_values_are_masked_in_everything_printed() {
+    let Some(f) = Fixture::new() else { return };
+    let file_marker = marker();
+    let env_marker = marker();
+    let secret_file = f.root().join("secret.txt");
+    std::fs::write(&secret_file, format!("{file_marker}\n")).unwrap();
+    let half = file_marker.len() / 2;
+    let (head, tail) = file_marker.split_at(half);
+    let df = format!(
+        "{BUSYBOX_BASE}ARG GITHUB_TOKEN=x PUBLIC_KEY=y
+ENV DB_PASSWORD=z
+RUN --mount=type=secret,id=tok cat /run/secrets/tok && printf 'split:%s' {head} && sleep 0.3 && printf '%s:done\\n' {tail}
+RUN --mount=type=secret,id=envtok,env=MY_SECRET echo \"env=$MY_SECRET\"
+RUN echo {env_marker} > /dev/null
+RUN --mount=type=secret,id=tok cat /run/secrets/tok; exit 3
+"
+    );
+    let tok = format!("id=tok,src={}", secret_file.display());
+    let leaked = format!("LEAKED=pre-{env_marker}");
+    let args = [
+        "--no-cache",
+        "--progress=plain",
+        "--secret",
+        &tok,
+        "--secret",
+        "id=envtok,env=KILN_TEST_SECRET",
+        "--build-arg",
+        &leaked,
+    ];
+    let b = f.build_with(&df, &args, &[("KILN_TEST_SECRET", env_marker.as_str())]);
+    let all = format!("{}{}", b.stdout, b.stderr);
+    assert_eq!(b.code, 1, "{all}");
+    for m in [&file_marker, &env_marker] {
+        assert!(
+            !all.contains(m.as_str()),
+            "a secret value was printed:\n{all}"
+        );
+    }
+    assert!(all.contains("split:****:done"), "{all}");
+    assert!(all.contains("env=****"), "{all}");
+    assert!(all.contains("RUN echo **** > /dev/null"), "{all}");
+    assert!(all.contains("Dockerfile:8:1"), "{all}");
+    assert!(all.contains("exit code: 3"), "{all}");
+    for w in [
+        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG \"GITHUB_TOKEN\") (line 3)",
+        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ENV \"DB_PASSWORD\") (line 4)",
+        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (--build-arg \"LEAKED\" holds secret \"envtok\")",
+        "SecretsUsedInArgOrEnv: the Dockerfile holds the value of secret \"envtok\" (line 7)",
+    ] {
+        assert!(all.contains(w), "missing warning {w:?}:\n{all}");
+    }
+    // BuildKit's allow-list: PUBLIC_KEY is not a secret.
+    assert!(!all.contains("\"PUBLIC_KEY\""), "{all}");
+    // `# check=skip=` silences the rule; `error=true` turns it into a failure.
+    let quiet = format!("# check=skip=SecretsUsedInArgOrEnv\n{BUSYBOX_BASE}ARG API_KEY=1\n");
+    let b = f.build(&quiet, &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert!(!b.stderr.contains("SecretsUsedInArgOrEnv"), "{}", b.stderr);
+    let strict = format!("# check=error=true\n{BUSYBOX_BASE}ARG API_KEY=1\n");
+    let b = f.build(&strict, &[]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(
+        b.stderr
+            .contains("lint violation found for rules: SecretsUsedInArgOrEnv"),
+        "{}",
+        b.stderr
+    );
+}
+
 /// The dynamic libraries and the program itself, copied into `dest` at their paths.
 fn copy_program_with_libs(program: &str, dest: &Path) -> bool {
     let Ok(out) = Command::new("ldd").arg(program).output() else {

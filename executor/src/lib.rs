@@ -32,6 +32,7 @@ mod export;
 pub mod graph;
 pub mod image;
 pub mod image_run;
+pub mod lint;
 pub mod mounts;
 mod options;
 pub mod plan;

@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod key_agent;
+pub mod redact;
 pub mod secret;
 pub mod ssh;
 
