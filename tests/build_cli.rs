@@ -574,6 +574,106 @@ RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
         .any(|p| p.contains("run/buildkit")));
 }
 
+/// `--ssh ID=KEY1,KEY2,…` serves every key to the step, in each format BuildKit reads:
+/// PEM RSA (PKCS#1) and EC (SEC1), PKCS#8 RSA and EC, and OpenSSH. A socket cannot be
+/// combined with other paths (BuildKit's words).
+#[test]
+fn ssh_keys_in_pem_pkcs8_and_openssh_formats() {
+    let Some(f) = Fixture::new() else { return };
+    if !(have("ssh-add") && have("ssh-keygen")) {
+        return;
+    }
+    let keys: [(&str, &[&str]); 5] = [
+        ("rsa-pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"]),
+        ("ec-pem", &["-t", "ecdsa", "-b", "256", "-m", "PEM"]),
+        ("rsa-pkcs8", &["-t", "rsa", "-b", "2048", "-m", "PKCS8"]),
+        ("ec-pkcs8", &["-t", "ecdsa", "-b", "384", "-m", "PKCS8"]),
+        ("ed-openssh", &["-t", "ed25519"]),
+    ];
+    let mut paths = Vec::new();
+    let mut fingerprints = Vec::new();
+    for (name, args) in &keys {
+        let key = f.root().join(name);
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-N", ""])
+            .args(*args)
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh-keygen {name}");
+        let fp = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let fp = String::from_utf8_lossy(&fp.stdout).into_owned();
+        let fp = fp.split_whitespace().nth(1).unwrap_or_default().to_string();
+        assert!(fp.starts_with("SHA256:"), "{name}: {fp}");
+        fingerprints.push((name, fp));
+        paths.push(key.display().to_string());
+    }
+    let first_lines: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for want in [
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----BEGIN EC PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+    ] {
+        assert!(first_lines.iter().any(|l| l == want), "{first_lines:?}");
+    }
+    let sshroot = f.ctx().join("sshroot");
+    assert!(copy_program_with_libs("/usr/bin/ssh-add", &sshroot));
+    let spec = format!("multi={}", paths.join(","));
+    let b = f.build(
+        &format!(
+            "{BUSYBOX_BASE}COPY sshroot/ /\nRUN --mount=type=ssh,id=multi,required ssh-add -l\n"
+        ),
+        &["--no-cache", "--ssh", &spec],
+    );
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    for (name, fp) in &fingerprints {
+        assert!(
+            b.stderr.contains(fp.as_str()),
+            "{name} ({fp}) not listed:\n{}",
+            b.stderr
+        );
+    }
+    // One socket, or keys: never both, never two sockets.
+    let sock = f.root().join("s.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let df = format!("{BUSYBOX_BASE}RUN --mount=type=ssh,id=x true\n");
+    for (spec, want) in [
+        (
+            format!("x={},{}", sock.display(), paths[0]),
+            "only single socket allowed",
+        ),
+        (
+            format!("x={},{}", paths[0], sock.display()),
+            "invalid combination of keys and sockets",
+        ),
+    ] {
+        let b = f.build(&df, &["--ssh", &spec]);
+        assert_eq!(b.code, 1, "{spec}: {}", b.stderr);
+        assert!(b.stderr.contains(want), "{spec}: {}", b.stderr);
+    }
+    let not_a_key = f.root().join("not-a-key");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    let b = f.build(&df, &["--ssh", &format!("x={}", not_a_key.display())]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(b.stderr.contains("failed to parse ssh key"), "{}", b.stderr);
+}
+
 #[test]
 fn cache_tmpfs_and_bind_mounts() {
     let Some(f) = Fixture::new() else { return };
