@@ -674,6 +674,45 @@ fn ssh_keys_in_pem_pkcs8_and_openssh_formats() {
     assert!(b.stderr.contains("failed to parse ssh key"), "{}", b.stderr);
 }
 
+/// A relative or empty mount target resolves against the base image's WORKDIR, as
+/// BuildKit resolves it when it converts the Dockerfile: one that lands on `/` is
+/// `invalid mount target "/"` at the RUN's line, before any step runs.
+#[test]
+fn mount_targets_resolve_against_the_base_images_workdir() {
+    let Some(f) = Fixture::new() else { return };
+    f.ok(
+        &format!("{BUSYBOX_BASE}WORKDIR /app/sub\n"),
+        &["-t", "wd-base"],
+    );
+    f.ok(BUSYBOX_BASE, &["-t", "root-base"]);
+    let out = f.ok(
+        "FROM wd-base
+RUN --mount=type=tmpfs,target=rel grep -q ' /app/sub/rel tmpfs' /proc/mounts && echo rel-ok
+RUN --mount=type=tmpfs,target= grep -q ' /app/sub tmpfs' /proc/mounts && echo empty-ok
+RUN --mount=type=tmpfs,target=.. grep -q ' /app tmpfs' /proc/mounts && echo up-ok
+",
+        &["--no-cache"],
+    );
+    for w in ["rel-ok", "empty-ok", "up-ok"] {
+        assert!(out.contains(w), "{w}: {out}");
+    }
+    for (df, line) in [
+        ("FROM wd-base\nRUN echo ran-before-the-check\nRUN --mount=type=cache,target=../.. true\n", 3),
+        ("FROM root-base\nRUN echo ran-before-the-check\nRUN --mount=type=bind,target= true\n", 3),
+        ("FROM root-base\nRUN --mount=type=tmpfs,target=. true\n", 2),
+    ] {
+        let b = f.build(df, &["--no-cache"]);
+        let all = format!("{}{}", b.stdout, b.stderr);
+        assert_eq!(b.code, 1, "{df}: {all}");
+        assert!(
+            all.contains(&format!("Dockerfile:{line}:1: invalid mount target \"/\"\n")),
+            "{df}: {all}"
+        );
+        assert!(all.contains(&format!(" {line} | RUN --mount=")), "{df}: {all}");
+        assert!(!all.contains("\n#2 "), "a step ran: {all}");
+    }
+}
+
 #[test]
 fn cache_tmpfs_and_bind_mounts() {
     let Some(f) = Fixture::new() else { return };

@@ -148,6 +148,8 @@ fn run_masked(
     // Base images first: their Env and ONBUILD triggers feed the evaluation of the stages.
     let mut env = BTreeMap::new();
     let mut triggers = BTreeMap::new();
+    // Base images' working directories, for the mount targets lowering checks.
+    let mut workdirs: BTreeMap<String, String> = BTreeMap::new();
     for s in plan.stages.iter().filter(|s| s.needed) {
         let Base::Image(r) = &s.base else { continue };
         if env.contains_key(r) {
@@ -164,6 +166,7 @@ fn run_masked(
             &doc.source,
         )?;
         env.insert(r.clone(), st.config.env_pairs());
+        workdirs.insert(r.clone(), st.config.config.working_dir.clone());
         triggers.insert(r.clone(), parsed);
     }
     // What the base images' triggers copy or mount from joins the plan.
@@ -187,12 +190,13 @@ fn run_masked(
         if !env.contains_key(r) {
             let st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
             env.insert(r.clone(), st.config.env_pairs());
+            workdirs.insert(r.clone(), st.config.config.working_dir.clone());
         }
     }
     let env_of = |r: &str| env.get(r).cloned().unwrap_or_default();
     let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
     let evals = plan.evaluate_with_triggers(&doc.source, &env_of, &triggers_of)?;
-    let graph = crate::graph::lower(&plan, &evals, &doc.source)?;
+    let graph = crate::graph::lower(&plan, &evals, &doc.source, &|r| workdirs.get(r).cloned())?;
     let no_cache = graph.with_dependents(&opts.no_cache_filter).map_err(|e| {
         BuildError::setup("--no-cache-filter", SetupError::Unsupported(e.to_string()))
     })?;
