@@ -207,3 +207,90 @@ fn copy_link_makes_a_layer_independent_of_what_is_below() {
     // no layer: it only reads).
     assert_eq!(last_layer(root.path(), "a"), last_layer(root.path(), "b"));
 }
+
+/// A tar of `(name, symlink target or None, content)` entries: symlinks, directories
+/// (names ending in `/`) and files.
+fn tar_with_links(path: &Path, entries: &[(&str, Option<&str>, &str)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, link, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+            None if name.ends_with('/') => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_cksum();
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
+            }
+            None => {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.finish().unwrap();
+}
+
+/// ADD of an archive goes through absolute symlinks, the archive's own or the image's,
+/// inside the tree it unpacks into (BuildKit unpacks in a root at the destination, where
+/// an absolute link starts from that root); a link that climbs out is refused.
+#[test]
+fn add_archive_entries_go_through_absolute_symlinks_inside_the_tree() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    tar_with_links(
+        &ctx.path().join("links.tar"),
+        &[
+            ("etc-link", Some("/etc"), ""),
+            ("etc-link/added.conf", None, "via-archive-link"),
+            ("libalias/from-tar", None, "via-image-link"),
+        ],
+    );
+    tar_with_links(
+        &ctx.path().join("nested.tar"),
+        &[
+            ("l", Some("/inner"), ""),
+            ("inner/", None, ""),
+            ("l/f", None, "nested-through-link"),
+        ],
+    );
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!(
+            "{BUSYBOX_BASE}RUN mkdir -p /usr/lib && ln -s /usr/lib /libalias
+ADD links.tar /
+ADD nested.tar /dst/
+RUN cat /etc/added.conf /usr/lib/from-tar /dst/inner/f && test -L /etc-link && test -L /libalias
+"
+        ),
+    );
+    let out = combined(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("via-archive-linkvia-image-linknested-through-link"),
+        "{out}"
+    );
+    tar_with_links(
+        &ctx.path().join("escape.tar"),
+        &[("up", Some("../../.."), ""), ("up/pwned", None, "x")],
+    );
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!("{BUSYBOX_BASE}ADD escape.tar /dst/\n"),
+    );
+    let out = combined(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("up/pwned"), "{out}");
+    assert!(out.contains("Dockerfile:3"), "{out}");
+}

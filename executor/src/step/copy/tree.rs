@@ -422,8 +422,10 @@ pub fn archive_kind(path: &Path) -> Option<&'static str> {
 }
 
 /// ADD of a local archive: unpacks `archive` into directory `dest` (absolute in the
-/// root, WORKDIR-relative otherwise), beneath it whatever the entries say. Archives are
-/// trusted no more than layers: the snapshotter's apply writes them.
+/// root, WORKDIR-relative otherwise), beneath it whatever the entries say. The
+/// snapshotter's apply writes them, with `dest` as the root of the unpack (as BuildKit's
+/// chrooted untar): an absolute symlink, the archive's or the image's, starts from it;
+/// only what would land outside it is refused.
 pub fn extract_into(
     root: &Path,
     archive: &Path,
