@@ -380,6 +380,80 @@ RUN echo after > /after
     );
 }
 
+/// A secret's value is shown as `****` wherever the build would print it: RUN output
+/// (also split across writes), a step name, the error of a failed RUN, and BuildKit's
+/// `SecretsUsedInArgOrEnv` check warns about secret-named ARG/ENV keys and (kiln's
+/// addition) a secret's value passed as a build arg or written in the Dockerfile.
+#[test]
+fn secret_values_are_masked_in_everything_printed() {
+    let Some(f) = Fixture::new() else { return };
+    let file_marker = marker();
+    let env_marker = marker();
+    let secret_file = f.root().join("secret.txt");
+    std::fs::write(&secret_file, format!("{file_marker}\n")).unwrap();
+    let half = file_marker.len() / 2;
+    let (head, tail) = file_marker.split_at(half);
+    let df = format!(
+        "{BUSYBOX_BASE}ARG GITHUB_TOKEN=x PUBLIC_KEY=y
+ENV DB_PASSWORD=z
+RUN --mount=type=secret,id=tok cat /run/secrets/tok && printf 'split:%s' {head} && sleep 0.3 && printf '%s:done\\n' {tail}
+RUN --mount=type=secret,id=envtok,env=MY_SECRET echo \"env=$MY_SECRET\"
+RUN echo {env_marker} > /dev/null
+RUN --mount=type=secret,id=tok cat /run/secrets/tok; exit 3
+"
+    );
+    let tok = format!("id=tok,src={}", secret_file.display());
+    let leaked = format!("LEAKED=pre-{env_marker}");
+    let args = [
+        "--no-cache",
+        "--progress=plain",
+        "--secret",
+        &tok,
+        "--secret",
+        "id=envtok,env=KILN_TEST_SECRET",
+        "--build-arg",
+        &leaked,
+    ];
+    let b = f.build_with(&df, &args, &[("KILN_TEST_SECRET", env_marker.as_str())]);
+    let all = format!("{}{}", b.stdout, b.stderr);
+    assert_eq!(b.code, 1, "{all}");
+    for m in [&file_marker, &env_marker] {
+        assert!(
+            !all.contains(m.as_str()),
+            "a secret value was printed:\n{all}"
+        );
+    }
+    assert!(all.contains("split:****:done"), "{all}");
+    assert!(all.contains("env=****"), "{all}");
+    assert!(all.contains("RUN echo **** > /dev/null"), "{all}");
+    assert!(all.contains("Dockerfile:8:1"), "{all}");
+    assert!(all.contains("exit code: 3"), "{all}");
+    for w in [
+        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG \"GITHUB_TOKEN\") (line 3)",
+        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ENV \"DB_PASSWORD\") (line 4)",
+        "SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (--build-arg \"LEAKED\" holds secret \"envtok\")",
+        "SecretsUsedInArgOrEnv: the Dockerfile holds the value of secret \"envtok\" (line 7)",
+    ] {
+        assert!(all.contains(w), "missing warning {w:?}:\n{all}");
+    }
+    // BuildKit's allow-list: PUBLIC_KEY is not a secret.
+    assert!(!all.contains("\"PUBLIC_KEY\""), "{all}");
+    // `# check=skip=` silences the rule; `error=true` turns it into a failure.
+    let quiet = format!("# check=skip=SecretsUsedInArgOrEnv\n{BUSYBOX_BASE}ARG API_KEY=1\n");
+    let b = f.build(&quiet, &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert!(!b.stderr.contains("SecretsUsedInArgOrEnv"), "{}", b.stderr);
+    let strict = format!("# check=error=true\n{BUSYBOX_BASE}ARG API_KEY=1\n");
+    let b = f.build(&strict, &[]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(
+        b.stderr
+            .contains("lint violation found for rules: SecretsUsedInArgOrEnv"),
+        "{}",
+        b.stderr
+    );
+}
+
 /// The dynamic libraries and the program itself, copied into `dest` at their paths.
 fn copy_program_with_libs(program: &str, dest: &Path) -> bool {
     let Ok(out) = Command::new("ldd").arg(program).output() else {
@@ -498,6 +572,145 @@ RUN test ! -e /run/buildkit && test ! -e /agent && echo no-traces
     assert!(!layer_paths(f.root())
         .iter()
         .any(|p| p.contains("run/buildkit")));
+}
+
+/// `--ssh ID=KEY1,KEY2,…` serves every key to the step, in each format BuildKit reads:
+/// PEM RSA (PKCS#1) and EC (SEC1), PKCS#8 RSA and EC, and OpenSSH. A socket cannot be
+/// combined with other paths (BuildKit's words).
+#[test]
+fn ssh_keys_in_pem_pkcs8_and_openssh_formats() {
+    let Some(f) = Fixture::new() else { return };
+    if !(have("ssh-add") && have("ssh-keygen")) {
+        return;
+    }
+    let keys: [(&str, &[&str]); 5] = [
+        ("rsa-pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"]),
+        ("ec-pem", &["-t", "ecdsa", "-b", "256", "-m", "PEM"]),
+        ("rsa-pkcs8", &["-t", "rsa", "-b", "2048", "-m", "PKCS8"]),
+        ("ec-pkcs8", &["-t", "ecdsa", "-b", "384", "-m", "PKCS8"]),
+        ("ed-openssh", &["-t", "ed25519"]),
+    ];
+    let mut paths = Vec::new();
+    let mut fingerprints = Vec::new();
+    for (name, args) in &keys {
+        let key = f.root().join(name);
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-N", ""])
+            .args(*args)
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh-keygen {name}");
+        let fp = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let fp = String::from_utf8_lossy(&fp.stdout).into_owned();
+        let fp = fp.split_whitespace().nth(1).unwrap_or_default().to_string();
+        assert!(fp.starts_with("SHA256:"), "{name}: {fp}");
+        fingerprints.push((name, fp));
+        paths.push(key.display().to_string());
+    }
+    let first_lines: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for want in [
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----BEGIN EC PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+    ] {
+        assert!(first_lines.iter().any(|l| l == want), "{first_lines:?}");
+    }
+    let sshroot = f.ctx().join("sshroot");
+    assert!(copy_program_with_libs("/usr/bin/ssh-add", &sshroot));
+    let spec = format!("multi={}", paths.join(","));
+    let b = f.build(
+        &format!(
+            "{BUSYBOX_BASE}COPY sshroot/ /\nRUN --mount=type=ssh,id=multi,required ssh-add -l\n"
+        ),
+        &["--no-cache", "--ssh", &spec],
+    );
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    for (name, fp) in &fingerprints {
+        assert!(
+            b.stderr.contains(fp.as_str()),
+            "{name} ({fp}) not listed:\n{}",
+            b.stderr
+        );
+    }
+    // One socket, or keys: never both, never two sockets.
+    let sock = f.root().join("s.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let df = format!("{BUSYBOX_BASE}RUN --mount=type=ssh,id=x true\n");
+    for (spec, want) in [
+        (
+            format!("x={},{}", sock.display(), paths[0]),
+            "only single socket allowed",
+        ),
+        (
+            format!("x={},{}", paths[0], sock.display()),
+            "invalid combination of keys and sockets",
+        ),
+    ] {
+        let b = f.build(&df, &["--ssh", &spec]);
+        assert_eq!(b.code, 1, "{spec}: {}", b.stderr);
+        assert!(b.stderr.contains(want), "{spec}: {}", b.stderr);
+    }
+    let not_a_key = f.root().join("not-a-key");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    let b = f.build(&df, &["--ssh", &format!("x={}", not_a_key.display())]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(b.stderr.contains("failed to parse ssh key"), "{}", b.stderr);
+}
+
+/// A relative or empty mount target resolves against the base image's WORKDIR, as
+/// BuildKit resolves it when it converts the Dockerfile: one that lands on `/` is
+/// `invalid mount target "/"` at the RUN's line, before any step runs.
+#[test]
+fn mount_targets_resolve_against_the_base_images_workdir() {
+    let Some(f) = Fixture::new() else { return };
+    f.ok(
+        &format!("{BUSYBOX_BASE}WORKDIR /app/sub\n"),
+        &["-t", "wd-base"],
+    );
+    f.ok(BUSYBOX_BASE, &["-t", "root-base"]);
+    let out = f.ok(
+        "FROM wd-base
+RUN --mount=type=tmpfs,target=rel grep -q ' /app/sub/rel tmpfs' /proc/mounts && echo rel-ok
+RUN --mount=type=tmpfs,target= grep -q ' /app/sub tmpfs' /proc/mounts && echo empty-ok
+RUN --mount=type=tmpfs,target=.. grep -q ' /app tmpfs' /proc/mounts && echo up-ok
+",
+        &["--no-cache"],
+    );
+    for w in ["rel-ok", "empty-ok", "up-ok"] {
+        assert!(out.contains(w), "{w}: {out}");
+    }
+    for (df, line) in [
+        ("FROM wd-base\nRUN echo ran-before-the-check\nRUN --mount=type=cache,target=../.. true\n", 3),
+        ("FROM root-base\nRUN echo ran-before-the-check\nRUN --mount=type=bind,target= true\n", 3),
+        ("FROM root-base\nRUN --mount=type=tmpfs,target=. true\n", 2),
+    ] {
+        let b = f.build(df, &["--no-cache"]);
+        let all = format!("{}{}", b.stdout, b.stderr);
+        assert_eq!(b.code, 1, "{df}: {all}");
+        assert!(
+            all.contains(&format!("Dockerfile:{line}:1: invalid mount target \"/\"\n")),
+            "{df}: {all}"
+        );
+        assert!(all.contains(&format!(" {line} | RUN --mount=")), "{df}: {all}");
+        assert!(!all.contains("\n#2 "), "a step ran: {all}");
+    }
 }
 
 #[test]

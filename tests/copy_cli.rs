@@ -207,3 +207,159 @@ fn copy_link_makes_a_layer_independent_of_what_is_below() {
     // no layer: it only reads).
     assert_eq!(last_layer(root.path(), "a"), last_layer(root.path(), "b"));
 }
+
+/// A tar of `(name, symlink target or None, content)` entries: symlinks, directories
+/// (names ending in `/`) and files.
+fn tar_with_links(path: &Path, entries: &[(&str, Option<&str>, &str)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, link, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+            None if name.ends_with('/') => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_cksum();
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
+            }
+            None => {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.finish().unwrap();
+}
+
+/// ADD of an archive goes through absolute symlinks, the archive's own or the image's,
+/// inside the tree it unpacks into (BuildKit unpacks in a root at the destination, where
+/// an absolute link starts from that root); a link that climbs out is refused.
+#[test]
+fn add_archive_entries_go_through_absolute_symlinks_inside_the_tree() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    tar_with_links(
+        &ctx.path().join("links.tar"),
+        &[
+            ("etc-link", Some("/etc"), ""),
+            ("etc-link/added.conf", None, "via-archive-link"),
+            ("libalias/from-tar", None, "via-image-link"),
+        ],
+    );
+    tar_with_links(
+        &ctx.path().join("nested.tar"),
+        &[
+            ("l", Some("/inner"), ""),
+            ("inner/", None, ""),
+            ("l/f", None, "nested-through-link"),
+        ],
+    );
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!(
+            "{BUSYBOX_BASE}RUN mkdir -p /usr/lib && ln -s /usr/lib /libalias
+ADD links.tar /
+ADD nested.tar /dst/
+RUN cat /etc/added.conf /usr/lib/from-tar /dst/inner/f && test -L /etc-link && test -L /libalias
+"
+        ),
+    );
+    let out = combined(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("via-archive-linkvia-image-linknested-through-link"),
+        "{out}"
+    );
+    tar_with_links(
+        &ctx.path().join("escape.tar"),
+        &[("up", Some("../../.."), ""), ("up/pwned", None, "x")],
+    );
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!("{BUSYBOX_BASE}ADD escape.tar /dst/\n"),
+    );
+    let out = combined(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("up/pwned"), "{out}");
+    assert!(out.contains("Dockerfile:3"), "{out}");
+}
+
+/// `COPY --parents` keeps the parent chain BuildKit keeps (its TestCopyParents,
+/// TestCopyRelativeParents and TestCopyParentsMissingDirectory): the full path without
+/// a `/./` pivot, the part after the first pivot with one, wildcards on both sides,
+/// `**`, and only the directories a match needs.
+#[test]
+fn copy_parents_keeps_the_chain_buildkit_keeps() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().unwrap();
+    for (p, body) in [
+        ("foo1/foo2/bar", "testing"),
+        ("foo1/foo2/baz", "testing2"),
+        ("x/y/z", "pivoted"),
+        ("x/other", "not-copied"),
+    ] {
+        let path = ctx.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let df = format!(
+        "{base}WORKDIR /test
+RUN mkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2 && touch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz
+FROM scratch
+COPY rootfs/ /
+COPY --parents foo1/foo2/bar /
+COPY --parents ./x/./y/z /px/
+WORKDIR /t
+COPY --parents foo1/foo2/ba* .
+COPY --from=base --parents /test/a/b/./c/d /middle/
+COPY --from=base --parents /test/a/b/c/d/. /end/
+COPY --from=base --parents ./test/a/b/c/d /start/
+COPY --from=base --parents /test/a/./b/./c /double/
+COPY --from=base --parents /test/a/./*/c /wildcard/
+COPY --from=base --parents /test/a/b*/./c/**/e /dw/
+COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /di/
+COPY --from=base --parents /test/a/b3*/c /wn/
+COPY --from=base --parents /test/a/b/./c3* /wa/
+RUN set -e; cat /foo1/foo2/bar /t/foo1/foo2/bar /t/foo1/foo2/baz /px/y/z; echo; \\
+  test ! -e /px/x; test ! -e /px/other; test ! -e /foo1/foo2/baz; \\
+  test -d /middle/c/d/e; test -f /middle/c/d/foo; test ! -d /middle/a; test ! -d /middle/e; \\
+  test -d /end/test/a/b/c/d/e; test -f /end/test/a/b/c/d/foo; \\
+  test -d /start/test/a/b/c/d/e; test -f /start/test/a/b/c/d/foo; \\
+  test -d /double/b/c/d/e; test -f /double/b/c/d/foo; test ! -e /double/a; \\
+  test -d /wildcard/b/c/d/e; test -f /wildcard/b2/c/d/e/bar; test ! -e /wildcard/b/c2; \\
+  test -f /dw/c/d/e/bay; test -f /dw/c/d/e/bar; test ! -e /dw/c/d/foo; test ! -e /dw/b; \\
+  test -f /di/d/e/baz; test ! -e /di/d/e/bay; test -f /di/d/e2/baz; test -f /di/c/d/e/bar; \\
+  test ! -e /di/d/foo; test ! -e /di/c/d/foo; \\
+  test -d /wn; test -z \"$(ls -A /wn)\"; test -d /wa; test -z \"$(ls -A /wa)\"; \\
+  echo parents-ok
+",
+        base = BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS base", 1)
+    );
+    // Each check on its own (set -e ignores a failure inside an && list).
+    assert!(!df[df.find("RUN set -e").unwrap()..].contains("&&"));
+    let o = build(root.path(), ctx.path(), &df);
+    let out = combined(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("testingtestingtesting2pivoted"), "{out}");
+    assert!(out.contains("parents-ok"), "{out}");
+    // A source without wildcards must exist (BuildKit: "/test/nonexistent-file": not found).
+    let o = build(
+        root.path(),
+        ctx.path(),
+        &format!("{BUSYBOX_BASE}COPY --parents /x/nonexistent-file /out/\n"),
+    );
+    let out = combined(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("\"/x/nonexistent-file\": not found"), "{out}");
+}

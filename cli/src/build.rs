@@ -34,7 +34,8 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: `id=ID,src=PATH` or `id=ID,env=VAR`.
     #[arg(long = "secret")]
     secrets: Vec<String>,
-    /// ssh agent for RUN --mount=type=ssh: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
+    /// ssh agent for RUN --mount=type=ssh: `default` ($SSH_AUTH_SOCK), `ID=SOCKET`, or
+    /// `ID=KEY[,KEY…]` (OpenSSH, PEM or PKCS#8 private keys served by an agent of kiln's).
     #[arg(long = "ssh")]
     ssh: Vec<String>,
     /// Named context `NAME=PATH`, `NAME=oci-layout://PATH[:TAG]` or `NAME=docker-image://REF`.

@@ -221,7 +221,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
 /// their Env, WorkingDir and ONBUILD triggers are taken as empty or unknown.
 fn refuse_what_a_build_refuses(doc: &Document, graph: &StageGraph) -> Result<()> {
     let evals = graph.evaluate(&doc.source, &|_| Vec::new())?;
-    kiln_executor::graph::lower(graph, &evals, &doc.source)?;
+    kiln_executor::graph::lower(graph, &evals, &doc.source, &|_| None)?;
     Ok(())
 }
 

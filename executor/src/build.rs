@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use crate::cancel::CancelToken;
 use crate::error::{BuildError, SetupError};
 use crate::event::Event;
+use crate::lint::Lint;
+use crate::mounts::redact::{RedactedEvents, Redactor};
 use crate::options::BuildOptions;
 use crate::plan::{Base, PlanOptions, Platform};
 use crate::sandbox::userns::IdMapping;
@@ -81,12 +83,31 @@ pub fn build_with_channel(
     })
 }
 
+/// Reads the secrets first, so that no step name, output line, warning or error shows a
+/// secret's value (each is masked, see [`crate::mounts::redact`]).
 fn run(
     opts: &BuildOptions,
     cancel: &CancelToken,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<BuildResult, BuildError> {
+    let values = crate::mounts::secret::read_values(&opts.secrets)
+        .map_err(|e| BuildError::setup("loading secrets", e))?;
+    let redactor = Redactor::new(values.iter().map(|(_, v)| v.as_slice()));
+    let mut events = RedactedEvents::new(redactor.clone());
+    let result = run_masked(opts, cancel, &values, &mut |e| events.forward(e, on_event));
+    events.flush(on_event);
+    result.map_err(|e| redactor.error(e))
+}
+
+fn run_masked(
+    opts: &BuildOptions,
+    cancel: &CancelToken,
+    secrets: &[(String, Vec<u8>)],
+    on_event: &mut dyn FnMut(Event),
+) -> Result<BuildResult, BuildError> {
     let doc = crate::dockerfile::parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
+    let mut lint = Lint::for_document(&doc);
+    lint.secret_values_elsewhere(secrets, &opts.build_args, &opts.dockerfile);
     let mut plan_opts = PlanOptions {
         target: opts.target.clone(),
         build_args: opts.build_args.clone(),
@@ -105,6 +126,13 @@ fn run(
         plan_opts.target_platform = Some(p.clone());
     }
     let mut plan = crate::plan::plan(&doc, &plan_opts)?;
+    lint.secrets_in_arg_or_env(&plan);
+    for w in lint.take_warnings() {
+        on_event(Event::Warning(w));
+    }
+    if let Some(rules) = lint.violations() {
+        return Err(BuildError::Lint(rules));
+    }
     if matches!(opts.mapping, IdMapping::Entered { single: true }) {
         on_event(Event::Warning(
             "kiln runs with the single id mapping (no subordinate ids for this user in /etc/subuid and /etc/subgid): \
@@ -112,7 +140,7 @@ fn run(
                 .into(),
         ));
     }
-    let mut cx = StepContext::open(opts, doc.source.clone(), cancel.clone(), on_event)?;
+    let mut cx = StepContext::open(opts, doc.source.clone(), cancel.clone(), secrets, on_event)?;
     on_event(Event::Snapshotter {
         kind: cx.snapshots.kind().to_string(),
         reason: cx.snapshots.reason().to_string(),
@@ -120,6 +148,8 @@ fn run(
     // Base images first: their Env and ONBUILD triggers feed the evaluation of the stages.
     let mut env = BTreeMap::new();
     let mut triggers = BTreeMap::new();
+    // Base images' working directories, for the mount targets lowering checks.
+    let mut workdirs: BTreeMap<String, String> = BTreeMap::new();
     for s in plan.stages.iter().filter(|s| s.needed) {
         let Base::Image(r) = &s.base else { continue };
         if env.contains_key(r) {
@@ -138,6 +168,7 @@ fn run(
             &doc.source,
         )?;
         env.insert(r.clone(), st.config.env_pairs());
+        workdirs.insert(r.clone(), st.config.config.working_dir.clone());
         triggers.insert(r.clone(), parsed);
     }
     // What the base images' triggers copy or mount from joins the plan.
@@ -163,12 +194,13 @@ fn run(
                 .map_err(|e| cx.fail(s.position, e))?;
             let st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
             env.insert(r.clone(), st.config.env_pairs());
+            workdirs.insert(r.clone(), st.config.config.working_dir.clone());
         }
     }
     let env_of = |r: &str| env.get(r).cloned().unwrap_or_default();
     let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
     let evals = plan.evaluate_with_triggers(&doc.source, &env_of, &triggers_of)?;
-    let graph = crate::graph::lower(&plan, &evals, &doc.source)?;
+    let graph = crate::graph::lower(&plan, &evals, &doc.source, &|r| workdirs.get(r).cloned())?;
     // Images that steps copy or mount from are fetched before anything runs.
     for node in graph.stages.values() {
         for step in &node.steps {

@@ -27,6 +27,9 @@ pub enum BuildError {
     /// A step failed for another reason: where, and the typed cause.
     #[error("{}", .0.at)]
     Step(Box<StepFailure>),
+    /// `# check=error=true` and a build check found something (BuildKit's words).
+    #[error("lint violation found for rules: {}", .0.join(", "))]
+    Lint(Vec<String>),
     /// The build was cancelled (Ctrl-C, SIGTERM, or the embedding program).
     #[error("the build was cancelled")]
     Cancelled,

@@ -34,6 +34,7 @@ mod fuzz;
 pub mod graph;
 pub mod image;
 pub mod image_run;
+pub mod lint;
 pub mod mounts;
 mod options;
 pub mod plan;

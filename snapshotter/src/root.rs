@@ -8,7 +8,15 @@
 //!   path inside an image's filesystem means what it means in the container.
 //! - [`Containment::Beneath`] (`RESOLVE_BENEATH`): a `..` above the directory or an
 //!   absolute symlink is refused with [`RootError::Escapes`]. This is for writing
-//!   untrusted archives, where such an entry is an attack, not a path.
+//!   untrusted layers, where such an entry is an attack, not a path.
+//! - [`Containment::Archive`]: absolute symlinks start from the directory (as in
+//!   `InRoot`), a `..` above it is refused (as in `Beneath`). This is how BuildKit
+//!   unpacks an ADD archive (go-archive's `Unpack` in an `os.Root`, falling back to
+//!   chroot-like resolution when the escape was an absolute symlink): a link that the
+//!   archive or the image made to `/usr/lib` means the tree's `/usr/lib`, and only a path
+//!   that would land outside the tree is refused. Resolution is `RESOLVE_BENEATH` first;
+//!   a refused path is walked component by component with those rules, and its final
+//!   component opened beneath the directory it resolved to.
 //!
 //! Magic links (`/proc/self/fd/…`) are never followed. [`Root::resolve`] gives a path for
 //! callers that need one (to hand to another process, or to `mount(2)`); it walks the
@@ -36,14 +44,28 @@ pub enum Containment {
     InRoot,
     /// Leaving is an error ([`RootError::Escapes`]).
     Beneath,
+    /// Absolute symlinks start from the root; a `..` above it is an error.
+    Archive,
 }
 
 impl Containment {
     fn flags(self) -> ResolveFlags {
         match self {
             Containment::InRoot => ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            Containment::Beneath => ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            Containment::Beneath | Containment::Archive => {
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+            }
         }
+    }
+
+    /// Whether a `..` above the root is an error (else it stays at the root).
+    fn refuses_climbing(self) -> bool {
+        self != Containment::InRoot
+    }
+
+    /// Whether an absolute symlink is an error (else it starts from the root).
+    fn refuses_absolute_links(self) -> bool {
+        self == Containment::Beneath
     }
 }
 
@@ -145,9 +167,52 @@ impl Root {
         } else {
             rel
         };
-        openat2(
+        let opened = openat2(
             &self.fd,
             target,
+            flags | OFlags::CLOEXEC,
+            mode,
+            self.containment.flags(),
+        )
+        .map_err(|e| self.error(rel, "opening", e));
+        match opened {
+            Err(RootError::Escapes { .. }) if self.containment == Containment::Archive => {
+                self.open_through_absolute_links(rel, flags, mode)
+            }
+            other => other,
+        }
+    }
+
+    /// [`Containment::Archive`]'s second try: `rel` walked with its rules (absolute
+    /// symlinks from the root, no climbing out; the final component too unless `flags`
+    /// has `O_NOFOLLOW`), then its last component opened beneath the directory it is in.
+    fn open_through_absolute_links(
+        &self,
+        rel: &Path,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, RootError> {
+        let (steps, name) = if flags.contains(OFlags::NOFOLLOW) {
+            let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+                return Err(self.error(rel, "opening", Errno::XDEV));
+            };
+            (self.walk(parent, None)?, name.to_os_string())
+        } else {
+            let mut steps = self.walk(rel, None)?;
+            match steps.pop() {
+                Some(last) => (steps, last.name),
+                // The root itself.
+                None => return self.open_file(Path::new(""), flags, mode),
+            }
+        };
+        let parent: BorrowedFd<'_> = match steps.last() {
+            None => self.fd.as_fd(),
+            Some(Step { fd: Some(fd), .. }) => fd.as_fd(),
+            Some(Step { fd: None, .. }) => return Err(self.error(rel, "opening", Errno::NOENT)),
+        };
+        openat2(
+            parent,
+            name.as_os_str(),
             flags | OFlags::CLOEXEC,
             mode,
             self.containment.flags(),
@@ -201,7 +266,7 @@ impl Root {
             Errno::NOTDIR => RootError::NotDirectory { root, rel },
             Errno::LOOP => match self.containment {
                 // BENEATH answers ELOOP for magic links and absolute symlinks alike.
-                Containment::Beneath => RootError::Escapes { root, rel },
+                Containment::Beneath | Containment::Archive => RootError::Escapes { root, rel },
                 Containment::InRoot => RootError::SymlinkLoop { root, rel },
             },
             e => RootError::Io {
@@ -227,7 +292,7 @@ impl Root {
         let mut links = 0;
         while let Some(name) = todo.pop_front() {
             if name == ".." {
-                if done.pop().is_none() && self.containment == Containment::Beneath {
+                if done.pop().is_none() && self.containment.refuses_climbing() {
                     return Err(self.error(rel, "resolving", Errno::XDEV));
                 }
                 continue;
@@ -287,7 +352,7 @@ impl Root {
                         .map_err(|e| self.error(rel, "reading a symlink", e))?;
                     let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
                     if target.is_absolute() {
-                        if self.containment == Containment::Beneath {
+                        if self.containment.refuses_absolute_links() {
                             return Err(self.error(rel, "resolving", Errno::XDEV));
                         }
                         done.clear();

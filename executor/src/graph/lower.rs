@@ -27,10 +27,14 @@ enum RunRefusal {
 }
 
 /// Lowers the needed stages of `plan`, evaluated as `evals`, into steps.
+/// `image_workdir` gives a base image's working directory (its config's `WorkingDir`,
+/// `/` when unset), or `None` when the image was not looked at; relative mount targets
+/// resolve against it as BuildKit resolves them.
 pub fn lower(
     plan: &StageGraph,
     evals: &BTreeMap<usize, StageEvaluation>,
     source: &Source,
+    image_workdir: &dyn Fn(&str) -> Option<String>,
 ) -> Result<StepGraph, DockerfileError> {
     let mut stages = BTreeMap::new();
     // Each lowered stage's working directory at its end, when the file alone decides it.
@@ -42,8 +46,7 @@ pub fn lower(
         let mut workdir = match &planned.base {
             Base::Scratch => Some("/".to_string()),
             Base::Stage(j) => end_workdirs.get(j).cloned().flatten(),
-            // The image's WorkingDir is not known here.
-            Base::Image(_) => None,
+            Base::Image(r) => image_workdir(r).map(|w| clean_path(&format!("/{w}"))),
         };
         let mut steps = Vec::with_capacity(eval.commands.len());
         for c in &eval.commands {
@@ -230,8 +233,8 @@ fn check_run(run: &RunCommand) -> Result<(), RunRefusal> {
 
 /// BuildKit's dispatch-time mount checks. A bind, cache or tmpfs target that is not
 /// absolute (an empty one included) is joined to the working directory; the result must
-/// not be `/`. When the working directory is unknown (a base image's), only a target
-/// written as `/` is refused here; the step refuses the rest when it runs.
+/// not be `/`. When the working directory is unknown (a base image that was not looked
+/// at, as in `kiln debug`), only a target written as `/` is refused here.
 fn check_mounts(mounts: &[RunMount], workdir: Option<&str>) -> Result<(), RunRefusal> {
     for m in mounts {
         match m.kind {
@@ -400,7 +403,7 @@ mod tests {
             other => doc.source.error(Position::default(), other.to_string()),
         })?;
         let evals = p.evaluate(&doc.source, &|_| Vec::new())?;
-        lower(&p, &evals, &doc.source)
+        lower(&p, &evals, &doc.source, &|_| None)
     }
 
     #[test]

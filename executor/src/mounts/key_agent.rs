@@ -4,9 +4,10 @@
 //! keys never enter a step; only signatures do.
 //!
 //! Written here because the Rust agent crates are async (tokio) servers, and the part
-//! kiln needs is two messages; key parsing and signing come from `ssh-key`. Encrypted
+//! kiln needs is two messages; keys are read as BuildKit reads them (OpenSSH, PEM and
+//! PKCS#8, see [`key_file`](super::key_file)), signing comes from `ssh-key`. Encrypted
 //! keys are refused (load them into ssh-agent and pass its socket). RSA keys sign with
-//! rsa-sha2-512, which every current OpenSSH client asks for.
+//! rsa-sha2-512 or rsa-sha2-256, as the client asks.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,6 +25,7 @@ const IDENTITIES_ANSWER: u8 = 12;
 const SIGN_REQUEST: u8 = 13;
 const SIGN_RESPONSE: u8 = 14;
 const RSA_SHA2_256: u32 = 2;
+const RSA_SHA2_512: u32 = 4;
 
 /// A running agent; stops and removes its socket when dropped.
 pub struct KeyAgent {
@@ -37,13 +39,15 @@ impl KeyAgent {
         for k in keys {
             let text =
                 std::fs::read(k).map_err(io_err(format!("reading ssh key {}", k.display())))?;
-            let key = PrivateKey::from_openssh(&text).map_err(|source| MountError::NotAKey {
-                path: k.clone(),
-                source,
+            let key = super::key_file::parse(&text).map_err(|source| match source {
+                super::key_file::KeyFileError::Encrypted => {
+                    MountError::EncryptedKey { path: k.clone() }
+                }
+                source => MountError::NotAKey {
+                    path: k.clone(),
+                    source: Box::new(source),
+                },
             })?;
-            if key.is_encrypted() {
-                return Err(MountError::EncryptedKey { path: k.clone() });
-            }
             loaded.push(key);
         }
         let _ = std::fs::remove_file(socket);
@@ -116,12 +120,13 @@ fn answer(msg: &[u8], keys: &[PrivateKey]) -> Vec<u8> {
             else {
                 return vec![FAILURE];
             };
-            if key.algorithm().is_rsa() && flags & RSA_SHA2_256 != 0 && flags & 4 == 0 {
-                return vec![FAILURE];
-            }
-            let sig: Result<ssh_key::Signature, _> = signature::Signer::try_sign(key, data);
+            let sig = if key.algorithm().is_rsa() {
+                rsa_sign(key, data, flags)
+            } else {
+                signature::Signer::try_sign(key, data).ok()
+            };
             let mut encoded = Vec::new();
-            if sig.ok().and_then(|s| s.encode(&mut encoded).ok()).is_none() {
+            if sig.and_then(|s| s.encode(&mut encoded).ok()).is_none() {
                 return vec![FAILURE];
             }
             out.push(SIGN_RESPONSE);
@@ -130,6 +135,34 @@ fn answer(msg: &[u8], keys: &[PrivateKey]) -> Vec<u8> {
         _ => out.push(FAILURE),
     }
     out
+}
+
+/// An RSA signature as the request's flags ask: rsa-sha2-512, or rsa-sha2-256 (the SHA-1
+/// `ssh-rsa` of flags 0 is refused, as current OpenSSH servers refuse it). Signed here
+/// rather than by `ssh-key`, whose RSA conversion (0.6) builds the key from the wrong
+/// primes and fails every signature.
+fn rsa_sign(key: &PrivateKey, data: &[u8], flags: u32) -> Option<ssh_key::Signature> {
+    use signature::{SignatureEncoding as _, Signer as _};
+    use ssh_key::{Algorithm, HashAlg};
+    let kp = key.key_data().rsa()?;
+    let big = |m: &ssh_key::Mpint| m.as_positive_bytes().map(rsa::BigUint::from_bytes_be);
+    let private = rsa::RsaPrivateKey::from_components(
+        big(&kp.public.n)?,
+        big(&kp.public.e)?,
+        big(&kp.private.d)?,
+        vec![big(&kp.private.p)?, big(&kp.private.q)?],
+    )
+    .ok()?;
+    let (hash, bytes) = if flags & RSA_SHA2_512 != 0 {
+        let k = rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(private);
+        (HashAlg::Sha512, k.try_sign(data).ok()?.to_vec())
+    } else if flags & RSA_SHA2_256 != 0 {
+        let k = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private);
+        (HashAlg::Sha256, k.try_sign(data).ok()?.to_vec())
+    } else {
+        return None;
+    };
+    ssh_key::Signature::new(Algorithm::Rsa { hash: Some(hash) }, bytes).ok()
 }
 
 fn serve(mut conn: UnixStream, keys: &[PrivateKey]) -> io::Result<()> {
@@ -219,5 +252,71 @@ mod tests {
             .output()
             .unwrap();
         assert!(verified.status.success(), "{verified:?}");
+    }
+
+    /// Keys in PEM (PKCS#1, SEC1) and PKCS#8 form sign what `ssh-keygen -Y verify`
+    /// accepts with the key's own public half.
+    #[test]
+    fn pem_and_pkcs8_keys_sign_verifiably() {
+        let have = |p: &str| Path::new(p).exists();
+        if !have("/usr/bin/ssh-keygen") {
+            println!("skipped: openssh-client missing");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "openssh-client missing under CI"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("ssh-keygen")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
+            out
+        };
+        std::fs::write(dir.path().join("msg"), b"hello").unwrap();
+        for (name, t, bits, m) in [
+            ("rsa1", "rsa", "2048", "PEM"),
+            ("ec256", "ecdsa", "256", "PEM"),
+            ("ec384", "ecdsa", "384", "PEM"),
+            ("rsa8", "rsa", "2048", "PKCS8"),
+            ("ec8", "ecdsa", "256", "PKCS8"),
+        ] {
+            run(&["-q", "-N", "", "-t", t, "-b", bits, "-m", m, "-f", name]);
+            let key = dir.path().join(name);
+            let agent = KeyAgent::start(std::slice::from_ref(&key), &dir.path().join("agent"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let pubfile = format!("{name}.pub");
+            let signed = std::process::Command::new("ssh-keygen")
+                .args(["-Y", "sign", "-n", "file", "-f", &pubfile, "msg"])
+                .current_dir(dir.path())
+                .env("SSH_AUTH_SOCK", agent.socket())
+                .output()
+                .unwrap();
+            assert!(signed.status.success(), "{name}: {signed:?}");
+            let public = std::fs::read_to_string(dir.path().join(&pubfile)).unwrap();
+            std::fs::write(dir.path().join("allowed"), format!("k {}", public.trim())).unwrap();
+            let verified = std::process::Command::new("ssh-keygen")
+                .args([
+                    "-Y", "verify", "-n", "file", "-I", "k", "-f", "allowed", "-s", "msg.sig",
+                ])
+                .current_dir(dir.path())
+                .stdin(std::fs::File::open(dir.path().join("msg")).unwrap())
+                .output()
+                .unwrap();
+            assert!(verified.status.success(), "{name}: {verified:?}");
+            std::fs::remove_file(dir.path().join("msg.sig")).unwrap();
+        }
+    }
+
+    /// An Ed25519 key in PKCS#8 (as openssl writes it) is read.
+    #[test]
+    fn ed25519_pkcs8_is_read() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+        let key = super::super::key_file::parse(pem.as_bytes()).unwrap();
+        assert_eq!(key.algorithm(), ssh_key::Algorithm::Ed25519);
     }
 }

@@ -14,6 +14,8 @@
 
 pub mod cache;
 pub mod key_agent;
+pub mod key_file;
+pub mod redact;
 pub mod secret;
 pub mod ssh;
 
@@ -61,12 +63,12 @@ pub enum MountError {
     /// `--secret id=ID,env=VAR` with `VAR` unset.
     #[error("secret {id:?}: environment variable {var} is not set")]
     SecretEnvUnset { id: String, var: String },
-    /// An `--ssh` key file that is not an OpenSSH private key.
-    #[error("ssh key {}: not an OpenSSH private key: {source}", path.display())]
+    /// An `--ssh` key file that is not a private key kiln can read.
+    #[error("failed to parse ssh key {}: {source}", path.display())]
     NotAKey {
         path: PathBuf,
         #[source]
-        source: ssh_key::Error,
+        source: Box<key_file::KeyFileError>,
     },
     /// An `--ssh` key file that is encrypted.
     #[error("ssh key {}: the key is encrypted: load it into ssh-agent and pass the agent's socket (--ssh ID=$SSH_AUTH_SOCK)", path.display())]

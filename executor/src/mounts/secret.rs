@@ -96,11 +96,13 @@ pub struct SecretStore {
     files: BTreeMap<String, PathBuf>,
 }
 
-impl SecretStore {
-    /// Reads every secret into `dir` (a tmpfs the build owns), mode 0400.
-    pub fn load(dir: &Path, secrets: &[(String, SecretSource)]) -> Result<SecretStore, MountError> {
-        let mut files = BTreeMap::new();
-        for (i, (id, source)) in secrets.iter().enumerate() {
+/// The values of the build's secrets, read once at the start of the build: id and bytes.
+pub fn read_values(
+    secrets: &[(String, SecretSource)],
+) -> Result<Vec<(String, Vec<u8>)>, MountError> {
+    secrets
+        .iter()
+        .map(|(id, source)| {
             let bytes = match source {
                 SecretSource::File(p) => fs::read(p).map_err(io_err(format!(
                     "reading secret {id:?} from {}",
@@ -113,6 +115,17 @@ impl SecretStore {
                         var: var.clone(),
                     })?,
             };
+            Ok((id.clone(), bytes))
+        })
+        .collect()
+}
+
+impl SecretStore {
+    /// Writes every secret's value (from [`read_values`]) into `dir` (a tmpfs the build
+    /// owns), mode 0400.
+    pub fn load(dir: &Path, values: &[(String, Vec<u8>)]) -> Result<SecretStore, MountError> {
+        let mut files = BTreeMap::new();
+        for (i, (id, bytes)) in values.iter().enumerate() {
             let path = dir.join(format!("secret-{i}"));
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -120,7 +133,7 @@ impl SecretStore {
                 .mode(0o400)
                 .open(&path)
                 .map_err(io_err(format!("storing secret {id:?}")))?;
-            f.write_all(&bytes)
+            f.write_all(bytes)
                 .map_err(io_err(format!("storing secret {id:?}")))?;
             files.insert(id.clone(), path);
         }
@@ -162,7 +175,8 @@ mod tests {
         fs::write(&src, b"s3cr3t").unwrap();
         let store_dir = dir.path().join("store");
         fs::create_dir(&store_dir).unwrap();
-        let s = SecretStore::load(&store_dir, &[("a".into(), SecretSource::File(src))]).unwrap();
+        let values = read_values(&[("a".into(), SecretSource::File(src))]).unwrap();
+        let s = SecretStore::load(&store_dir, &values).unwrap();
         let f = s.file("a").unwrap();
         assert_eq!(fs::read(&f).unwrap(), b"s3cr3t");
         assert_eq!(

@@ -19,8 +19,12 @@ pub enum SshSpecError {
     EmptyId(String),
     #[error("--ssh {0}: no socket given and SSH_AUTH_SOCK is not set (start an agent, or pass --ssh {0}=SOCKET|KEYFILE)")]
     NoAgent(String),
-    #[error("--ssh {0}: a socket cannot be combined with other paths")]
-    SocketWithOthers(String),
+    /// A socket followed by another path (BuildKit's words).
+    #[error("--ssh {0}: only single socket allowed")]
+    SeveralSockets(String),
+    /// Key files and a socket for one id (BuildKit's words).
+    #[error("--ssh {0}: invalid combination of keys and sockets")]
+    KeysAndSocket(String),
     #[error("--ssh {id}={path}: {source}")]
     Unreadable {
         id: String,
@@ -52,15 +56,17 @@ pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), SshSpecError> {
     } else {
         paths.split(',').map(str::to_string).collect()
     };
+    // As BuildKit's agent provider: one socket, or key files, never both.
     let mut keys = Vec::new();
+    let mut socket = None;
     for path in &paths {
+        if socket.is_some() {
+            return Err(SshSpecError::SeveralSockets(id));
+        }
         let p = PathBuf::from(path);
         match std::fs::metadata(&p) {
             Ok(md) if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) => {
-                if paths.len() > 1 {
-                    return Err(SshSpecError::SocketWithOthers(id));
-                }
-                return Ok((id, SshSource::Socket(p)));
+                socket = Some(p)
             }
             Ok(_) => keys.push(p),
             Err(source) => {
@@ -72,7 +78,11 @@ pub fn parse_ssh_spec(spec: &str) -> Result<(String, SshSource), SshSpecError> {
             }
         }
     }
-    Ok((id, SshSource::Keys(keys)))
+    match socket {
+        Some(_) if !keys.is_empty() => Err(SshSpecError::KeysAndSocket(id)),
+        Some(s) => Ok((id, SshSource::Socket(s))),
+        None => Ok((id, SshSource::Keys(keys))),
+    }
 }
 
 /// A listening socket that forwards connections to an agent, until dropped.

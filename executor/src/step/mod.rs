@@ -90,6 +90,7 @@ impl<'a> StepContext<'a> {
         opts: &'a BuildOptions,
         source: Arc<Source>,
         cancel: CancelToken,
+        secret_values: &[(String, Vec<u8>)],
         on_event: &mut dyn FnMut(Event),
     ) -> Result<StepContext<'a>, BuildError> {
         let images = ImageStore::open(&opts.root)
@@ -105,7 +106,7 @@ impl<'a> StepContext<'a> {
         }
         let snapshots = Snapshotter::open(&opts.root, opts.snapshotter, &scratch)
             .map_err(|e| BuildError::setup("opening the snapshot store", e))?;
-        let secrets = SecretStore::load(&scratch, &opts.secrets)
+        let secrets = SecretStore::load(&scratch, secret_values)
             .map_err(|e| BuildError::setup("loading secrets", e))?;
         // A malformed pattern fails the build, as in BuildKit.
         let ignore = IgnoreRules::load(&opts.context, opts.dockerfile_path.as_deref())

@@ -35,7 +35,7 @@ use rustix::io::Errno;
 
 use crate::format;
 use crate::idmap::IdMap;
-use crate::root::{Root, RootError};
+use crate::root::{Containment, Root, RootError};
 use resolve::{components, resolve_dir};
 
 /// Where a layer is applied.
@@ -153,7 +153,13 @@ pub fn apply_layer(
     dest: &Path,
     opts: &ApplyOptions,
 ) -> Result<ApplyStats, ApplyError> {
-    let root = Root::open_beneath(dest).map_err(|e| ApplyError::Root {
+    // A user's archive (ADD) resolves absolute symlinks inside the tree, as BuildKit
+    // unpacks it; a layer's entries may not go through one.
+    let containment = match opts.target {
+        ApplyTarget::Plain => Containment::Archive,
+        _ => Containment::Beneath,
+    };
+    let root = Root::open_with(dest, containment).map_err(|e| ApplyError::Root {
         path: dest.to_path_buf(),
         source: root_io(e),
     })?;

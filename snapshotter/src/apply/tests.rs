@@ -772,3 +772,56 @@ mod fuzz {
         }
     }
 }
+
+/// An ADD archive (plain target) goes through absolute symlinks, its own or the tree's,
+/// inside the tree, as BuildKit unpacks it; what would land outside is still refused.
+#[test]
+fn archives_resolve_absolute_symlinks_inside_the_tree() {
+    let a = Area::new();
+    let out = a.outside.to_string_lossy().into_owned();
+    fs::create_dir_all(a.dest.join("usr/lib")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib", a.dest.join("lib")).unwrap();
+    let tar = TarBuilder::new()
+        .symlink("etc-link", "/etc")
+        .dir("etc/")
+        .file("etc-link/conf", "via-archive-link")
+        .file("lib/libx.so", "via-tree-link")
+        .symlink("evil", &out)
+        .file("evil/pwned", "lands-inside")
+        .symlink("deep", "/usr/lib/../../usr/lib")
+        .file("deep/d", "deep")
+        .finish();
+    a.apply(&tar, ApplyTarget::Plain).unwrap();
+    assert_eq!(
+        fs::read_to_string(a.dest.join("etc/conf")).unwrap(),
+        "via-archive-link"
+    );
+    assert_eq!(
+        fs::read_to_string(a.dest.join("usr/lib/libx.so")).unwrap(),
+        "via-tree-link"
+    );
+    let inside = a.dest.join(out.trim_start_matches('/')).join("pwned");
+    assert_eq!(fs::read_to_string(inside).unwrap(), "lands-inside");
+    assert_eq!(
+        fs::read_to_string(a.dest.join("usr/lib/d")).unwrap(),
+        "deep"
+    );
+    a.outside_untouched();
+    // A relative link that climbs out, or `..` past the root after an absolute link.
+    for (link, target) in [("up", "../outside"), ("absup", "/../outside")] {
+        let a = Area::new();
+        let tar = TarBuilder::new()
+            .symlink(link, target)
+            .file(&format!("{link}/pwned"), "x")
+            .finish();
+        unsafe_error_names(a.apply(&tar, ApplyTarget::Plain), &format!("{link}/pwned"));
+        a.outside_untouched();
+    }
+    // A layer still may not go through an absolute symlink.
+    let a = Area::new();
+    let tar = TarBuilder::new()
+        .symlink("etc-link", "/etc")
+        .file("etc-link/conf", "x")
+        .finish();
+    unsafe_error_names(a.apply(&tar, ApplyTarget::Overlay), "etc-link/conf");
+}

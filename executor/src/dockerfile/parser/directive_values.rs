@@ -8,9 +8,9 @@
 //!   directive's line, never silently ignored.
 //! - `# check=` configures BuildKit's lint checks: `;`-separated `skip=<names|all>`,
 //!   `experimental=<names|all>` and `error=<bool>` (BuildKit's `ParseLintOptions`: at most
-//!   three parts, the last keeps any further `;`). kiln runs no lint checks yet, so a
-//!   valid value has nothing to act on: `skip=` of any names is accepted (BuildKit also
-//!   ignores names it does not know) and `error=true` fails nothing. A malformed value is
+//!   three parts, the last keeps any further `;`). The checks kiln runs ([`crate::lint`])
+//!   honour `skip=` and `error=true`; `skip=` of names kiln does not know is accepted
+//!   (BuildKit also ignores them). A malformed value is
 //!   an error with BuildKit's message.
 
 use crate::dockerfile::dump::go_quote;
@@ -71,7 +71,7 @@ fn is_version_one(tag: &str) -> bool {
         && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// A `check` directive, read (kiln has no checks to apply it to).
+/// A `check` directive, read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CheckOptions {
     pub skip_all: bool,

@@ -5,6 +5,8 @@
 //! - a directory source copies its contents; a file goes to `dest` or, when `dest` ends
 //!   in `/` or is an existing directory, into it; several sources need a `dest/`;
 //! - `dest` is relative to WORKDIR; missing parents are created (0755);
+//! - `--parents` keeps each match's path below the source's first `/./` pivot (its whole
+//!   path without one), with only the parent directories a match needs;
 //! - ownership: `--chown` for everything copied and created, else 0:0 for context files
 //!   and the source's owner for files from a stage; modes and mtimes are kept; `--chmod`
 //!   replaces modes;
@@ -311,8 +313,17 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<Vec<String>, CopyErro
     };
     let dest_is_dir_syntax = req.dest.ends_with('/') || req.dest.ends_with("/.") || req.dest == ".";
     let dest = clean(&dest_abs);
+    if req.parents {
+        let mut skipped = Vec::new();
+        for s in &req.sources {
+            copy_with_parents(&dest_root, s, &dest, req, &mut skipped)?;
+        }
+        if req.inline.is_empty() {
+            return Ok(skipped);
+        }
+    }
     let mut matches: Vec<String> = Vec::new();
-    for s in &req.sources {
+    for s in req.sources.iter().filter(|_| !req.parents) {
         matches.extend(expand_source(&req.src_root, s, req)?);
     }
     let count = matches.len() + req.inline.len();
@@ -397,6 +408,91 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<Vec<String>, CopyErro
     Ok(skipped)
 }
 
+/// `COPY --parents SOURCE DEST`, as BuildKit lowers it: SOURCE splits at its first `/./`
+/// into the directory to copy from (`/` without a pivot; it may hold wildcards) and a
+/// pattern below it; every path the pattern matches there (a directory with all it
+/// holds) lands at `DEST/<its path below the pivot>`, with the parent directories the
+/// match needs and no others. A source without wildcards must exist; with them, no match
+/// copies nothing (DEST is still made).
+fn copy_with_parents(
+    dest_root: &RootDir,
+    source: &str,
+    dest: &str,
+    req: &CopyRequest,
+    skipped: &mut Vec<String>,
+) -> Result<(), CopyError> {
+    let (pivot, pattern) = match source.split_once("/./") {
+        Some((dir, pattern)) => (clean(dir), clean(pattern)),
+        None => (String::new(), clean(source)),
+    };
+    let new_dirs = NewDirs::of(req);
+    dest_root.mkdir_all(dest, new_dirs)?;
+    let dirs = if has_wildcard(&pivot) {
+        expand_source(&req.src_root, &pivot, req)?
+    } else {
+        if !has_wildcard(&pattern) {
+            let required = clean(&format!("{pivot}/{pattern}"));
+            expand_source(&req.src_root, &required, req)?;
+        }
+        vec![pivot]
+    };
+    for dir in dirs {
+        let Ok(base) = crate::mounts::resolve_beneath(&req.src_root, &dir) else {
+            continue;
+        };
+        if !fs::metadata(&base).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let ctx_rel = |rel: &str| clean(&format!("{dir}/{rel}"));
+        // What the pattern matches below `base`: directories are copied whole, so the
+        // walk does not go into one that matched.
+        let mut matched: Vec<(String, fs::Metadata)> = Vec::new();
+        if pattern.is_empty() {
+            let md = fs::metadata(&base).map_err(io_err(format!("reading /{dir}")))?;
+            matched.push((String::new(), md));
+        } else {
+            let depth_limited = !pattern.contains("**");
+            let depth = pattern.split('/').count();
+            walk(&base, "", &mut |rel, md| {
+                let ignored = req.ignored(&ctx_rel(rel));
+                if match_path(&pattern, rel) && !ignored {
+                    matched.push((rel.to_string(), md.clone()));
+                    return false;
+                }
+                (!ignored || (md.is_dir() && req.walk_ignored_dirs()))
+                    && (!depth_limited || rel.split('/').count() < depth)
+            })?;
+        }
+        for (rel, md) in matched {
+            // The match's parent directories, made as the source has them.
+            let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+            for i in 1..parts.len() {
+                let parent = parts[..i].join("/");
+                let t = clean(&format!("{dest}/{parent}"));
+                if !dest_root.is_dir(&t) {
+                    let src_md = fs::metadata(base.join(&parent))
+                        .map_err(io_err(format!("reading /{}", ctx_rel(&parent))))?;
+                    let fd = dest_root.mkdir_all(&t, new_dirs)?;
+                    apply_meta(&fd, None, &src_md, req)?;
+                }
+            }
+            let target = clean(&format!("{dest}/{rel}"));
+            let src = base.join(&rel);
+            if md.is_dir() {
+                let existed = dest_root.is_dir(&target);
+                let fd = dest_root.mkdir_all(&target, new_dirs)?;
+                if !existed {
+                    apply_meta(&fd, None, &md, req)?;
+                }
+                copy_tree(dest_root, &src, &target, req, &ctx_rel(&rel), skipped)?;
+            } else {
+                copy_entry(dest_root, &src, &target, &md, req, new_dirs, skipped)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The compression of a local archive ADD unpacks, by magic bytes; `None`: not an archive.
 pub fn archive_kind(path: &Path) -> Option<&'static str> {
     let mut head = [0u8; 262];
@@ -422,8 +518,10 @@ pub fn archive_kind(path: &Path) -> Option<&'static str> {
 }
 
 /// ADD of a local archive: unpacks `archive` into directory `dest` (absolute in the
-/// root, WORKDIR-relative otherwise), beneath it whatever the entries say. Archives are
-/// trusted no more than layers: the snapshotter's apply writes them.
+/// root, WORKDIR-relative otherwise), beneath it whatever the entries say. The
+/// snapshotter's apply writes them, with `dest` as the root of the unpack (as BuildKit's
+/// chrooted untar): an absolute symlink, the archive's or the image's, starts from it;
+/// only what would land outside it is refused.
 pub fn extract_into(
     root: &Path,
     archive: &Path,
