@@ -227,8 +227,11 @@ fn push_then_build_from_the_registry_in_an_empty_root() {
 
     // kiln push copies it on; blobs the registry has are skipped.
     let copy = w.name("kiln/copy:2");
-    let out = w.kiln("pusher", &["push", &name, &copy]);
+    let digestfile = w.roots.path().join("pushed-digest");
+    let df = digestfile.to_string_lossy().into_owned();
+    let out = w.kiln("pusher", &["push", "--digestfile", &df, &name, &copy]);
     assert!(out.status.success(), "{}", combined(&out));
+    assert_eq!(std::fs::read_to_string(&digestfile).unwrap(), digest);
     let out = w.kiln("pusher", &["push", &name, &copy]);
     let text = combined(&out);
     assert!(out.status.success(), "{text}");

@@ -102,16 +102,7 @@ pub fn pull(args: PullArgs, out: &mut dyn Write) -> Result<()> {
             show(&mut err, &Event::Transfer(t))
         })
         .with_context(|| format!("pulling {}", args.reference))?;
-    show(
-        out,
-        &Event::Pulled {
-            reference: pulled.reference,
-            digest: pulled.manifest.digest().to_string(),
-            fetched: pulled.fetched,
-            bytes: pulled.bytes,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    );
+    show(out, &Event::pulled(pulled, started.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -132,16 +123,7 @@ pub fn push(args: PushArgs, out: &mut dyn Write) -> Result<()> {
     if let Some(f) = &args.digestfile {
         std::fs::write(f, &pushed.digest).with_context(|| format!("writing {}", f.display()))?;
     }
-    show(
-        out,
-        &Event::Pushed {
-            reference: pushed.reference,
-            digest: pushed.digest,
-            uploaded: pushed.uploaded,
-            skipped: pushed.skipped,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    );
+    show(out, &Event::pushed(pushed, started.elapsed().as_secs_f64()));
     Ok(())
 }
 

@@ -67,3 +67,27 @@ pub enum Event {
         seconds: f64,
     },
 }
+
+impl Event {
+    /// The event of a pull that ended after `seconds`.
+    pub fn pulled(p: crate::registry::Pulled, seconds: f64) -> Event {
+        Event::Pulled {
+            reference: p.reference,
+            digest: p.manifest.digest().to_string(),
+            fetched: p.fetched,
+            bytes: p.bytes,
+            seconds,
+        }
+    }
+
+    /// The event of a push that ended after `seconds`.
+    pub fn pushed(p: crate::registry::Pushed, seconds: f64) -> Event {
+        Event::Pushed {
+            reference: p.reference,
+            digest: p.digest,
+            uploaded: p.uploaded,
+            skipped: p.skipped,
+            seconds,
+        }
+    }
+}

@@ -35,13 +35,7 @@ pub(super) fn push(
         let pushed = registry.push(&cx.images, manifest, name, &mut |t| {
             on_event(Event::Transfer(t))
         })?;
-        on_event(Event::Pushed {
-            reference: pushed.reference,
-            digest: pushed.digest,
-            uploaded: pushed.uploaded,
-            skipped: pushed.skipped,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        on_event(Event::pushed(pushed, started.elapsed().as_secs_f64()));
     }
     Ok(())
 }

@@ -261,13 +261,7 @@ impl<'a> StepContext<'a> {
             .pull(&source, &platform, &self.images, &mut |t| {
                 on_event(Event::Transfer(t))
             })?;
-        on_event(Event::Pulled {
-            reference: pulled.reference,
-            digest: pulled.manifest.digest().to_string(),
-            fetched: pulled.fetched,
-            bytes: pulled.bytes,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        on_event(Event::pulled(pulled, started.elapsed().as_secs_f64()));
         Ok(())
     }
 
