@@ -331,6 +331,7 @@ COPY --from=base --parents /test/a/b*/./c/**/e /dw/
 COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /di/
 COPY --from=base --parents /test/a/b3*/c /wn/
 COPY --from=base --parents /test/a/b/./c3* /wa/
+COPY --from=base --parents --exclude=c/d/foo --exclude=c/d/e /test/a/b/./c/d /ex/
 RUN set -e; cat /foo1/foo2/bar /t/foo1/foo2/bar /t/foo1/foo2/baz /px/y/z; echo; \\
   test ! -e /px/x; test ! -e /px/other; test ! -e /foo1/foo2/baz; \\
   test -d /middle/c/d/e; test -f /middle/c/d/foo; test ! -d /middle/a; test ! -d /middle/e; \\
@@ -341,6 +342,7 @@ RUN set -e; cat /foo1/foo2/bar /t/foo1/foo2/bar /t/foo1/foo2/baz /px/y/z; echo; 
   test -f /dw/c/d/e/bay; test -f /dw/c/d/e/bar; test ! -e /dw/c/d/foo; test ! -e /dw/b; \\
   test -f /di/d/e/baz; test ! -e /di/d/e/bay; test -f /di/d/e2/baz; test -f /di/c/d/e/bar; \\
   test ! -e /di/d/foo; test ! -e /di/c/d/foo; \\
+  test -d /ex/c/d; test ! -e /ex/c/d/e; test ! -e /ex/c/d/foo; \\
   test -d /wn; test -z \"$(ls -A /wn)\"; test -d /wa; test -z \"$(ls -A /wa)\"; \\
   echo parents-ok
 ",

@@ -355,7 +355,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest) -> Result<Vec<String>, CopyErro
             if !existed {
                 apply_meta(&fd, None, &md, req)?;
             }
-            copy_tree(&dest_root, &src, &t, req, rel, &mut skipped)?;
+            copy_tree(&dest_root, &src, &t, req, rel, "", &mut skipped)?;
         } else {
             let target = if req.parents {
                 format!("{dest}/{rel}")
@@ -455,6 +455,9 @@ fn copy_with_parents(
             let depth = pattern.split('/').count();
             walk(&base, "", &mut |rel, md| {
                 let ignored = req.ignored(&ctx_rel(rel));
+                if excluded(req, rel) {
+                    return false;
+                }
                 if match_path(&pattern, rel) && !ignored {
                     matched.push((rel.to_string(), md.clone()));
                     return false;
@@ -484,7 +487,7 @@ fn copy_with_parents(
                 if !existed {
                     apply_meta(&fd, None, &md, req)?;
                 }
-                copy_tree(dest_root, &src, &target, req, &ctx_rel(&rel), skipped)?;
+                copy_tree(dest_root, &src, &target, req, &ctx_rel(&rel), &rel, skipped)?;
             } else {
                 copy_entry(dest_root, &src, &target, &md, req, new_dirs, skipped)?;
             }
@@ -589,18 +592,28 @@ fn excluded(req: &CopyRequest, rel_in_source: &str) -> bool {
     req.excludes.iter().any(|p| match_path(p, rel_in_source))
 }
 
+/// Copies directory `src_dir` (at `src_rel` in the context, for `.dockerignore`) to
+/// `dest`; `--exclude` patterns match paths below `exclude_base/` (the source directory
+/// itself when empty, its path below the pivot for `--parents`).
+#[allow(clippy::too_many_arguments)]
 fn copy_tree(
     dest_root: &RootDir,
     src_dir: &Path,
     dest: &str,
     req: &CopyRequest,
     src_rel: &str,
+    exclude_base: &str,
     skipped: &mut Vec<String>,
 ) -> Result<(), CopyError> {
     let new_dirs = NewDirs::of(req);
     let mut result = Ok(());
     walk(src_dir, "", &mut |rel, md| {
-        if result.is_err() || excluded(req, rel) {
+        let excluded = if exclude_base.is_empty() {
+            excluded(req, rel)
+        } else {
+            excluded(req, &format!("{exclude_base}/{rel}"))
+        };
+        if result.is_err() || excluded {
             return false;
         }
         let ctx_rel = if src_rel.is_empty() {
