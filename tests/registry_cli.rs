@@ -646,3 +646,105 @@ fn pull_flag_outputs_and_docker_image_contexts() {
         combined(&out)
     );
 }
+
+#[test]
+fn build_cache_through_a_registry_and_a_layout_gives_an_empty_root_every_step() {
+    let Some(w) = World::new(None) else { return };
+    std::fs::write(w.ctx.path().join("note.txt"), "cached note\n").unwrap();
+    let df = format!(
+        "{}RUN echo tool > /tool\n\nFROM scratch AS other\nCOPY note.txt /\n\nFROM tool\nRUN echo final > /final\nCOPY --from=other /note.txt /\nRUN cat /note.txt /tool /final\n",
+        BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS tool", 1)
+    );
+    let cache = w.name("kiln/cache:1");
+    let to = format!("type=registry,ref={cache},mode=max");
+    let local = w.roots.path().join("cache-layout");
+    let to_local = format!("type=local,dest={},mode=max", local.display());
+    let env = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let iid = |n: &str| {
+        w.roots
+            .path()
+            .join(format!("{n}.iid"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let first_iid = iid("first");
+    let mut args = vec![
+        "--cache-to",
+        &to,
+        "--cache-to",
+        &to_local,
+        "--iidfile",
+        &first_iid,
+    ];
+    args.extend(env);
+    let out = w.build("first", &df, &args);
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("build cache (6 entries) to {cache}")),
+        "{text}"
+    );
+    assert!(text.contains("build cache (6 entries) to /"), "{text}");
+
+    for (root, from) in [
+        ("from-registry", format!("type=registry,ref={cache}")),
+        ("from-layout", format!("type=local,src={}", local.display())),
+    ] {
+        let this_iid = iid(root);
+        let mut args = vec![
+            "--cache-from",
+            from.as_str(),
+            "--iidfile",
+            &this_iid,
+            "-t",
+            "cached:1",
+        ];
+        args.extend(env);
+        let out = w.build(root, &df, &args);
+        let text = combined(&out);
+        assert!(out.status.success(), "{text}");
+        let cached = text.lines().filter(|l| l.ends_with(" CACHED")).count();
+        let done = text.lines().filter(|l| l.contains(" DONE ")).count();
+        // COPY rootfs, RUN tool, COPY note, RUN final, COPY --from, RUN cat: all cached;
+        // only config steps (none here) would run.
+        assert_eq!((cached, done), (6, 0), "{root}: {text}");
+        assert!(!text.contains("cached note\n#"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(&this_iid).unwrap(),
+            std::fs::read_to_string(&first_iid).unwrap(),
+            "{root}: the same image from the imported cache"
+        );
+        // The image is complete: it runs in this root.
+        let ran = w.kiln(
+            root,
+            &["run", "cached:1", "cat", "/tool", "/note.txt", "/final"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ran.stdout),
+            "tool\ncached note\nfinal\n",
+            "{}",
+            combined(&ran)
+        );
+    }
+    // mode=min carries the target's lineage only (not stage "other"); a cache that is
+    // not there is a warning; bad specs are refused before the build.
+    let min = w.name("kiln/cache:min");
+    let to = format!("type=registry,ref={min}");
+    let out = w.build("first", &df, &["--cache-to", &to]);
+    assert!(
+        combined(&out).contains("build cache (5 entries)"),
+        "{}",
+        combined(&out)
+    );
+    let absent = format!("type=registry,ref={}", w.name("kiln/cache:absent"));
+    let out = w.build("absent", &df, &["--cache-from", &absent]);
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("warning") || text.contains("WARN"), "{text}");
+    assert!(text.contains("--cache-from"), "{text}");
+    for bad in ["type=gha", "type=registry,ref=x,mode=all", "type=local"] {
+        let out = w.build("bad", &df, &["--cache-to", bad]);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(combined(&out).contains("--cache-to"), "{}", combined(&out));
+    }
+}

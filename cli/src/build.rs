@@ -103,6 +103,14 @@ pub struct BuildArgs {
     /// Push the image to the registry of each `-t` name after the build.
     #[arg(long)]
     push: bool,
+    /// Export the build cache: `type=registry,ref=REF[,mode=min|max]` or
+    /// `type=local,dest=DIR[,mode=…]` (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+    /// Import a build cache: `type=registry,ref=REF` (or `REF`) or `type=local,src=DIR`
+    /// (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
     #[command(flatten)]
     registry: crate::registry::RegistryArgs,
     /// The build context directory.
@@ -118,6 +126,17 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     for t in &args.tags {
         kiln_executor::registry::parse_reference(t).with_context(|| format!("-t {t}"))?;
     }
+    use kiln_executor::cache::transfer::CacheSpec;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| CacheSpec::parse(s, true).with_context(|| format!("--cache-to {s}")))
+        .collect::<Result<Vec<_>>>()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| CacheSpec::parse(s, false).with_context(|| format!("--cache-from {s}")))
+        .collect::<Result<Vec<_>>>()?;
     let Some(mapping) = userns::build_namespace() else {
         if !args.context.is_dir() {
             bail!("context {}: not a directory", args.context.display());
@@ -291,6 +310,8 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         pull: args.pull,
         push: args.push,
         registry: args.registry.options(),
+        cache_to,
+        cache_from,
     };
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("creating {}", opts.root.display()))?;

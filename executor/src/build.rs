@@ -145,6 +145,27 @@ fn run_masked(
         kind: cx.snapshots.kind().to_string(),
         reason: cx.snapshots.reason().to_string(),
     });
+    // Shared caches first: their entries serve this build's steps. A cache that cannot
+    // be read is a warning, as in BuildKit.
+    for spec in &opts.cache_from {
+        let imported = crate::cache::transfer::import(
+            spec,
+            cx.cache(),
+            &cx.images,
+            || cx.registry(),
+            &mut |t| on_event(Event::Transfer(t)),
+        );
+        match imported {
+            Ok(n) => on_event(Event::Exported(format!(
+                "imported {n} cache entries from {}",
+                spec.describe()
+            ))),
+            Err(e) => on_event(Event::Warning(format!(
+                "--cache-from {}: {e}",
+                spec.describe()
+            ))),
+        }
+    }
     // Base images first: their Env and ONBUILD triggers feed the evaluation of the stages.
     let mut env = BTreeMap::new();
     let mut triggers = BTreeMap::new();
@@ -239,6 +260,48 @@ fn run_masked(
         target.config.config.labels.insert(k.clone(), v.clone());
     }
     let written = crate::export::finish(&cx, &target, on_event)?;
+    // mode=min: the target and the stages it is built on; mode=max: every stage.
+    let mut lineage = std::collections::BTreeSet::new();
+    let mut at = Some(graph.target);
+    while let Some(i) = at {
+        if !lineage.insert(i) {
+            break;
+        }
+        at = match graph.stages.get(&i).map(|n| &n.base) {
+            Some(Base::Stage(j)) => Some(*j),
+            _ => None,
+        };
+    }
+    for spec in &opts.cache_to {
+        let keys = match spec.mode() {
+            crate::cache::transfer::CacheMode::Min => cx.used_keys(Some(&lineage)),
+            crate::cache::transfer::CacheMode::Max => cx.used_keys(None),
+        };
+        let exported = crate::cache::transfer::export(
+            spec,
+            &keys,
+            cx.cache(),
+            &cx.images,
+            || cx.registry(),
+            &mut |t| on_event(Event::Transfer(t)),
+        );
+        match exported {
+            Ok(n) => on_event(Event::Exported(format!(
+                "build cache ({n} entries) to {}",
+                spec.describe()
+            ))),
+            Err(e) if spec.ignore_error() => on_event(Event::Warning(format!(
+                "--cache-to {}: {e}",
+                spec.describe()
+            ))),
+            Err(e) => {
+                return Err(BuildError::setup(
+                    format!("exporting the build cache to {}", spec.describe()),
+                    e,
+                ))
+            }
+        }
+    }
     Ok(BuildResult {
         manifest_digest: written.manifest_digest,
         config_digest: written.config_digest,

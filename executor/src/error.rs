@@ -94,6 +94,8 @@ pub enum SetupError {
     Layer(#[from] kiln_snapshotter::layer::LayerError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    CacheTransfer(#[from] crate::cache::transfer::CacheTransferError),
     /// A recompressed layer did not hold the same content (never expected).
     #[error("recompressing {digest}: the content changed ({before} became {after})")]
     Recompressed {

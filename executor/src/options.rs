@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::cache::transfer::CacheSpec;
 use crate::dockerfile::instructions::NetworkMode;
 use crate::export::Output;
 use crate::mounts::ssh::SshSource;
@@ -78,6 +79,10 @@ pub struct BuildOptions {
     pub push: bool,
     /// Registries: credentials, `--insecure-registry`.
     pub registry: RegistryOptions,
+    /// `--cache-to`: where the entries this build used are exported.
+    pub cache_to: Vec<CacheSpec>,
+    /// `--cache-from`: caches read into this root before the steps run.
+    pub cache_from: Vec<CacheSpec>,
 }
 
 impl Default for BuildOptions {
@@ -113,6 +118,8 @@ impl Default for BuildOptions {
             pull: false,
             push: false,
             registry: RegistryOptions::default(),
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
         }
     }
 }
@@ -279,6 +286,14 @@ impl BuildOptionsBuilder {
     }
     pub fn push(mut self, push: bool) -> Self {
         self.opts.push = push;
+        self
+    }
+    pub fn cache_to(mut self, spec: CacheSpec) -> Self {
+        self.opts.cache_to.push(spec);
+        self
+    }
+    pub fn cache_from(mut self, spec: CacheSpec) -> Self {
+        self.opts.cache_from.push(spec);
         self
     }
     pub fn registry(mut self, registry: RegistryOptions) -> Self {

@@ -33,20 +33,56 @@ pub struct CachedStep {
     pub chain: Option<ChainId>,
     /// The layer it added, if any.
     pub layer: Option<LayerRef>,
+    /// Every layer of the chain, bottom first, when they add up to `chain`: what
+    /// rebuilds the snapshot in a root that lacks it (an imported cache).
+    pub layers: Vec<LayerRef>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Entry {
-    chain: Option<String>,
-    layer: Option<EntryLayer>,
+/// An entry as stored (and as a cache export carries it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub chain: Option<String>,
+    pub layer: Option<EntryLayer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<EntryLayer>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct EntryLayer {
-    digest: String,
-    diff_id: String,
-    size: u64,
-    media_type: String,
+/// A layer as an entry names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl From<&LayerRef> for EntryLayer {
+    fn from(l: &LayerRef) -> EntryLayer {
+        EntryLayer {
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+        }
+    }
+}
+
+impl From<EntryLayer> for LayerRef {
+    fn from(l: EntryLayer) -> LayerRef {
+        LayerRef {
+            digest: l.digest,
+            diff_id: l.diff_id,
+            size: l.size,
+            media_type: l.media_type,
+        }
+    }
+}
+
+/// The chain `layers` make, bottom first (`None`: no layer).
+fn chain_of(layers: &[EntryLayer]) -> Option<ChainId> {
+    layers.iter().fold(None, |parent, l| {
+        Some(ChainId::new(parent.as_ref(), &l.digest))
+    })
 }
 
 /// An entry file as the collector sees it: what it names, whether it could be read.
@@ -116,10 +152,10 @@ impl StepCache {
         let path = self.path(key);
         let bytes = std::fs::read(&path).ok()?;
         let e: Entry = serde_json::from_slice(&bytes).ok()?;
-        let chain = match e.chain {
+        let chain = match &e.chain {
             Some(c) => {
-                let id = ChainId::parse(&c)?;
-                if !snapshots.exists(&id) {
+                let id = ChainId::parse(c)?;
+                if !snapshots.exists(&id) && !rebuild(snapshots, images, &e.layers, &id) {
                     return None;
                 }
                 Some(id)
@@ -131,21 +167,37 @@ impl StepCache {
                 if !images.blob_path(&l.digest).is_file() {
                     return None;
                 }
-                Some(LayerRef {
-                    digest: l.digest,
-                    diff_id: l.diff_id,
-                    size: l.size,
-                    media_type: l.media_type,
-                })
+                Some(LayerRef::from(l))
             }
             None => None,
         };
+        let layers = e.layers.into_iter().map(LayerRef::from).collect();
         // Last used now; an entry that cannot be touched is still a hit.
         let _ = std::fs::File::options()
             .write(true)
             .open(&path)
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        Some(CachedStep { chain, layer })
+        Some(CachedStep {
+            chain,
+            layer,
+            layers,
+        })
+    }
+
+    /// The stored entry of `key`, as it is on disk.
+    pub fn entry(&self, key: &StepKey) -> Option<Entry> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores `entry` under `key` unless this root has one: an imported cache never
+    /// replaces what this root built. Whether it was stored.
+    pub fn import(&self, key: &StepKey, entry: &Entry) -> Result<bool, CacheError> {
+        if self.path(key).exists() {
+            return Ok(false);
+        }
+        self.write(key, entry)?;
+        Ok(true)
     }
 
     fn io_err(&self) -> impl Fn(std::io::Error) -> CacheError + '_ {
@@ -218,16 +270,21 @@ impl StepCache {
 
     /// Records what the step with `key` made.
     pub fn put(&self, key: &StepKey, step: &CachedStep) -> Result<(), CacheError> {
+        let layers: Vec<EntryLayer> = step.layers.iter().map(EntryLayer::from).collect();
         let entry = Entry {
             chain: step.chain.as_ref().map(|c| c.as_str().to_string()),
-            layer: step.layer.as_ref().map(|l| EntryLayer {
-                digest: l.digest.clone(),
-                diff_id: l.diff_id.clone(),
-                size: l.size,
-                media_type: l.media_type.clone(),
-            }),
+            layer: step.layer.as_ref().map(EntryLayer::from),
+            // Only layers that add up to the chain can rebuild it.
+            layers: match chain_of(&layers) == step.chain {
+                true => layers,
+                false => Vec::new(),
+            },
         };
-        let json = serde_json::to_vec(&entry)?;
+        self.write(key, &entry)
+    }
+
+    fn write(&self, key: &StepKey, entry: &Entry) -> Result<(), CacheError> {
+        let json = serde_json::to_vec(entry)?;
         let io = |source| CacheError::Io {
             path: self.dir.clone(),
             source,
@@ -240,6 +297,34 @@ impl StepCache {
         tmp.persist(self.path(key)).map_err(|e| io(e.error))?;
         Ok(())
     }
+}
+
+/// Makes snapshot `chain` from `layers` (their blobs in `images`), applying those of its
+/// parents this root lacks; whether it now exists.
+fn rebuild(
+    snapshots: &Snapshotter,
+    images: &ImageStore,
+    layers: &[EntryLayer],
+    chain: &ChainId,
+) -> bool {
+    if layers.is_empty() || chain_of(layers).as_ref() != Some(chain) {
+        return false;
+    }
+    let mut parent: Option<ChainId> = None;
+    for l in layers {
+        let next = ChainId::new(parent.as_ref(), &l.digest);
+        if !snapshots.exists(&next) {
+            let Ok(f) = std::fs::File::open(images.blob_path(&l.digest)) else {
+                return false;
+            };
+            match snapshots.apply_layer(parent.as_ref(), &l.digest, std::io::BufReader::new(f)) {
+                Ok((id, _)) if id == next => {}
+                Ok(_) | Err(_) => return false,
+            }
+        }
+        parent = Some(next);
+    }
+    snapshots.exists(chain)
 }
 
 #[cfg(test)]
@@ -259,6 +344,7 @@ mod tests {
                 size: 3,
                 media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
             }),
+            layers: Vec::new(),
         };
         cache.put(&StepKey([1; 32]), &step).unwrap();
         std::fs::write(cache.dir.join(format!("{}.json", StepKey([2; 32]))), "{").unwrap();
@@ -273,5 +359,41 @@ mod tests {
         cache.remove(&got[0]).unwrap();
         cache.remove(&got[0]).unwrap();
         assert_eq!(cache.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_layers_that_make_the_chain_are_kept_for_rebuilding() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StepCache::open(dir.path()).unwrap();
+        let l = |d: &str| LayerRef {
+            digest: d.into(),
+            diff_id: d.into(),
+            size: 1,
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+        };
+        let a = ChainId::new(None, "sha256:aa");
+        let ab = ChainId::new(Some(&a), "sha256:bb");
+        let good = CachedStep {
+            chain: Some(ab.clone()),
+            layer: Some(l("sha256:bb")),
+            layers: vec![l("sha256:aa"), l("sha256:bb")],
+        };
+        cache.put(&StepKey([7; 32]), &good).unwrap();
+        assert_eq!(cache.entry(&StepKey([7; 32])).unwrap().layers.len(), 2);
+        let wrong = CachedStep {
+            layers: vec![l("sha256:bb"), l("sha256:aa")],
+            ..good
+        };
+        cache.put(&StepKey([8; 32]), &wrong).unwrap();
+        assert!(cache.entry(&StepKey([8; 32])).unwrap().layers.is_empty());
+        // An imported entry never replaces this root's own.
+        let mine = cache.entry(&StepKey([7; 32])).unwrap();
+        let other = Entry {
+            chain: None,
+            ..mine.clone()
+        };
+        assert!(!cache.import(&StepKey([7; 32]), &other).unwrap());
+        assert_eq!(cache.entry(&StepKey([7; 32])).unwrap(), mine);
+        assert!(cache.import(&StepKey([9; 32]), &other).unwrap());
     }
 }

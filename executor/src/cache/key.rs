@@ -10,6 +10,13 @@ impl StepKey {
     pub fn hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
+
+    /// A key from its hex form (`None` unless 64 hex digits).
+    pub fn parse(hex: &str) -> Option<StepKey> {
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| StepKey(*h.as_bytes()))
+    }
 }
 
 impl std::fmt::Display for StepKey {

@@ -3,7 +3,9 @@
 //!
 //! - [`key`]: step keys, blake3 over everything a step's result depends on;
 //! - [`context`]: content digests of COPY/ADD sources and bind-mounted trees;
-//! - [`entries`]: entries on disk, written atomically, checked against the store.
+//! - [`entries`]: entries on disk, written atomically, checked against the store;
+//! - [`transfer`]: `--cache-to`/`--cache-from`, the cache shared through a registry or an
+//!   OCI layout.
 //!
 //! Filesystem steps (RUN, COPY, ADD, WORKDIR) are cached; config-only steps are cheap and
 //! always re-applied, so their history carries this build's timestamps. Secret and ssh
@@ -13,6 +15,7 @@
 pub mod context;
 pub mod entries;
 pub mod key;
+pub mod transfer;
 
 pub use context::ContextDigests;
 pub use entries::{CacheError, CachedStep, StepCache};

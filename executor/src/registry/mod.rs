@@ -24,7 +24,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
 pub use auth::{AuthError, AuthFiles, Credentials};
-pub use pull::Pulled;
+pub use pull::{Fetched, Pulled};
 pub use push::Pushed;
 
 use crate::store::ImageStoreError;
@@ -44,9 +44,11 @@ pub enum RegistryError {
         #[source]
         source: oci_client::ParseError,
     },
-    #[error("{reference}: {source}")]
+    /// `why` is the error with its causes (the client's own text hides them).
+    #[error("{reference}: {why}")]
     Distribution {
         reference: String,
+        why: String,
         #[source]
         source: Box<oci_client::errors::OciDistributionError>,
     },
@@ -260,9 +262,21 @@ impl Registry {
 fn distribution(
     reference: &Reference,
 ) -> impl FnOnce(oci_client::errors::OciDistributionError) -> RegistryError + '_ {
-    move |e| RegistryError::Distribution {
-        reference: reference.whole(),
-        source: Box::new(e),
+    move |e| {
+        let mut why = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !why.contains(&text) {
+                why = format!("{why}: {text}");
+            }
+            cause = c.source();
+        }
+        RegistryError::Distribution {
+            reference: reference.whole(),
+            why,
+            source: Box::new(e),
+        }
     }
 }
 

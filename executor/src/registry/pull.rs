@@ -45,6 +45,17 @@ struct Want {
     size: u64,
 }
 
+/// A manifest fetched with its blobs, not tagged.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub reference: String,
+    pub manifest: Descriptor,
+    /// The manifest's bytes, as the registry serves them.
+    pub bytes: Vec<u8>,
+    pub fetched: usize,
+    pub total: u64,
+}
+
 impl Registry {
     /// Pulls `reference` into `store` and tags it there as written.
     pub fn pull(
@@ -54,11 +65,30 @@ impl Registry {
         store: &ImageStore,
         on_transfer: &mut dyn FnMut(Transfer),
     ) -> Result<Pulled, RegistryError> {
+        let f = self.fetch(reference, platform, store, on_transfer)?;
+        store.tag(reference, &f.manifest)?;
+        Ok(Pulled {
+            reference: f.reference,
+            manifest: f.manifest,
+            fetched: f.fetched,
+            bytes: f.total,
+        })
+    }
+
+    /// Fetches `reference`'s manifest (this platform's, from an index) and the blobs it
+    /// names into `store`, without tagging it.
+    pub fn fetch(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        store: &ImageStore,
+        on_transfer: &mut dyn FnMut(Transfer),
+    ) -> Result<Fetched, RegistryError> {
         let r = parse_reference(reference)?;
         let client = self.client(&r);
         let auth = self.auth(&r)?;
         let parallel = self.opts.parallel.max(1);
-        let pulled = self.drive(on_transfer, |tx| {
+        self.drive(on_transfer, |tx| {
             self.runtime.block_on(async {
                 let (bytes, digest, media_type) =
                     manifest_for(&client, &auth, &r, platform).await?;
@@ -97,16 +127,15 @@ impl Registry {
                     &digest,
                     bytes.len() as u64,
                 )?;
-                store.tag(reference, &desc)?;
-                Ok::<_, RegistryError>(Pulled {
+                Ok::<_, RegistryError>(Fetched {
                     reference: r.whole(),
                     manifest: desc,
+                    bytes,
                     fetched,
-                    bytes: total,
+                    total,
                 })
             })
-        })?;
-        pulled
+        })?
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use crate::cache::{CachedStep, ContextDigests, StepCache};
+use crate::cache::{CachedStep, ContextDigests, StepCache, StepKey};
 use crate::cancel::CancelToken;
 use crate::context::ignore::IgnoreRules;
 use crate::dockerfile::instructions::ShellOrExec;
@@ -65,6 +65,8 @@ pub struct StepContext<'a> {
     no_cache_stages: BTreeSet<usize>,
     /// The registry client, made when a pull or push first needs it.
     registry: OnceLock<Registry>,
+    /// The cache keys this build hit or wrote, with their stage (for `--cache-to`).
+    used_keys: Mutex<Vec<(StepKey, usize)>>,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
@@ -156,6 +158,7 @@ impl<'a> StepContext<'a> {
             cancel,
             no_cache_stages: BTreeSet::new(),
             registry: OnceLock::new(),
+            used_keys: Mutex::new(Vec::new()),
         })
     }
 
@@ -228,6 +231,32 @@ impl<'a> StepContext<'a> {
         self.bases().insert(reference.to_string(), st.clone());
         st.warnings = warnings;
         Ok(st)
+    }
+
+    fn record_key(&self, key: StepKey, stage: usize) {
+        self.used_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((key, stage));
+    }
+
+    /// The cache keys this build hit or wrote in `stages` (every stage: `None`), in order.
+    pub(crate) fn used_keys(&self, stages: Option<&BTreeSet<usize>>) -> Vec<StepKey> {
+        let used = self
+            .used_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<StepKey> = Vec::new();
+        for (k, s) in used.iter() {
+            if stages.is_none_or(|set| set.contains(s)) && !out.contains(k) {
+                out.push(*k);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn cache(&self) -> &StepCache {
+        &self.cache
     }
 
     /// The registry client (made on first use: it starts a small runtime).
@@ -374,6 +403,9 @@ impl<'a> StepContext<'a> {
                 _ => None,
             };
             let cached = hit.is_some();
+            if let (Some(k), true) = (&step_key, cached) {
+                self.record_key(*k, node.index);
+            }
             let layer = match hit {
                 Some(hit) => {
                     let digest = hit.layer.as_ref().map(|l| l.digest.clone());
@@ -398,8 +430,10 @@ impl<'a> StepContext<'a> {
                         let entry = CachedStep {
                             chain: st.chain.clone(),
                             layer: layer.as_ref().and_then(|_| st.layers.last().cloned()),
+                            layers: st.layers.clone(),
                         };
                         self.cache.put(k, &entry).map_err(|e| self.fail(pos, e))?;
+                        self.record_key(*k, node.index);
                     }
                     layer
                 }

@@ -75,6 +75,7 @@ impl Root {
                 size: 1,
                 media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
             }),
+            layers: Vec::new(),
         };
         cache.put(&StepKey([key; 32]), &step).unwrap();
     }
