@@ -2,7 +2,9 @@
 # Pull and push of a multi-layer image (4 layers of 56 MiB that do not compress: 224 MiB)
 # against a real docker-registry on loopback: kiln push / kiln pull against skopeo copy of
 # the same image (from and to kiln's store, itself an OCI layout), one run each, and the
-# ratios kiln/skopeo (below 1: kiln faster).
+# ratios kiln/skopeo (below 1: kiln faster); then the cold build of the same Dockerfile on
+# an empty root without and with --cache-from the registry (the cache the first build
+# exported with --cache-to).
 #
 #   scripts/bench-registry.sh            (as root it runs as $KILN_BENCH_USER, kiln-ci)
 #
@@ -62,7 +64,7 @@ RUN head -c 58720256 /dev/urandom > /l2
 RUN head -c 58720256 /dev/urandom > /l3
 RUN head -c 58720256 /dev/urandom > /l4
 EOF
-"$kiln" build --root "$work/src" -q -t bench/big:1 ctx >/dev/null || { echo "bench-registry.sh: the image build failed" >&2; exit 1; }
+"$kiln" build --root "$work/src" -q -t bench/big:1 --cache-to "type=registry,ref=$reg/bench/cache:1,mode=max" ctx >/dev/null || { echo "bench-registry.sh: the image build failed" >&2; exit 1; }
 
 secs() {
   local s e
@@ -79,6 +81,11 @@ pull_kiln=$(secs "$kiln" pull --root "$work/pulled-kiln" "$reg/bench/skopeo:1")
 mkdir -p "$work/pulled-skopeo"
 pull_skopeo=$(secs skopeo copy --src-tls-verify=false "docker://$reg/bench/kiln:1" "oci:$work/pulled-skopeo:big")
 
+cold=$(secs "$kiln" build --root "$work/cold" -q ctx)
+cached=$(secs "$kiln" build --root "$work/cached" -q --cache-from "type=registry,ref=$reg/bench/cache:1" ctx)
+
 printf '%-8s %10s %10s %8s\n' phase kiln skopeo ratio
 printf '%-8s %9.2fs %9.2fs %8s\n' push "$push_kiln" "$push_skopeo" "$(ratio "$push_kiln" "$push_skopeo")"
 printf '%-8s %9.2fs %9.2fs %8s\n' pull "$pull_kiln" "$pull_skopeo" "$(ratio "$pull_kiln" "$pull_skopeo")"
+printf '\ncold build on an empty root: %.2fs; with --cache-from the registry: %.2fs (ratio %s)\n' \
+  "$cold" "$cached" "$(ratio "$cached" "$cold")"

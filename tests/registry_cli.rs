@@ -230,7 +230,14 @@ fn push_then_build_from_the_registry_in_an_empty_root() {
     let digestfile = w.roots.path().join("pushed-digest");
     let df = digestfile.to_string_lossy().into_owned();
     let out = w.kiln("pusher", &["push", "--digestfile", &df, &name, &copy]);
-    assert!(out.status.success(), "{}", combined(&out));
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    // The store's tag says kiln/app holds these blobs: mounted, not uploaded again.
+    let mounted = text
+        .lines()
+        .filter(|l| l.ends_with(": mounted from another repository"))
+        .count();
+    assert_eq!(mounted, 3, "{text}");
     assert_eq!(std::fs::read_to_string(&digestfile).unwrap(), digest);
     let out = w.kiln("pusher", &["push", &name, &copy]);
     let text = combined(&out);

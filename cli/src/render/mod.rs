@@ -116,6 +116,7 @@ pub fn registry_line(event: &Event, in_flight: bool) -> Option<String> {
             let rate = HumanBytes((t.done as f64 / t.seconds.max(0.001)) as u64);
             match (t.finished, t.skipped) {
                 (true, true) => Some(format!("{verb} {blob}: already there")),
+                (true, false) if t.mounted => Some(format!("{verb} {blob}: mounted from another repository")),
                 (true, false) => Some(format!(
                     "{verb} {blob}: {} in {:.1}s ({rate}/s)",
                     HumanBytes(t.total),

@@ -62,6 +62,7 @@ enum Record<'a> {
         total: u64,
         finished: bool,
         skipped: bool,
+        mounted: bool,
         seconds: f64,
     },
     Pulled {
@@ -164,6 +165,7 @@ impl<'a> Record<'a> {
                 total: t.total,
                 finished: t.finished,
                 skipped: t.skipped,
+                mounted: t.mounted,
                 seconds: t.seconds,
             },
             Event::Pulled {

@@ -134,6 +134,8 @@ pub struct Transfer {
     /// The last report of this blob: done (or, with `skipped`, not needed: already there).
     pub finished: bool,
     pub skipped: bool,
+    /// Pushed by a cross-repository mount (no bytes sent).
+    pub mounted: bool,
     pub seconds: f64,
 }
 

@@ -329,6 +329,7 @@ async fn fetch_blob(
         total: w.size,
         finished,
         skipped: false,
+        mounted: false,
         seconds: started.elapsed().as_secs_f64(),
     };
     let result: Result<(), RegistryError> = async {

@@ -4,6 +4,7 @@
 //! then the manifest, byte for byte, last: a reader never sees a manifest whose blobs
 //! are missing.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use serde_json::Value;
 use super::{
     distribution, parse_reference, sha256_digest, Registry, RegistryError, Transfer, TransferAction,
 };
-use crate::store::ImageStore;
+use crate::store::{ImageStore, REF_NAME};
 
 /// Chunk size of uploads (a PATCH each).
 const CHUNK: usize = 8 << 20;
@@ -69,6 +70,7 @@ impl Registry {
         }
         let media_type = manifest.media_type().to_string();
         let parallel = self.opts.parallel.max(1);
+        let sources = mount_sources(store, &r);
         self.drive(on_transfer, |tx| {
             self.runtime.block_on(async {
                 client
@@ -76,7 +78,10 @@ impl Registry {
                     .await
                     .map_err(distribution(&r))?;
                 let results: Vec<bool> = futures_util::stream::iter(blobs)
-                    .map(|(d, size)| upload(&client, &r, store, d, size, tx.clone()))
+                    .map(|(d, size)| {
+                        let from = sources.get(&d).cloned();
+                        upload(&client, &r, store, d, size, from, tx.clone())
+                    })
                     .buffer_unordered(parallel)
                     .try_collect()
                     .await?;
@@ -98,13 +103,54 @@ impl Registry {
     }
 }
 
-/// Uploads one blob unless the registry has it; whether it was uploaded.
+/// Repositories of `r`'s registry that the store's tags say hold each blob: where a
+/// push can mount a blob from instead of uploading it.
+fn mount_sources(store: &ImageStore, r: &Reference) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Ok(index) = store.index() else {
+        return out;
+    };
+    for d in index.manifests() {
+        let Some(name) = d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) else {
+            continue;
+        };
+        let Ok(src) = parse_reference(name) else {
+            continue;
+        };
+        if src.registry() != r.registry() || src.repository() == r.repository() {
+            continue;
+        }
+        let Ok(bytes) = store.read_blob(d.digest().as_ref()) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let blobs = doc
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(doc.get("config"));
+        for b in blobs {
+            if let Some(digest) = b.get("digest").and_then(Value::as_str) {
+                out.entry(digest.to_string())
+                    .or_insert_with(|| src.repository().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Uploads one blob unless the registry has it (mounting it from `from`, a repository
+/// of the same registry, when that works); whether it was uploaded or mounted.
 async fn upload(
     client: &oci_client::Client,
     r: &Reference,
     store: &ImageStore,
     digest: String,
     size: u64,
+    from: Option<String>,
     tx: std::sync::mpsc::Sender<Transfer>,
 ) -> Result<bool, RegistryError> {
     let started = Instant::now();
@@ -115,6 +161,7 @@ async fn upload(
         total: size,
         finished,
         skipped,
+        mounted: false,
         seconds: started.elapsed().as_secs_f64(),
     };
     if client
@@ -124,6 +171,17 @@ async fn upload(
     {
         let _ = tx.send(report(size, true, true));
         return Ok(false);
+    }
+    if let Some(repo) = from {
+        let source = Reference::with_tag(r.registry().to_string(), repo, "latest".into());
+        // A registry that cannot mount answers with an upload session: upload then.
+        if client.mount_blob(r, &source, &digest).await.is_ok() {
+            let _ = tx.send(Transfer {
+                mounted: true,
+                ..report(size, true, false)
+            });
+            return Ok(true);
+        }
     }
     let path = store.blob_path(&digest);
     let file = std::fs::File::open(&path).map_err(|source| RegistryError::Io {
@@ -163,6 +221,7 @@ async fn upload(
                 total: size,
                 finished: false,
                 skipped: false,
+                mounted: false,
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
