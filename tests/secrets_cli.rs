@@ -9,7 +9,7 @@
 //! `kiln-ci-single`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln_tests::{busybox_context, combined, full_ids, have, kiln_bin, BUSYBOX_BASE};
@@ -210,7 +210,6 @@ RUN echo image-file > /kept
     );
     std::fs::write(ctx.path().join("Dockerfile"), &df).unwrap();
     let root = w("root");
-    let arg = |s: String| s;
     let args: Vec<String> = vec![
         "build".into(),
         "--progress".into(),
@@ -230,23 +229,23 @@ RUN echo image-file > /kept
             sources.path().join("opts").display()
         )),
         "--ssh".into(),
-        arg(format!("key={}", key.display())),
+        format!("key={}", key.display()),
         "-o".into(),
-        arg(format!("type=oci,dest={}", w("oci-dir").display())),
+        format!("type=oci,dest={}", w("oci-dir").display()),
         "-o".into(),
-        arg(format!("type=oci,dest={}", w("oci.tar").display())),
+        format!("type=oci,dest={}", w("oci.tar").display()),
         "-o".into(),
-        arg(format!("type=docker,dest={}", w("docker.tar").display())),
+        format!("type=docker,dest={}", w("docker.tar").display()),
         "-o".into(),
-        arg(format!("type=local,dest={}", w("local").display())),
+        format!("type=local,dest={}", w("local").display()),
         "-o".into(),
-        arg(format!("type=tar,dest={}", w("fs.tar").display())),
+        format!("type=tar,dest={}", w("fs.tar").display()),
         "--cache-to".into(),
-        arg(format!("type=local,dest={},mode=max", w("cache").display())),
+        format!("type=local,dest={},mode=max", w("cache").display()),
         "--metadata-file".into(),
-        arg(w("metadata.json").display().to_string()),
+        w("metadata.json").display().to_string(),
         "--iidfile".into(),
-        arg(w("iid").display().to_string()),
+        w("iid").display().to_string(),
         ctx.path().display().to_string(),
     ];
     let out = Command::new(kiln_bin())
@@ -298,7 +297,7 @@ RUN echo image-file > /kept
     // The scan can fail: the same needles are found where they are.
     let mut control = Vec::new();
     needles.find_in(
-        &zstd::encode_all(&file_secret.as_bytes()[..], 3).unwrap(),
+        &zstd::encode_all(file_secret.as_bytes(), 3).unwrap(),
         "control",
         &mut control,
     );
@@ -306,5 +305,4 @@ RUN echo image-file > /kept
     for name in ["file secret in control", "ssh seed in control"] {
         assert!(control.iter().any(|c| c.starts_with(name)), "{control:?}");
     }
-    let _: PathBuf = root;
 }
