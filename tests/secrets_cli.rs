@@ -217,17 +217,11 @@ RUN echo image-file > /kept
         "-t".into(),
         "secrets:1".into(),
         "--secret".into(),
-        arg(format!(
-            "id=tok,src={}",
-            sources.path().join("tok").display()
-        )),
+        format!("id=tok,src={}", sources.path().join("tok").display()),
         "--secret".into(),
         "id=envtok,env=KILN_TEST_SECRET_ENV".into(),
         "--secret".into(),
-        arg(format!(
-            "id=opts,src={}",
-            sources.path().join("opts").display()
-        )),
+        format!("id=opts,src={}", sources.path().join("opts").display()),
         "--ssh".into(),
         format!("key={}", key.display()),
         "-o".into(),
