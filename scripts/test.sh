@@ -22,10 +22,23 @@ echo "== cargo test (as $(id -un))"
 # through it too.
 cargo build --quiet -p kiln-cli
 cargo build --quiet -p kiln-snapshotter --bin kiln-overlay
-KILN_OVERLAY_PROGRAM="$root_dir/target/debug/kiln-overlay" cargo test --workspace
+# Every skip is said on stderr ("skipped: why"); the count is printed after each pass
+# (under CI a skip that should not happen fails its test).
+skips=$(mktemp /tmp/kiln-skips.XXXXXX)
+trap 'rm -f "$skips"' EXIT
+count_skips() {
+  local n
+  n=$(grep -c '^skipped: ' "$skips" || true)
+  echo "== $1: $n skipped"
+  grep '^skipped: ' "$skips" | sort | uniq -c || true
+  : >"$skips"
+}
+KILN_OVERLAY_PROGRAM="$root_dir/target/debug/kiln-overlay" cargo test --workspace 2> >(tee -a "$skips" >&2)
+count_skips "cargo test (as $(id -un))"
 
 echo "== end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
-KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli --test copy_cli
+KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli --test copy_cli 2> >(tee -a "$skips" >&2)
+count_skips "FUSE pass"
 
 user=${KILN_TEST_USER:-kiln-ci}
 if [ "$(id -u)" -ne 0 ] || ! id "$user" >/dev/null 2>&1; then
@@ -38,7 +51,7 @@ echo "== cargo test as unprivileged user '$user'"
 # binaries, the kiln binary and the conformance data are staged in a world-readable
 # directory, and tests find them through KILN_BIN / KILN_CONFORMANCE_DIR.
 stage=$(mktemp -d /tmp/kiln-unpriv.XXXXXX)
-trap 'rm -rf "$stage"' EXIT
+trap 'rm -rf "$stage" "$skips"' EXIT
 mkdir -p "$stage/bin" "$stage/home"
 # Only test binaries: examples (executor/examples) are built by cargo test but not run.
 cargo test --workspace --no-run --message-format=json 2>/dev/null |
@@ -66,7 +79,7 @@ run_as() {
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" \
       KILN_OVERLAY_PROGRAM="$stage/bin/kiln-overlay" \
-      KILN_CONFORMANCE_DIR="$stage/conformance" $extra "$exe" --quiet); then
+      KILN_CONFORMANCE_DIR="$stage/conformance" $extra "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
       failed=$((failed + 1))
     fi
     # The end-to-end builds once more on kiln's FUSE overlay.
@@ -77,7 +90,7 @@ run_as() {
         if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
           PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
           HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" KILN_SNAPSHOTTER=fuse \
-          $extra "$exe" --quiet); then
+          $extra "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
           failed=$((failed + 1))
         fi
         ;;
@@ -90,6 +103,7 @@ if ! run_as "$user" ""; then
   echo "unprivileged pass ($user): test binaries failed"
   exit 1
 fi
+count_skips "unprivileged pass ($user)"
 single=${KILN_TEST_USER_SINGLE:-kiln-ci-single}
 if id "$single" >/dev/null 2>&1; then
   echo "== cargo test as unprivileged user '$single' (no subordinate ids: single mapping)"
@@ -97,5 +111,6 @@ if id "$single" >/dev/null 2>&1; then
     echo "unprivileged pass ($single): test binaries failed"
     exit 1
   fi
+  count_skips "unprivileged pass ($single)"
 fi
 echo "unprivileged pass: all test binaries passed"
