@@ -387,6 +387,62 @@ fn an_index_gives_this_platforms_manifest() {
     assert!(!out.status.success());
     assert!(text.contains("no manifest for linux/s390x"), "{text}");
     assert!(text.contains(&format!("linux/{other_arch}")), "{text}");
+
+    // --platform: stages without RUN build for another platform, from its manifest.
+    let other = format!("linux/{other_arch}");
+    let arch_of = |root: &str, meta: &Path| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(meta).expect("metadata")).unwrap();
+        let cfg = m["containerimage.config.digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let blob = w
+            .root(root)
+            .join("blobs/sha256")
+            .join(cfg.trim_start_matches("sha256:"));
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
+        c["architecture"].as_str().unwrap().to_string()
+    };
+    let meta = w.roots.path().join("platform.json");
+    let meta_s = meta.to_string_lossy().into_owned();
+    let out = w.build(
+        "platforms",
+        &format!("FROM {multi}\nLABEL for=other\n"),
+        &["--platform", &other, "--metadata-file", &meta_s],
+    );
+    assert!(out.status.success(), "{}", combined(&out));
+    assert_eq!(arch_of("platforms", &meta), other_arch);
+    let out = w.build(
+        "platforms",
+        &format!("{BUSYBOX_BASE}LABEL from=scratch\n"),
+        &["--platform", &other, "--metadata-file", &meta_s],
+    );
+    assert!(out.status.success(), "{}", combined(&out));
+    assert_eq!(arch_of("platforms", &meta), other_arch);
+    // A RUN for it would need emulation: refused at its line, before anything runs.
+    let out = w.build(
+        "platforms",
+        &format!("FROM --platform={other} {multi}\nRUN true\n"),
+        &[],
+    );
+    let text = combined(&out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(":2:1") && text.contains("needs emulation"),
+        "{text}"
+    );
+    // $BUILDPLATFORM is this machine's; the store's copy for the other platform is not
+    // taken for it: this platform's manifest is fetched.
+    let out = w.build(
+        "platforms",
+        &format!("FROM --platform=$BUILDPLATFORM {multi}\nRUN cat /hello\n"),
+        &["--metadata-file", &meta_s],
+    );
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("amd"), "{text}");
+    assert_eq!(arch_of("platforms", &meta), host_arch);
 }
 
 #[test]

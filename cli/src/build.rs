@@ -51,7 +51,8 @@ pub struct BuildArgs {
     /// Label `KEY=VALUE` added to the image (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
-    /// Target platform (only this machine's for now).
+    /// Target platform: stages without RUN build for any platform; RUN runs only for
+    /// this machine's.
     #[arg(long)]
     platform: Option<String>,
     #[arg(long, value_enum, default_value_t)]

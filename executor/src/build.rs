@@ -113,18 +113,10 @@ fn run_masked(
         build_args: opts.build_args.clone(),
         ..Default::default()
     };
-    if let Some(p) = &opts.platform {
-        let host = Platform::host();
-        if p.os != host.os || p.architecture != host.architecture {
-            return Err(BuildError::setup(
-                format!("--platform {p}"),
-                SetupError::Unsupported(format!(
-                    "building for another platform than this machine's ({host}) is not supported yet"
-                )),
-            ));
-        }
-        plan_opts.target_platform = Some(p.clone());
-    }
+    // Another platform than this machine's: stages without RUN build for it (their base
+    // images are that platform's); a RUN would need emulation and is refused before
+    // anything runs.
+    plan_opts.target_platform = opts.platform.clone();
     let mut plan = crate::plan::plan(&doc, &plan_opts)?;
     lint.secrets_in_arg_or_env(&plan);
     for w in lint.take_warnings() {
@@ -176,9 +168,10 @@ fn run_masked(
         if env.contains_key(r) {
             continue;
         }
-        cx.fetch_base(r, on_event)
+        let platform = s.platform.clone().unwrap_or_else(|| cx.target_platform());
+        cx.fetch_base(r, &platform, on_event)
             .map_err(|e| cx.fail(s.position, e))?;
-        let mut st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
+        let mut st = cx.base(r, &platform).map_err(|e| cx.fail(s.position, e))?;
         for w in std::mem::take(&mut st.warnings) {
             on_event(Event::Warning(format!("{r}: {w}")));
         }
@@ -211,9 +204,10 @@ fn run_masked(
     for s in plan.stages.iter().filter(|s| s.needed) {
         let Base::Image(r) = &s.base else { continue };
         if !env.contains_key(r) {
-            cx.fetch_base(r, on_event)
+            let platform = s.platform.clone().unwrap_or_else(|| cx.target_platform());
+            cx.fetch_base(r, &platform, on_event)
                 .map_err(|e| cx.fail(s.position, e))?;
-            let st = cx.base(r).map_err(|e| cx.fail(s.position, e))?;
+            let st = cx.base(r, &platform).map_err(|e| cx.fail(s.position, e))?;
             env.insert(r.clone(), st.config.env_pairs());
             workdirs.insert(r.clone(), st.config.config.working_dir.clone());
         }
@@ -222,12 +216,31 @@ fn run_masked(
     let triggers_of = |r: &str| triggers.get(r).cloned().unwrap_or_default();
     let evals = plan.evaluate_with_triggers(&doc.source, &env_of, &triggers_of)?;
     let graph = crate::graph::lower(&plan, &evals, &doc.source, &|r| workdirs.get(r).cloned())?;
-    // Images that steps copy or mount from are fetched before anything runs.
+    // Images that steps copy or mount from are fetched before anything runs; a RUN for
+    // a platform this machine cannot run is refused.
+    let host = Platform::host();
     for node in graph.stages.values() {
+        let foreign =
+            node.platform.os != host.os || node.platform.architecture != host.architecture;
+        if let Some(run) = node
+            .steps
+            .iter()
+            .find(|s| matches!(s.op, crate::graph::StepOp::Run(_)))
+        {
+            if foreign {
+                return Err(cx.fail(
+                    run.position,
+                    crate::error::StepError::Refused(format!(
+                        "RUN for {} needs emulation, which kiln does not provide (this machine runs {host}); stages without RUN build for any platform",
+                        node.platform
+                    )),
+                ));
+            }
+        }
         for step in &node.steps {
             for input in &step.inputs {
                 if let crate::graph::StepInput::Named(name) = input {
-                    cx.fetch_base(name, on_event)
+                    cx.fetch_base(name, &cx.target_platform(), on_event)
                         .map_err(|e| cx.fail(step.position, e))?;
                 }
             }

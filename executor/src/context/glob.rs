@@ -358,11 +358,14 @@ mod tests {
         assert!(match_components(&["x", "[z"], &["x", "y"]).is_err());
     }
 
+    /// A hang detector, not a speed test: backtracking on these inputs would take
+    /// longer than the age of the universe; linear matching takes milliseconds, and the
+    /// bound leaves room for a loaded CI machine.
     fn quick(what: &str, f: impl FnOnce() -> bool) -> bool {
         let start = Instant::now();
         let r = f();
         let took = start.elapsed();
-        assert!(took < Duration::from_millis(100), "{what} took {took:?}");
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
         r
     }
 

@@ -65,6 +65,10 @@ pub fn lower(
                 index: planned.index,
                 label: planned.label.clone(),
                 base: planned.base.clone(),
+                platform: planned
+                    .platform
+                    .clone()
+                    .unwrap_or_else(|| plan.target_platform.clone()),
                 position: planned.position,
                 steps,
                 needs: planned.stage_dependencies(),

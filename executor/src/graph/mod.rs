@@ -95,6 +95,8 @@ pub struct StageNode {
     /// The `AS` name, or `stage-N`.
     pub label: String,
     pub base: Base,
+    /// The platform the stage is for: `FROM --platform`, else the build's.
+    pub platform: crate::plan::Platform,
     pub position: Position,
     pub steps: Vec<Step>,
     /// Stages that must be built before this one starts (its base and everything its

@@ -8,7 +8,7 @@ use crate::graph::{StageNode, Step, StepInput, StepOp};
 use crate::image::history;
 use crate::image::state::StageState;
 use crate::options::NamedContext;
-use crate::plan::{Base, Platform};
+use crate::plan::Base;
 
 /// After a step that cannot be keyed (ADD of a URL), later steps key on the content it
 /// produced: the snapshot chain is content-addressed.
@@ -57,8 +57,7 @@ impl StepContext<'_> {
                 }
             },
             Base::Image(_) | Base::Scratch => {
-                let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
-                h.field("platform", platform.to_string().as_bytes());
+                h.field("platform", node.platform.to_string().as_bytes());
                 image_fields(&mut h, st);
             }
         }
@@ -156,7 +155,7 @@ impl StepContext<'_> {
                 if let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(name) {
                     return Ok(self.digests.sources(d, sources, None)?);
                 }
-                let st = self.base(name)?;
+                let st = self.base(name, &self.target_platform())?;
                 let mut h = KeyHasher::new("image");
                 image_fields(&mut h, &st);
                 Ok(h.finish())

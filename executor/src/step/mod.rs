@@ -9,6 +9,7 @@
 //! steps of one build share: the snapshotter, the image store, secrets, ssh agents, the
 //! context's `.dockerignore`, and the finished stages.
 
+mod bases;
 pub mod copy;
 mod keys;
 mod meta;
@@ -29,7 +30,6 @@ use crate::error::{BuildError, StepError, StepFailure};
 use crate::event::Event;
 use crate::graph::{StageNode, StepGraph, StepInput, StepOp};
 use crate::image::history::{self};
-use crate::image::resolve::{BaseImages, ResolveError};
 use crate::image::state::StageState;
 use crate::image::History;
 use crate::mounts::key_agent::KeyAgent;
@@ -37,8 +37,8 @@ use crate::mounts::ssh::SshSource;
 use crate::mounts::SecretStore;
 use crate::options::{BuildOptions, NamedContext};
 use crate::plan::scope::DEFAULT_PATH;
-use crate::plan::{Base, Platform};
-use crate::registry::{Registry, RegistryError};
+use crate::plan::Base;
+use crate::registry::Registry;
 use crate::snapshots::{CommitOptions, DiffOptions, Snapshotter, View};
 use crate::store::ImageStore;
 
@@ -209,30 +209,6 @@ impl<'a> StepContext<'a> {
         }
     }
 
-    fn base_images(&self) -> BaseImages<'_> {
-        BaseImages {
-            snapshots: &self.snapshots,
-            images: &self.images,
-            named: &self.opts.named_contexts,
-            root: &self.opts.root,
-            platform: self.opts.platform.clone().unwrap_or_else(Platform::host),
-            commit: self.commit_options(),
-        }
-    }
-
-    /// A base image, resolved once per build; its import's `warnings` go to the first
-    /// caller only.
-    pub(crate) fn base(&self, reference: &str) -> Result<StageState, ResolveError> {
-        if let Some(s) = self.bases().get(reference) {
-            return Ok(s.clone());
-        }
-        let mut st = self.base_images().resolve(reference)?;
-        let warnings = std::mem::take(&mut st.warnings);
-        self.bases().insert(reference.to_string(), st.clone());
-        st.warnings = warnings;
-        Ok(st)
-    }
-
     fn record_key(&self, key: StepKey, stage: usize) {
         self.used_keys
             .lock()
@@ -257,41 +233,6 @@ impl<'a> StepContext<'a> {
 
     pub(crate) fn cache(&self) -> &StepCache {
         &self.cache
-    }
-
-    /// The registry client (made on first use: it starts a small runtime).
-    pub(crate) fn registry(&self) -> Result<&Registry, RegistryError> {
-        if let Some(r) = self.registry.get() {
-            return Ok(r);
-        }
-        let made = Registry::new(self.opts.registry.clone())?;
-        Ok(self.registry.get_or_init(|| made))
-    }
-
-    /// Fetches base image `reference` from its registry when the store lacks it (always,
-    /// with `--pull`); named contexts that are directories or layouts are never fetched.
-    pub(crate) fn fetch_base(
-        &self,
-        reference: &str,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Result<(), StepError> {
-        let Some(source) = self.base_images().registry_source(reference) else {
-            return Ok(());
-        };
-        if self.bases().contains_key(reference)
-            || (!self.opts.pull && self.images.resolve(&source)?.is_some())
-        {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
-        let pulled = self
-            .registry()?
-            .pull(&source, &platform, &self.images, &mut |t| {
-                on_event(Event::Transfer(t))
-            })?;
-        on_event(Event::pulled(pulled, started.elapsed().as_secs_f64()));
-        Ok(())
     }
 
     /// A step's error at `pos`: the Dockerfile frame shows the cause's text.
@@ -327,7 +268,7 @@ impl<'a> StepContext<'a> {
                 if let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(name) {
                     return Ok(SourceTree::Dir(d.clone()));
                 }
-                let st = self.base(name)?;
+                let st = self.base(name, &self.target_platform())?;
                 Ok(SourceTree::View(self.snapshots.view(st.chain.as_ref())?))
             }
         }
@@ -337,11 +278,13 @@ impl<'a> StepContext<'a> {
     fn initial_state(&self, node: &StageNode) -> Result<StageState, BuildError> {
         let mut st = match &node.base {
             Base::Scratch => StageState {
-                config: self.base_images().platform_config(),
+                config: self.base_images(&node.platform).platform_config(),
                 ..Default::default()
             },
             Base::Stage(j) => self.result(*j).unwrap_or_default(),
-            Base::Image(r) => self.base(r).map_err(|e| self.fail(node.position, e))?,
+            Base::Image(r) => self
+                .base(r, &node.platform)
+                .map_err(|e| self.fail(node.position, e))?,
         };
         st.config.config.on_build.clear();
         st.cmd_set = false;
