@@ -672,6 +672,22 @@ fn pull_flag_outputs_and_docker_image_contexts() {
     );
     assert!(out.status.success(), "{}", combined(&out));
     assert!(combined(&out).contains("second"), "{}", combined(&out));
+    // A named context with a stage's name replaces that stage (its instructions do not
+    // run), keeping the image's config, as BuildKit does.
+    let out = w.build(
+        "ctx",
+        &format!(
+            "{}RUN echo stage-ran > /hello\n\nFROM base\nRUN cat /hello\n",
+            BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS base", 1)
+        ),
+        &["--build-context", &ctx, "--no-cache"],
+    );
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("second") && !text.contains("stage-ran"),
+        "{text}"
+    );
 
     // -o type=registry pushes; type=image only tags; push= elsewhere is refused.
     let df = format!("{BUSYBOX_BASE}RUN echo out > /hello\n");

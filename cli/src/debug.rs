@@ -200,6 +200,7 @@ pub fn run(cmd: DebugCommand) -> Result<()> {
                     .map(|p| Platform::parse(&p).map_err(anyhow::Error::msg))
                     .transpose()
                     .context("invalid --platform")?,
+                ..Default::default()
             };
             let graph = plan::plan(&doc, &opts)?;
             refuse_what_a_build_refuses(&doc, &graph)?;

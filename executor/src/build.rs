@@ -117,6 +117,7 @@ fn run_masked(
     // images are that platform's); a RUN would need emulation and is refused before
     // anything runs.
     plan_opts.target_platform = opts.platform.clone();
+    plan_opts.named_contexts = opts.named_contexts.keys().cloned().collect();
     let mut plan = crate::plan::plan(&doc, &plan_opts)?;
     lint.secrets_in_arg_or_env(&plan);
     for w in lint.take_warnings() {

@@ -54,6 +54,9 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// `--platform`; the build platform when `None`.
     pub target_platform: Option<Platform>,
+    /// Names of named contexts (`--build-context NAME=…`): a stage of that name is
+    /// replaced by the context, its own instructions not run, as in BuildKit.
+    pub named_contexts: BTreeSet<String>,
 }
 
 impl Default for PlanOptions {
@@ -63,6 +66,7 @@ impl Default for PlanOptions {
             build_args: BTreeMap::new(),
             build_platform: Platform::host(),
             target_platform: None,
+            named_contexts: BTreeSet::new(),
         }
     }
 }
@@ -398,7 +402,17 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
 
     // Resolve every stage's base and platform with the global ARGs only.
     let mut planned: Vec<PlannedStage> = Vec::with_capacity(stages.len());
-    for (i, st) in stages.into_iter().enumerate() {
+    for (i, mut st) in stages.into_iter().enumerate() {
+        let replaced = st
+            .name
+            .as_ref()
+            .is_some_and(|n| opts.named_contexts.contains(n));
+        if replaced {
+            // The named context is the stage: FROM that context, nothing of its own.
+            st.base = st.name.clone().unwrap_or_default();
+            st.platform = None;
+            st.commands.clear();
+        }
         let expanded = lexer
             .process_word(&st.base, &globals)
             .map_err(|e| source.error_spanning(st.position, st.end_line, e.to_string()))?;
@@ -439,7 +453,9 @@ pub fn plan(doc: &Document, opts: &PlanOptions) -> Result<StageGraph, PlanError>
                 })?)
             }
         };
-        let base = if let Some(j) = planned
+        let base = if replaced {
+            Base::Image(expanded)
+        } else if let Some(j) = planned
             .iter()
             .position(|p| p.name.as_deref() == Some(expanded.as_str()))
         {
