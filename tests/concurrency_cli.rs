@@ -164,3 +164,51 @@ fn builds_on_one_root_at_once_lose_nothing() {
     );
     assert!(next.status.success(), "{}", combined(&next));
 }
+
+/// Two stages at once, each mounting the same two `sharing=locked` caches nested the
+/// other way round: neither waits for the other for ever, and both caches keep what was
+/// written through the nested target.
+#[test]
+fn parallel_stages_with_nested_locked_caches_do_not_deadlock() {
+    let Some(ctx) = busybox_context() else { return };
+    let root = tempfile::tempdir().expect("root");
+    let base = BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS base", 1);
+    let df = format!(
+        "{base}FROM base AS a
+RUN --mount=type=cache,id=one,target=/c,sharing=locked --mount=type=cache,id=two,target=/c/inner,sharing=locked sleep 1; echo a > /c/inner/a; echo a-done
+FROM base AS b
+RUN --mount=type=cache,id=two,target=/d,sharing=locked --mount=type=cache,id=one,target=/d/inner,sharing=locked sleep 1; echo b > /d/inner/b; echo b-done
+FROM base
+COPY --from=a /bin/busybox /a
+COPY --from=b /bin/busybox /b
+RUN --mount=type=cache,id=two,target=/two --mount=type=cache,id=one,target=/one cat /two/a /one/b
+"
+    );
+    let file = ctx.path().join("Dockerfile.nested");
+    std::fs::write(&file, df).unwrap();
+    let mut child = Command::new(kiln_bin())
+        .args(["build", "--progress", "plain", "-j", "2", "-f"])
+        .arg(&file)
+        .arg(ctx.path())
+        .env("KILN_ROOT", root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the build did not finish in 120 s (deadlock?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("a-done") && text.contains("b-done"), "{text}");
+    // The last step reads both caches: `a` went to "two" through /c/inner, `b` to "one"
+    // through /d/inner.
+    let last: Vec<&str> = text.lines().filter(|l| l.starts_with("#10 ")).collect();
+    assert!(last.contains(&"#10 a") && last.contains(&"#10 b"), "{text}");
+}

@@ -158,6 +158,49 @@ pub fn resolve_beneath(base: &Path, source: &str) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// The cache directories a step mounts, each taken once, in the order of their ids
+/// whatever the order of the mounts: two steps that mount the same `locked` caches the
+/// other way round (nested targets, say) never wait for each other for ever, and an id
+/// mounted twice is one lease (a second `flock` of it would wait for the first).
+fn cache_leases(
+    mounts: &[RunMount],
+    inputs: &MountInputs<'_>,
+) -> Result<BTreeMap<String, cache::CacheDir>, MountError> {
+    let mut wanted: BTreeMap<String, &RunMount> = BTreeMap::new();
+    for m in mounts.iter().filter(|m| m.kind == MountKind::Cache) {
+        let target = absolute_target(m.target.as_deref().unwrap_or(""), inputs.workdir)?;
+        let id = m.id.clone().unwrap_or(target);
+        wanted.entry(id).or_insert(m);
+    }
+    let mut leases = BTreeMap::new();
+    for (id, m) in wanted {
+        let seed = match &m.from {
+            Some(f) => Some(
+                resolve_beneath(&(inputs.from_dir)(f)?, m.source.as_deref().unwrap_or("/"))
+                    .map_err(|source| MountError::Unresolvable {
+                        path: m.source.clone().unwrap_or_default(),
+                        target: m.target.clone().unwrap_or_default(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let lease = cache::CacheDir::acquire(
+            inputs.cache_root,
+            &id,
+            m.sharing.unwrap_or(CacheSharing::Shared),
+            cache::Ownership {
+                uid: m.uid.unwrap_or(0),
+                gid: m.gid.unwrap_or(0),
+                mode: m.mode.unwrap_or(0o755),
+            },
+            seed.as_deref(),
+        )?;
+        leases.insert(id, lease);
+    }
+    Ok(leases)
+}
+
 /// Resolves `mounts` for one step.
 pub fn prepare(
     mounts: &[RunMount],
@@ -165,6 +208,7 @@ pub fn prepare(
 ) -> Result<PreparedMounts, MountError> {
     let mut out = PreparedMounts::default();
     let mut ssh_index = 0usize;
+    let leases = cache_leases(mounts, inputs)?;
     for m in mounts {
         match m.kind {
             MountKind::Secret => {
@@ -273,28 +317,9 @@ pub fn prepare(
             MountKind::Cache => {
                 let target = absolute_target(m.target.as_deref().unwrap_or(""), inputs.workdir)?;
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
-                let seed = match &m.from {
-                    Some(f) => Some(
-                        resolve_beneath(&(inputs.from_dir)(f)?, m.source.as_deref().unwrap_or("/"))
-                            .map_err(|source| MountError::Unresolvable {
-                                path: m.source.clone().unwrap_or_default(),
-                                target: target.clone(),
-                                source,
-                            })?,
-                    ),
-                    None => None,
+                let Some(lease) = leases.get(&id) else {
+                    continue;
                 };
-                let lease = cache::CacheDir::acquire(
-                    inputs.cache_root,
-                    &id,
-                    m.sharing.unwrap_or(CacheSharing::Shared),
-                    cache::Ownership {
-                        uid: m.uid.unwrap_or(0),
-                        gid: m.gid.unwrap_or(0),
-                        mode: m.mode.unwrap_or(0o755),
-                    },
-                    seed.as_deref(),
-                )?;
                 let source = match (&m.from, &m.source) {
                     (None, Some(sub)) => {
                         let p = lease.path().join(sub.trim_start_matches('/'));
@@ -312,9 +337,11 @@ pub fn prepare(
                         discard_writes: false,
                     },
                 });
-                out._holds.push(Box::new(lease));
             }
         }
+    }
+    for lease in leases.into_values() {
+        out._holds.push(Box::new(lease));
     }
     Ok(out)
 }
