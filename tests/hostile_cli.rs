@@ -1128,3 +1128,32 @@ fn load_refuses_archives_whose_entries_leave_the_directory() {
     load_refused(&s, &tar_of(&layout), "does not match its digest");
     s.next_build_works();
 }
+
+/// A layout given as a context whose layer is not what its digest says: the build is
+/// refused at the FROM, and the store keeps nothing of that blob.
+#[test]
+fn an_oci_layout_context_with_a_tampered_blob_is_refused() {
+    let Some(s) = Scene::new() else { return };
+    let elsewhere = tempfile::tempdir().unwrap();
+    let layout = elsewhere.path().join("tampered-layout");
+    write_layout(&layout, &[&s.base], "tampered");
+    let blob = layout
+        .join("blobs/sha256")
+        .join(s.base.diff_id.trim_start_matches("sha256:"));
+    assert!(blob.is_file(), "the layer blob is named by its digest");
+    fs::write(&blob, b"tampered").unwrap();
+    let arg = format!("base=oci-layout://{}", layout.display());
+    let o = s.build("FROM base\nRUN true\n", &[], &["--build-context", &arg]);
+    let out = combined(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("does not match its digest"), "{out}");
+    assert!(out.contains(":1:1"), "{out}");
+    assert!(
+        !s.root
+            .join("blobs/sha256")
+            .join(s.base.diff_id.trim_start_matches("sha256:"))
+            .exists(),
+        "the tampered blob was stored"
+    );
+    s.next_build_works();
+}

@@ -311,9 +311,9 @@ pub fn import<'r>(
             let bytes = layout.read_blob(desc.digest().as_ref())?;
             let m = oci_spec::image::ImageManifest::from_reader(&bytes[..])?;
             for l in m.layers() {
-                images.copy_blob_from(&layout, l.digest().as_ref())?;
+                images.copy_verified_from(&layout, l.digest().as_ref())?;
             }
-            images.copy_blob_from(&layout, m.config().digest().as_ref())?;
+            images.copy_verified_from(&layout, m.config().digest().as_ref())?;
             bytes
         }
     };

@@ -110,6 +110,17 @@ impl ImageStore {
         self.copy_blob(from, digest, false)
     }
 
+    /// Copies blob `digest` from a store kiln did not write (an OCI layout given as a
+    /// context, a cache layout): its content must hash to `digest`, else nothing is
+    /// stored.
+    pub fn copy_verified_from(
+        &self,
+        from: &ImageStore,
+        digest: &str,
+    ) -> Result<(), ImageStoreError> {
+        self.copy_blob(from, digest, true)
+    }
+
     /// Copies blob `digest` from `from` unless this store has it; with `verify`, its
     /// content must hash to `digest` (blobs of an archive being loaded), else nothing is
     /// stored.
