@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_tests::{busybox_context, full_ids, have, kiln_bin, BUSYBOX_BASE};
+use kiln_tests::{busybox_context, full_ids, have, kiln_bin, real_root, BUSYBOX_BASE};
 
 /// A kiln root and a build context for one test.
 struct Fixture {
@@ -827,38 +827,119 @@ RUN echo \"ids $(id -u) $(id -g) $(id -G)\"
     );
 }
 
-/// Builds `ctx` with `snapshotter` into a fresh root at a fixed SOURCE_DATE_EPOCH; the
-/// image id.
-fn reproducible_build(ctx: &Path, snapshotter: &str) -> String {
-    let root = tempfile::tempdir().unwrap();
-    let out = Command::new(kiln_bin())
-        .args(["build", "-q", "--snapshotter", snapshotter])
+/// Builds `ctx` with `snapshotter` into a fresh root at a fixed SOURCE_DATE_EPOCH, as
+/// `user` (`None`: this process) through `runuser`; the manifest digest (which names
+/// every compressed blob and the config).
+fn reproducible_build(ctx: &Path, snapshotter: &str, user: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let meta = dir.path().join("meta.json");
+    let root = dir.path().join("root");
+    let mut cmd = match user {
+        None => Command::new(kiln_bin()),
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args([
+                "-u",
+                u,
+                "--",
+                "env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            ])
+            // env -i: the user's own environment, with what the build needs.
+            .arg(format!("HOME={}", dir.path().display()))
+            .arg(format!("KILN_ROOT={}", root.display()))
+            .arg("SOURCE_DATE_EPOCH=1700000000")
+            .arg(kiln_bin());
+            c
+        }
+    };
+    let out = cmd
+        .args([
+            "build",
+            "-q",
+            "--snapshotter",
+            snapshotter,
+            "--metadata-file",
+        ])
+        .arg(&meta)
         .arg(ctx)
-        .env("KILN_ROOT", root.path())
+        .env("KILN_ROOT", &root)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{snapshotter}: {}",
+        "{snapshotter} as {user:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    m["containerimage.digest"].as_str().unwrap().to_string()
 }
 
+/// The same image, byte for byte (manifest, config and every compressed blob), from
+/// every snapshotter, twice, and — run as root with CI's users present — as the user with
+/// subordinate ids and the one with the single mapping.
 #[test]
-fn reproducible_across_builds_and_snapshotters() {
+fn reproducible_across_builds_snapshotters_and_identities() {
     let Some(f) = Fixture::new() else { return };
     let df = format!(
-        "{BUSYBOX_BASE}RUN echo data > /f && mkdir -p /d && touch /d/x\nCMD [\"cat\", \"/f\"]\n"
+        "{BUSYBOX_BASE}RUN echo data > /f && mkdir -p /d && touch /d/x && ln -s f /l\nCMD [\"cat\", \"/f\"]\n"
     );
+    // A context other users can read (for the runs as them).
+    let shared = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = shared.path().join("ctx");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(f.ctx())
+        .arg(&ctx)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&ctx)
+        .status();
+    std::fs::write(ctx.join("Dockerfile"), &df).unwrap();
     let mut digests = Vec::new();
-    std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
     for sn in ["overlay", "copy", "fuse", "overlay"] {
-        digests.push(reproducible_build(f.ctx(), sn));
+        digests.push((
+            format!("{sn} as this user"),
+            reproducible_build(&ctx, sn, None),
+        ));
     }
-    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
-    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+    let users = ["kiln-ci", "kiln-ci-single"];
+    let have_users = users.iter().all(|u| {
+        Command::new("id")
+            .arg(u)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if real_root() && have_users {
+        for u in users {
+            for sn in ["overlay", "fuse"] {
+                digests.push((
+                    format!("{sn} as {u}"),
+                    reproducible_build(&ctx, sn, Some(u)),
+                ));
+            }
+        }
+    } else if real_root() {
+        kiln_tests::skipped("reproducibility across identities: CI's users are missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI's users missing under CI"
+        );
+    }
+    assert!(digests[0].1.starts_with("sha256:"), "{digests:?}");
+    assert!(
+        digests.iter().all(|(_, d)| *d == digests[0].1),
+        "{digests:#?}"
+    );
 }
 
 #[test]
@@ -1389,7 +1470,7 @@ RUN sync && find / -xdev -path /proc -prune -o -print | wc -l
     let mut digests = Vec::new();
     std::fs::write(f.ctx().join("Dockerfile"), &df).unwrap();
     for sn in ["overlay", "fuse", "copy"] {
-        digests.push((sn, reproducible_build(f.ctx(), sn)));
+        digests.push((sn, reproducible_build(f.ctx(), sn, None)));
     }
     assert!(
         digests.iter().all(|(_, d)| *d == digests[0].1),
