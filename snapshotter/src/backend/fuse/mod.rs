@@ -168,12 +168,15 @@ impl OverlaySession {
     }
 }
 
-fn filesystem(spec: &OverlaySpec) -> std::io::Result<fs::OverlayFs> {
+type NotifierCell = std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>;
+
+fn filesystem(spec: &OverlaySpec) -> std::io::Result<(fs::OverlayFs, NotifierCell)> {
     let fuse_work = spec.work.join("fuse");
     std::fs::create_dir_all(&fuse_work)?;
     let mut dirs = vec![spec.upper.clone()];
     dirs.extend(spec.lowers.iter().cloned());
-    Ok(fs::OverlayFs::new(
+    let notifier = NotifierCell::default();
+    let fs = fs::OverlayFs::new(
         layers::Layers {
             dirs,
             work: fuse_work,
@@ -186,7 +189,9 @@ fn filesystem(spec: &OverlaySpec) -> std::io::Result<fs::OverlayFs> {
             aufs_whiteouts: spec.aufs_whiteouts,
         },
         writeback_wanted(),
-    ))
+        notifier.clone(),
+    );
+    Ok((fs, notifier))
 }
 
 /// Whether to ask the kernel for its writeback cache: yes unless `KILN_FUSE_WRITEBACK=0`
@@ -234,7 +239,7 @@ pub fn mount_direct(
     target: &Path,
     read_only: bool,
 ) -> std::io::Result<OverlaySession> {
-    let fs = filesystem(spec)?;
+    let (fs, notifier) = filesystem(spec)?;
     let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| {
             std::io::Error::new(
@@ -271,7 +276,10 @@ pub fn mount_direct(
         )
     })?;
     match fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, config()) {
-        Ok(s) => Ok(OverlaySession(s)),
+        Ok(s) => {
+            let _ = notifier.set(s.notifier());
+            Ok(OverlaySession(s))
+        }
         Err(e) => {
             let _ = unmount(target, UnmountFlags::DETACH);
             Err(e)
@@ -287,7 +295,7 @@ pub fn mount_with_fusermount(
     target: &Path,
     read_only: bool,
 ) -> std::io::Result<OverlaySession> {
-    let fs = filesystem(spec)?;
+    let (fs, notifier) = filesystem(spec)?;
     let mut c = config();
     c.acl = fuser::SessionACL::Owner;
     c.mount_options = vec![
@@ -299,5 +307,7 @@ pub fn mount_with_fusermount(
     if read_only {
         c.mount_options.push(fuser::MountOption::RO);
     }
-    fuser::Session::new(fs, target, &c).map(OverlaySession)
+    let s = fuser::Session::new(fs, target, &c)?;
+    let _ = notifier.set(s.notifier());
+    Ok(OverlaySession(s))
 }

@@ -96,14 +96,15 @@ impl Change {
 /// the group may execute (the daemon's own write keeps them: it has the capability).
 /// The caller's capability is not in the request: uid 0 (root of the build's namespace)
 /// stands for it, as the kernel's check in that namespace would grant it.
-pub(in crate::backend::fuse) fn kill_suidgid(req: &Request, fd: &OwnedFd) -> Result<(), Errno> {
+/// Returns whether it cleared any.
+pub(in crate::backend::fuse) fn kill_suidgid(req: &Request, fd: &OwnedFd) -> Result<bool, Errno> {
     if req.uid() == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let st = rustix::fs::fstat(fd).map_err(rerr)?;
     match without_suidgid(&st) {
-        Some(m) => rustix::fs::fchmod(fd, m).map_err(rerr),
-        None => Ok(()),
+        Some(m) => rustix::fs::fchmod(fd, m).map(|()| true).map_err(rerr),
+        None => Ok(false),
     }
 }
 

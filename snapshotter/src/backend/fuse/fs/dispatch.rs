@@ -333,7 +333,7 @@ impl Filesystem for OverlayFs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -346,8 +346,10 @@ impl Filesystem for OverlayFs {
         // backing fd is opened without it).
         let append = !self.writeback && flags.0 & OFlags::APPEND.bits() as i32 != 0;
         let run = |fd: &OwnedFd| -> Result<u32, Errno> {
-            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-                super::kill_suidgid(req, fd)?;
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+                && super::kill_suidgid(req, fd)?
+            {
+                self.mode_changed(ino.0);
             }
             let mut done = 0;
             while done < data.len() {

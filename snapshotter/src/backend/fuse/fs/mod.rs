@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use fuser::{Errno, FileAttr, FileHandle, FileType as FuseType, INodeNo, Request};
 use rustix::fs::Stat;
@@ -59,10 +59,16 @@ pub(super) struct OverlayFs {
     writeback: bool,
     /// Whether to ask for the writeback cache at INIT.
     want_writeback: bool,
+    /// Notifications to the kernel (set once the session exists).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl OverlayFs {
-    pub fn new(layers: Layers, want_writeback: bool) -> OverlayFs {
+    pub fn new(
+        layers: Layers,
+        want_writeback: bool,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+    ) -> OverlayFs {
         OverlayFs {
             layers,
             table: RwLock::new(Table::new()),
@@ -71,6 +77,24 @@ impl OverlayFs {
             next_fh: AtomicU64::new(1),
             writeback: false,
             want_writeback,
+            notifier,
+        }
+    }
+
+    /// The mode of `ino` changed behind the kernel's back (set-ID bits cleared by a write
+    /// or an `O_TRUNC` open). Without the writeback cache the kernel asks again anyway;
+    /// with it, it trusts its cached attributes, so they are invalidated, from another
+    /// thread (a notification must not be sent from inside the request it is about).
+    fn mode_changed(&self, ino: u64) {
+        if !self.writeback {
+            return;
+        }
+        if let Some(n) = self.notifier.get().cloned() {
+            std::thread::spawn(move || {
+                if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                    tracing::debug!("invalidating the attributes of inode {ino}: {e}");
+                }
+            });
         }
     }
 

@@ -219,8 +219,8 @@ impl OverlayFs {
         }
         .map_err(rerr)?;
         // `O_TRUNC` arrives here (`FUSE_ATOMIC_O_TRUNC`): it truncates like a write.
-        if trunc {
-            super::kill_suidgid(req, &fd)?;
+        if trunc && super::kill_suidgid(req, &fd)? {
+            self.mode_changed(ino.0);
         }
         Ok(self.add_handle(Handle::File(ino.0, fd, upper)))
     }
