@@ -6,15 +6,53 @@
 # commit into a zstd layer. Prints seconds per phase and the ratios kiln-fuse/fuse-overlayfs
 # and kiln-fuse/overlayfs (below 1: kiln's FUSE overlay is faster).
 #
-#   scripts/bench-snapshot.sh [FILES] [SIZE_MB]     (default 30000 files, 500 MB)
+#   scripts/bench-snapshot.sh [FILES] [SIZE_MB] [OUT_DIR]   (default 30000 files, 500 MB,
+#                                                            ./bench-snapshot)
+#   BACKENDS=fuse,overlay,fuse-overlayfs scripts/bench-snapshot.sh   (a subset)
+#
+# The table is written to OUT_DIR/table.txt and, when gnuplot is installed
+# (apt-get install gnuplot-nox), charted beside it: OUT_DIR/<phase>.png, one bar per
+# backend, seconds (lower is better).
 #
 # Needs fuse-overlayfs (apt-get install fuse-overlayfs) for its row; a release kiln.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-30000}
 size=${2:-500}
+out=${3:-$PWD/bench-snapshot}
+backends=${BACKENDS:-fuse,kiln-overlay,overlay,fuse-overlayfs,plain,copy}
 [ -x "$here/target/release/kiln" ] || (cd "$here" && cargo build --release --quiet -p kiln-cli)
 [ -x "$here/target/release/kiln-overlay" ] || (cd "$here" && cargo build --release --quiet -p kiln-snapshotter --bin kiln-overlay)
 command -v fuse-overlayfs >/dev/null || echo "note: fuse-overlayfs is not installed; its row will say skipped" >&2
+mkdir -p "$out"
 "$here/target/release/kiln" bench snapshot --files "$files" --size "$size" \
-  --backends fuse,kiln-overlay,overlay,fuse-overlayfs,plain,copy
+  --backends "$backends" | tee "$out/table.txt"
+
+# The chart: one PNG per phase from the table's backend rows (not the ratio rows, not
+# skipped backends; "-" is a phase that does not apply).
+if ! command -v gnuplot >/dev/null; then
+  echo "note: gnuplot is not installed; no chart (apt-get install gnuplot-nox)" >&2
+  exit 0
+fi
+awk 'NR > 2 && $1 !~ /\// && $2 != "skipped:" && NF == 7' "$out/table.txt" >"$out/table.dat"
+phases=$(sed -n 2p "$out/table.txt" | awk '{ for (i = 2; i <= NF; i++) print $i }')
+col=2
+for phase in $phases; do
+  gnuplot <<GP
+set terminal pngcairo size 640,400 noenhanced
+set output "$out/$phase.png"
+set title "$phase: $files files, $size MB (seconds, lower is better)"
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set yrange [0:*]
+set offsets 0, 0, graph 0.12, 0
+set grid ytics
+unset key
+set datafile missing "-"
+plot "$out/table.dat" using $col:xtic(1) lc rgb "#3b6ea8", \\
+  "" using 0:$col:(sprintf("%.2f", \$$col)) with labels offset 0,0.8
+GP
+  col=$((col + 1))
+done
+echo "chart: $out/{$(echo $phases | tr ' ' ',')}.png"

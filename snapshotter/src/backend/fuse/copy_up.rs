@@ -100,7 +100,7 @@ impl Layers {
             if let (Some(p), Some(pst)) = (&parent, &parent_st) {
                 rustix::fs::utimensat(CWD, p, &times(pst), AtFlags::SYMLINK_NOFOLLOW)?;
             }
-            self.forget_tree(&prefix);
+            self.note_upper_dir(&prefix);
         }
         Ok(())
     }
@@ -168,7 +168,11 @@ impl Layers {
             let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir(&tmp));
         }
         if file_type(&st) == FileType::Directory {
-            self.forget_tree(rel);
+            if done.is_ok() {
+                self.note_upper_dir(rel);
+            } else {
+                self.forget_tree(rel);
+            }
         } else if done.is_ok() {
             self.note_entry(rel, Some(0));
         } else if let Some(parent) = rel.parent() {

@@ -192,6 +192,20 @@ impl Layers {
         }
     }
 
+    /// Records that directory `rel`, merged from lowers so far, now also has an (empty,
+    /// not opaque) upper directory: its parent's view finds it in the upper, its own view
+    /// reads the upper first. Nothing else changes, so no view is dropped (re-reading the
+    /// parent at every copy-up of one of its directories cost a whole listing each time).
+    pub fn note_upper_dir(&self, rel: &Path) {
+        self.note_entry(rel, Some(0));
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get_mut(rel) {
+            if v.layers.first() != Some(&0) {
+                Arc::make_mut(v).layers.insert(0, 0);
+            }
+        }
+    }
+
     /// Records in the cached view of `rel`'s parent (if any) that the upper directory now
     /// holds a whiteout at `rel`.
     pub fn note_whiteout(&self, rel: &Path) {

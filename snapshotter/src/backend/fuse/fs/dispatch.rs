@@ -13,20 +13,34 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 
 use super::attr::*;
+use super::change::Change;
 use super::{DirEntries, Handle, OverlayFs};
 use crate::backend::fuse::layers::{child, file_type};
 use crate::format;
 
 impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let wanted = fuser::InitFlags::FUSE_PARALLEL_DIROPS
-            | fuser::InitFlags::FUSE_CACHE_SYMLINKS
-            | fuser::InitFlags::FUSE_DO_READDIRPLUS
-            | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        use fuser::InitFlags as F;
+        // - `HANDLE_KILLPRIV_V2`: this daemon clears set-ID bits on write and truncation
+        //   (`kill_suidgid`), so the kernel stops asking for `security.capability` before
+        //   every write and for the attributes before every chown;
+        // - `ATOMIC_O_TRUNC`: `O_TRUNC` comes with the open, not as a setattr after it.
+        let mut wanted = F::FUSE_PARALLEL_DIROPS
+            | F::FUSE_CACHE_SYMLINKS
+            | F::FUSE_DO_READDIRPLUS
+            | F::FUSE_READDIRPLUS_AUTO
+            | F::FUSE_HANDLE_KILLPRIV_V2
+            | F::FUSE_ATOMIC_O_TRUNC;
+        if self.want_writeback {
+            wanted |= F::FUSE_WRITEBACK_CACHE;
+        }
+        let wanted = wanted & config.capabilities();
+        if config.add_capabilities(wanted).is_ok() {
+            self.writeback = wanted.contains(F::FUSE_WRITEBACK_CACHE);
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
         Ok(())
@@ -71,7 +85,7 @@ impl Filesystem for OverlayFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -87,51 +101,29 @@ impl Filesystem for OverlayFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let change = Change {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
         let run = || -> Result<Stat, Errno> {
+            // Through an open fd of the upper directory when the kernel names one (a
+            // truncation, the times the writeback cache sets at close): the file is up
+            // already, so no path, no copy-up, no change lock.
+            if let Some(fh) = fh {
+                match self.with_upper_fd(fh, |fd| change.apply_fd(req, fd)) {
+                    Err(Errno::EBADF) => {}
+                    done => return done,
+                }
+            }
             let rel = self.path(ino)?;
             let _g = self.lock();
             self.layers.copy_up(&rel, size != Some(0)).map_err(errno)?;
             let up = self.layers.path(0, &rel);
-            if let Some(m) = mode {
-                rustix::fs::chmodat(CWD, &up, Mode::from_raw_mode(m & 0o7777), AtFlags::empty())
-                    .map_err(rerr)?;
-            }
-            if uid.is_some() || gid.is_some() {
-                rustix::fs::chownat(
-                    CWD,
-                    &up,
-                    uid.map(rustix::fs::Uid::from_raw),
-                    gid.map(rustix::fs::Gid::from_raw),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(rerr)?;
-            }
-            if let Some(s) = size {
-                let by_handle =
-                    fh.map(|fh| self.with_fd(fh, |fd| rustix::fs::ftruncate(fd, s).map_err(rerr)));
-                match by_handle {
-                    Some(Ok(())) => {}
-                    _ => {
-                        let f = rustix::fs::open(
-                            &up,
-                            OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                            Mode::empty(),
-                        )
-                        .map_err(rerr)?;
-                        rustix::fs::ftruncate(&f, s).map_err(rerr)?;
-                    }
-                }
-            }
-            if atime.is_some() || mtime.is_some() {
-                let ts = Timestamps {
-                    last_access: timespec(atime),
-                    last_modification: timespec(mtime),
-                };
-                rustix::fs::utimensat(CWD, &up, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
-            }
-            crate::backend::fuse::layers::lstat(&up)
-                .map_err(errno)?
-                .ok_or(Errno::ENOENT)
+            change.apply_path(req, &up)
         };
         match run() {
             Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
@@ -300,8 +292,8 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_file(ino, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_file(req, ino, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
@@ -340,18 +332,25 @@ impl Filesystem for OverlayFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let append = flags.0 & OFlags::APPEND.bits() as i32 != 0;
+        // With the writeback cache the kernel gives `O_APPEND` writes their offset (the
+        // backing fd is opened without it).
+        let append = !self.writeback && flags.0 & OFlags::APPEND.bits() as i32 != 0;
         let run = |fd: &OwnedFd| -> Result<u32, Errno> {
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+                && super::kill_suidgid(req, fd)?
+            {
+                self.mode_changed(ino.0);
+            }
             let mut done = 0;
             while done < data.len() {
                 let n = if append {
@@ -405,7 +404,11 @@ impl Filesystem for OverlayFs {
             Ok(self.add_handle(Handle::Dir(entries)))
         };
         match run() {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may keep the listing: the directory changes only through here.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -580,7 +583,7 @@ impl Filesystem for OverlayFs {
             self.layers.copy_up_dirs(&pp).map_err(errno)?;
             let had_whiteout = self.layers.clear_whiteout(&rel).map_err(errno)?;
             let up = self.layers.path(0, &rel);
-            let keep = OFlags::from_bits_retain(flags as _)
+            let keep = self.backing_flags(flags)
                 & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::TRUNC);
             let wanted = mode & 0o7777;
             let fd = rustix::fs::open(
@@ -621,7 +624,7 @@ impl Filesystem for OverlayFs {
                 st.st_mode = (st.st_mode & !0o7777) | wanted;
             }
             let ino = self.table().ino_for(&rel);
-            Ok((attr(ino, &st), self.add_handle(Handle::File(ino, fd))))
+            Ok((attr(ino, &st), self.add_handle(Handle::File(ino, fd, true))))
         };
         match run() {
             Ok((a, fh)) => reply.created(

@@ -8,21 +8,25 @@
 //! change and every change of the upper goes through this filesystem.
 //!
 //! - `attr`: attributes as FUSE wants them (inode attributes, times, errors);
+//! - `change`: a setattr's changes, applied to an upper path or an open upper fd;
 //! - `nodes`: the node table (paths ↔ inode numbers);
 //! - `namespace`: changes of the namespace (create, remove, rename, open for writing);
 //! - `dispatch`: the `fuser::Filesystem` operations, each a call into the above.
 
 mod attr;
+mod change;
 mod dispatch;
 mod namespace;
 mod nodes;
+
+pub(super) use change::kill_suidgid;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use fuser::{Errno, FileAttr, FileHandle, FileType as FuseType, INodeNo, Request};
 use rustix::fs::Stat;
@@ -35,8 +39,9 @@ use nodes::Table;
 pub(super) type DirEntries = Vec<(u64, FuseType, OsString, Stat)>;
 
 pub(super) enum Handle {
-    /// An open file: its inode and fd (which outlives an unlink of the file).
-    File(u64, OwnedFd),
+    /// An open file: its inode, fd (which outlives an unlink of the file), and whether
+    /// the fd is in the upper directory (so changing it through the fd is allowed).
+    File(u64, OwnedFd, bool),
     Dir(DirEntries),
 }
 
@@ -48,16 +53,48 @@ pub(super) struct OverlayFs {
     changes: Mutex<()>,
     handles: RwLock<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Whether the kernel caches writes (`FUSE_WRITEBACK_CACHE`, agreed at INIT): it then
+    /// owns size and mtime, may read a file opened write-only, and places `O_APPEND`
+    /// writes itself.
+    writeback: bool,
+    /// Whether to ask for the writeback cache at INIT.
+    want_writeback: bool,
+    /// Notifications to the kernel (set once the session exists).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl OverlayFs {
-    pub fn new(layers: Layers) -> OverlayFs {
+    pub fn new(
+        layers: Layers,
+        want_writeback: bool,
+        notifier: Arc<OnceLock<fuser::Notifier>>,
+    ) -> OverlayFs {
         OverlayFs {
             layers,
             table: RwLock::new(Table::new()),
             changes: Mutex::new(()),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            writeback: false,
+            want_writeback,
+            notifier,
+        }
+    }
+
+    /// The mode of `ino` changed behind the kernel's back (set-ID bits cleared by a write
+    /// or an `O_TRUNC` open). Without the writeback cache the kernel asks again anyway;
+    /// with it, it trusts its cached attributes, so they are invalidated, from another
+    /// thread (a notification must not be sent from inside the request it is about).
+    fn mode_changed(&self, ino: u64) {
+        if !self.writeback {
+            return;
+        }
+        if let Some(n) = self.notifier.get().cloned() {
+            std::thread::spawn(move || {
+                if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                    tracing::debug!("invalidating the attributes of inode {ino}: {e}");
+                }
+            });
         }
     }
 
@@ -100,7 +137,21 @@ impl OverlayFs {
     ) -> Result<T, Errno> {
         let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
         match hs.get(&fh.0) {
-            Some(Handle::File(_, fd)) => f(fd),
+            Some(Handle::File(_, fd, _)) => f(fd),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Like [`Self::with_fd`], for a handle whose fd is in the upper directory (else
+    /// EBADF: a lower file must never change).
+    fn with_upper_fd<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(&OwnedFd) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        match hs.get(&fh.0) {
+            Some(Handle::File(_, fd, true)) => f(fd),
             _ => Err(Errno::EBADF),
         }
     }
@@ -128,7 +179,7 @@ impl OverlayFs {
     fn open_fstat(&self, ino: u64) -> Option<Stat> {
         let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
         hs.values().find_map(|h| match h {
-            Handle::File(i, fd) if *i == ino => rustix::fs::fstat(fd).ok(),
+            Handle::File(i, fd, _) if *i == ino => rustix::fs::fstat(fd).ok(),
             _ => None,
         })
     }

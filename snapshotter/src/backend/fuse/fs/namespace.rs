@@ -190,30 +190,54 @@ impl OverlayFs {
         Ok(())
     }
 
-    pub(super) fn open_file(&self, ino: INodeNo, flags: i32) -> Result<u64, Errno> {
+    pub(super) fn open_file(&self, req: &Request, ino: INodeNo, flags: i32) -> Result<u64, Errno> {
         let rel = self.path(ino)?;
         let acc = flags & libc_o_accmode();
-        let writable =
-            acc != OFlags::RDONLY.bits() as i32 || flags & OFlags::TRUNC.bits() as i32 != 0;
-        let path = if writable {
+        let trunc = flags & OFlags::TRUNC.bits() as i32 != 0;
+        let writable = acc != OFlags::RDONLY.bits() as i32 || trunc;
+        let (path, upper) = if writable {
             let _g = self.lock();
-            self.layers
-                .copy_up(&rel, flags & OFlags::TRUNC.bits() as i32 == 0)
-                .map_err(errno)?;
-            self.layers.path(0, &rel)
+            self.layers.copy_up(&rel, !trunc).map_err(errno)?;
+            (self.layers.path(0, &rel), true)
         } else {
             let (layer, _) = self.find(&rel)?;
-            self.layers.path(layer, &rel)
+            (self.layers.path(layer, &rel), layer == 0)
         };
-        let keep = OFlags::from_bits_retain(flags as _)
-            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
-        let fd = rustix::fs::open(
-            &path,
-            keep | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
+        let keep = self.backing_flags(flags) & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
+        let open = |f: OFlags| {
+            rustix::fs::open(&path, f | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+        };
+        let fd = match open(keep) {
+            // Write-only made read-write, where this daemon may not read (a plain user's
+            // mount of a file without read permission): as asked, then.
+            Err(rustix::io::Errno::ACCESS)
+                if self.writeback && acc == OFlags::WRONLY.bits() as i32 =>
+            {
+                open(keep & !OFlags::RDWR | OFlags::WRONLY)
+            }
+            r => r,
+        }
         .map_err(rerr)?;
-        Ok(self.add_handle(Handle::File(ino.0, fd)))
+        // `O_TRUNC` arrives here (`FUSE_ATOMIC_O_TRUNC`): it truncates like a write.
+        if trunc && super::kill_suidgid(req, &fd)? {
+            self.mode_changed(ino.0);
+        }
+        Ok(self.add_handle(Handle::File(ino.0, fd, upper)))
+    }
+
+    /// The flags to open a backing file with for an open with `flags`. With the writeback
+    /// cache the kernel reads the pages a write only partly covers, also from a file opened
+    /// write-only, and places `O_APPEND` writes at the size it owns: so write-only becomes
+    /// read-write and `O_APPEND` goes.
+    pub(super) fn backing_flags(&self, flags: i32) -> OFlags {
+        let mut f = OFlags::from_bits_retain(flags as _);
+        if self.writeback {
+            if f & (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR) == OFlags::WRONLY {
+                f = (f & !OFlags::WRONLY) | OFlags::RDWR;
+            }
+            f &= !OFlags::APPEND;
+        }
+        f
     }
 }
 
