@@ -192,8 +192,10 @@ WORKDIR /app
 RUN echo \"$GREETING from $(pwd)\" > out.txt
 LABEL org.example=one
 EXPOSE 8080 53/udp
+FROM first AS derived
+LABEL org.example.derived=two
 FROM scratch AS final
-COPY --from=0 /app/out.txt /out.txt
+COPY --from=derived /app/out.txt /out.txt
 ENTRYPOINT [\"/bin/cat\"]
 CMD [\"/out.txt\"]
 USER 1000:1000
@@ -219,7 +221,11 @@ VOLUME /data
     assert_eq!(c["User"], "1000:1000");
     assert_eq!(c["StopSignal"], "SIGTERM");
     assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
-    assert!(c.get("Labels").is_none(), "labels do not cross stages: {c}");
+    // COPY --from a labelled stage (its labels inherited and its own) takes files only.
+    assert!(
+        c.get("Labels").is_none(),
+        "labels do not cross COPY --from: {c}"
+    );
     assert_eq!(
         c["Env"],
         serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
@@ -256,6 +262,27 @@ VOLUME /data
         serde_json::json!({"53/udp": {}, "8080/tcp": {}})
     );
     assert_eq!(first["config"]["WorkingDir"], "/app");
+    // A stage FROM the labelled stage inherits its config, labels merged with its own.
+    f.ok(&df, &["-t", "derived", "--target", "derived"]);
+    let (_, derived) = f.image("derived:latest");
+    let d = &derived["config"];
+    assert_eq!(
+        d["Labels"],
+        serde_json::json!({"org.example": "one", "org.example.derived": "two"}),
+        "labels carry through FROM: {d}"
+    );
+    assert_eq!(d["WorkingDir"], "/app", "{d}");
+    assert_eq!(
+        d["ExposedPorts"],
+        serde_json::json!({"53/udp": {}, "8080/tcp": {}}),
+        "{d}"
+    );
+    assert!(
+        d["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "GREETING=hello")),
+        "{d}"
+    );
 }
 
 #[test]
