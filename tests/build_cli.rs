@@ -918,7 +918,47 @@ fn outputs_and_base_images() {
         std::fs::read_to_string(local.join("report.txt")).unwrap(),
         "report\n"
     );
-    assert!(std::fs::metadata(&tarball).unwrap().len() > 1000);
+    // The tarball is the same filesystem as the local export: the same paths, the RUN's
+    // file with its content, busybox whole.
+    let mut in_tar = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&tarball).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let mut content = Vec::new();
+        if entry.header().entry_type().is_file() {
+            entry.read_to_end(&mut content).unwrap();
+        }
+        let kind = entry.header().entry_type();
+        assert!(
+            in_tar.insert(path.clone(), (kind, content)).is_none(),
+            "{path} twice in the tarball"
+        );
+    }
+    let (kind, content) = &in_tar["report.txt"];
+    assert!(kind.is_file(), "{kind:?}");
+    assert_eq!(content, b"report\n");
+    let (kind, content) = &in_tar["bin/busybox"];
+    assert!(kind.is_file(), "{kind:?}");
+    assert_eq!(*content, std::fs::read("/bin/busybox").unwrap());
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            if p.symlink_metadata().unwrap().is_dir() {
+                walk(&p, base, out);
+            }
+        }
+    }
+    let mut exported = Vec::new();
+    walk(&local, &local, &mut exported);
+    exported.sort();
+    let tarred: Vec<&String> = in_tar.keys().filter(|k| !k.is_empty()).collect();
+    assert_eq!(tarred, exported.iter().collect::<Vec<_>>());
     let index = read_json(&oci.join("index.json"));
     let m = &index["manifests"][0];
     assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "1");
