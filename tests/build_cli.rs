@@ -321,7 +321,9 @@ EOF
 fn failed_run_names_the_line_exit_code_and_output() {
     let Some(f) = Fixture::new() else { return };
     let b = f.build(
-        &format!("{BUSYBOX_BASE}RUN true\nRUN echo last-words-of-the-step; exit 3\n"),
+        &format!(
+            "{BUSYBOX_BASE}RUN true\nRUN seq 1 25 | sed s/^/said-/; echo on-stderr >&2; exit 3\n"
+        ),
         &[],
     );
     assert_eq!(b.code, 1, "{}", b.stderr);
@@ -329,11 +331,22 @@ fn failed_run_names_the_line_exit_code_and_output() {
     assert!(b.stderr.contains("exit code: 3"), "{}", b.stderr);
     assert!(
         b.stderr
-            .contains("/bin/sh -c echo last-words-of-the-step; exit 3"),
+            .contains("/bin/sh -c seq 1 25 | sed s/^/said-/; echo on-stderr >&2; exit 3"),
         "{}",
         b.stderr
     );
-    assert!(b.stderr.contains("last-words-of-the-step"), "{}", b.stderr);
+    // Under its heading, the step's last 20 lines (stdout and stderr, in order), none of
+    // what came before them.
+    let (_, tail) = b
+        .stderr
+        .split_once("\nlast output:\n")
+        .unwrap_or_else(|| panic!("no last output: {}", b.stderr));
+    let want: Vec<String> = (7..=25)
+        .map(|i| format!("said-{i}"))
+        .chain(["on-stderr".to_string()])
+        .collect();
+    let got: Vec<&str> = tail.lines().take(want.len()).collect();
+    assert_eq!(got, want, "{}", b.stderr);
     let b = f.build("FROM scratch\nFNTRYPOINT x\n", &[]);
     assert_eq!(b.code, 1);
     assert!(b.stderr.contains("Dockerfile:2:1"), "{}", b.stderr);
