@@ -192,8 +192,10 @@ WORKDIR /app
 RUN echo \"$GREETING from $(pwd)\" > out.txt
 LABEL org.example=one
 EXPOSE 8080 53/udp
+FROM first AS derived
+LABEL org.example.derived=two
 FROM scratch AS final
-COPY --from=0 /app/out.txt /out.txt
+COPY --from=derived /app/out.txt /out.txt
 ENTRYPOINT [\"/bin/cat\"]
 CMD [\"/out.txt\"]
 USER 1000:1000
@@ -219,7 +221,11 @@ VOLUME /data
     assert_eq!(c["User"], "1000:1000");
     assert_eq!(c["StopSignal"], "SIGTERM");
     assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
-    assert!(c.get("Labels").is_none(), "labels do not cross stages: {c}");
+    // COPY --from a labelled stage (its labels inherited and its own) takes files only.
+    assert!(
+        c.get("Labels").is_none(),
+        "labels do not cross COPY --from: {c}"
+    );
     assert_eq!(
         c["Env"],
         serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
@@ -256,6 +262,27 @@ VOLUME /data
         serde_json::json!({"53/udp": {}, "8080/tcp": {}})
     );
     assert_eq!(first["config"]["WorkingDir"], "/app");
+    // A stage FROM the labelled stage inherits its config, labels merged with its own.
+    f.ok(&df, &["-t", "derived", "--target", "derived"]);
+    let (_, derived) = f.image("derived:latest");
+    let d = &derived["config"];
+    assert_eq!(
+        d["Labels"],
+        serde_json::json!({"org.example": "one", "org.example.derived": "two"}),
+        "labels carry through FROM: {d}"
+    );
+    assert_eq!(d["WorkingDir"], "/app", "{d}");
+    assert_eq!(
+        d["ExposedPorts"],
+        serde_json::json!({"53/udp": {}, "8080/tcp": {}}),
+        "{d}"
+    );
+    assert!(
+        d["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "GREETING=hello")),
+        "{d}"
+    );
 }
 
 #[test]
@@ -294,7 +321,9 @@ EOF
 fn failed_run_names_the_line_exit_code_and_output() {
     let Some(f) = Fixture::new() else { return };
     let b = f.build(
-        &format!("{BUSYBOX_BASE}RUN true\nRUN echo last-words-of-the-step; exit 3\n"),
+        &format!(
+            "{BUSYBOX_BASE}RUN true\nRUN seq 1 25 | sed s/^/said-/; echo on-stderr >&2; exit 3\n"
+        ),
         &[],
     );
     assert_eq!(b.code, 1, "{}", b.stderr);
@@ -302,11 +331,22 @@ fn failed_run_names_the_line_exit_code_and_output() {
     assert!(b.stderr.contains("exit code: 3"), "{}", b.stderr);
     assert!(
         b.stderr
-            .contains("/bin/sh -c echo last-words-of-the-step; exit 3"),
+            .contains("/bin/sh -c seq 1 25 | sed s/^/said-/; echo on-stderr >&2; exit 3"),
         "{}",
         b.stderr
     );
-    assert!(b.stderr.contains("last-words-of-the-step"), "{}", b.stderr);
+    // Under its heading, the step's last 20 lines (stdout and stderr, in order), none of
+    // what came before them.
+    let (_, tail) = b
+        .stderr
+        .split_once("\nlast output:\n")
+        .unwrap_or_else(|| panic!("no last output: {}", b.stderr));
+    let want: Vec<String> = (7..=25)
+        .map(|i| format!("said-{i}"))
+        .chain(["on-stderr".to_string()])
+        .collect();
+    let got: Vec<&str> = tail.lines().take(want.len()).collect();
+    assert_eq!(got, want, "{}", b.stderr);
     let b = f.build("FROM scratch\nFNTRYPOINT x\n", &[]);
     assert_eq!(b.code, 1);
     assert!(b.stderr.contains("Dockerfile:2:1"), "{}", b.stderr);
@@ -972,7 +1012,47 @@ fn outputs_and_base_images() {
         std::fs::read_to_string(local.join("report.txt")).unwrap(),
         "report\n"
     );
-    assert!(std::fs::metadata(&tarball).unwrap().len() > 1000);
+    // The tarball is the same filesystem as the local export: the same paths, the RUN's
+    // file with its content, busybox whole.
+    let mut in_tar = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&tarball).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let mut content = Vec::new();
+        if entry.header().entry_type().is_file() {
+            entry.read_to_end(&mut content).unwrap();
+        }
+        let kind = entry.header().entry_type();
+        assert!(
+            in_tar.insert(path.clone(), (kind, content)).is_none(),
+            "{path} twice in the tarball"
+        );
+    }
+    let (kind, content) = &in_tar["report.txt"];
+    assert!(kind.is_file(), "{kind:?}");
+    assert_eq!(content, b"report\n");
+    let (kind, content) = &in_tar["bin/busybox"];
+    assert!(kind.is_file(), "{kind:?}");
+    assert_eq!(*content, std::fs::read("/bin/busybox").unwrap());
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            if p.symlink_metadata().unwrap().is_dir() {
+                walk(&p, base, out);
+            }
+        }
+    }
+    let mut exported = Vec::new();
+    walk(&local, &local, &mut exported);
+    exported.sort();
+    let tarred: Vec<&String> = in_tar.keys().filter(|k| !k.is_empty()).collect();
+    assert_eq!(tarred, exported.iter().collect::<Vec<_>>());
     let index = read_json(&oci.join("index.json"));
     let m = &index["manifests"][0];
     assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "1");

@@ -64,6 +64,30 @@ fn entitlements_are_needed_and_work() {
         "{}",
         combined(&o)
     );
+    // Allowed, the step is on the host's network: the host's own interfaces, more than lo,
+    // listed in the step (a step with only lo, as under --network=none, fails this).
+    if let Some(want) = kiln_tests::host_interfaces() {
+        let listing = format!(
+            "{BUSYBOX_BASE}RUN --network=host sed 's/^/if /' /proc/net/dev\n\
+             RUN --network=none sed 's/^/none /' /proc/net/dev\n"
+        );
+        let o = build(
+            root.path(),
+            ctx.path(),
+            &listing,
+            &["--allow", "network.host", "--no-cache", "--progress=plain"],
+        );
+        let t = combined(&o);
+        assert!(o.status.success(), "{t}");
+        let tagged = |tag: &str| -> String {
+            t.lines()
+                .filter_map(|l| l.split_once(&format!(" {tag} ")).map(|(_, r)| r))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(kiln_tests::interfaces(&tagged("if")), want, "{t}");
+        assert_eq!(kiln_tests::interfaces(&tagged("none")), ["lo"], "{t}");
+    }
 
     // security.insecure: every capability the namespace has, not Docker's default set.
     let caps = "RUN grep CapBnd /proc/self/status\n";

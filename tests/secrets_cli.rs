@@ -278,6 +278,16 @@ RUN echo image-file > /kept
     let failed_log = combined(&failed);
     assert!(!failed.status.success());
     assert!(failed_log.contains("exit code: 7"), "{failed_log}");
+    // The tail under its heading: the secret masked, then what the step printed after it.
+    let (_, tail) = failed_log
+        .split_once("\nlast output:\n")
+        .unwrap_or_else(|| panic!("no last output: {failed_log}"));
+    let tail: Vec<&str> = tail.lines().collect();
+    let at = tail.iter().position(|l| l.contains("****"));
+    assert!(
+        at.is_some_and(|i| tail[i + 1..].iter().take(2).any(|l| *l == "tail")),
+        "{failed_log}"
+    );
     std::fs::write(w("failed.log"), &failed_log).unwrap();
 
     // The image works and has what the build wrote (the scan reads real content).

@@ -198,3 +198,35 @@ pub fn have(program: &str) -> bool {
     }
     found
 }
+
+/// The interface names in a `/proc/net/dev` listing (lines of a name and its 16 counters),
+/// sorted.
+pub fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = proc_net_dev
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(_, counters)| {
+            let fields: Vec<&str> = counters.split_whitespace().collect();
+            fields.len() == 16 && fields.iter().all(|f| f.parse::<u64>().is_ok())
+        })
+        .map(|(name, _)| name.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// This process's network interfaces (the host's network as a RUN without its own
+/// network sees it), or `None` with a visible "skipped" line, failing under CI, when the
+/// host has only `lo` (a host network could then not be told from `--network=none`).
+pub fn host_interfaces() -> Option<Vec<String>> {
+    let names = interfaces(&std::fs::read_to_string("/proc/net/dev").expect("/proc/net/dev"));
+    if names.iter().all(|n| n == "lo") {
+        skipped("the host has no network interface but lo");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the host has only lo under CI"
+        );
+        return None;
+    }
+    Some(names)
+}
