@@ -3,13 +3,12 @@
 //!
 //! Every blob streams into a temporary file in the store's blob directory while its
 //! sha256 is computed; only a blob whose digest and size match is renamed to its digest
-//! name, so an interrupted or tampered pull stores nothing (a killed pull's temporary
-//! is swept at the next start). Blobs the store has are not fetched again: images share
+//! name, so an interrupted or tampered pull stores nothing (the temporary goes with a
+//! failed fetch; a killed pull's is swept at the next start). Blobs the store has are not fetched again: images share
 //! layers by digest. The manifest is stored byte for byte, so its digest stays the
 //! registry's; the tag is written last.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -312,13 +311,14 @@ async fn fetch_blob(
         .await
         .map_err(distribution(r))?;
     let dest = store.blob_path(&w.digest);
-    let tmp = PathBuf::from(format!(
-        "{}.pull-{}-{}",
-        dest.display(),
-        std::process::id(),
-        started.elapsed().as_nanos()
-    ));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+    // Removed when dropped: on an error, and when a sibling's error drops this future
+    // mid-stream (the parallel fetch stops at the first failure).
+    let hex = w.digest.trim_start_matches("sha256:");
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{hex}.pull-"))
+        .tempfile_in(store.blob_dir())
+        .map_err(io)?;
+    let mut file = std::io::BufWriter::new(tmp);
     let mut hasher = sha2::Sha256::new();
     let mut done = 0u64;
     let mut last = Instant::now();
@@ -372,15 +372,13 @@ async fn fetch_blob(
                 actual: done,
             });
         }
-        let f = file.into_inner().map_err(|e| io(e.into_error()))?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &dest).map_err(io)
+        let tmp = file.into_inner().map_err(|e| io(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(&dest).map_err(|e| io(e.error))?;
+        Ok(())
     }
     .await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    result?;
     let _ = tx.send(report(done, true));
     Ok(done)
 }
