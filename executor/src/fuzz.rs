@@ -30,6 +30,8 @@ pub(crate) fn config(cases: u32) -> proptest::test_runner::Config {
         .unwrap_or(cases);
     proptest::test_runner::Config {
         cases,
+        // A failing case is printed, never written into the source tree.
+        failure_persistence: None,
         ..Default::default()
     }
 }

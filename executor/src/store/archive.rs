@@ -68,8 +68,12 @@ impl ImageStore {
                 continue;
             };
             let img = self.load(d)?;
-            let size = img.manifest.config().size()
-                + img.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+            // Sizes come from the manifest as written: never trusted to add up.
+            let size = img
+                .manifest
+                .layers()
+                .iter()
+                .fold(img.manifest.config().size(), |a, l| a.saturating_add(l.size()));
             out.push(ImageSummary {
                 tag,
                 manifest: d.digest().to_string(),

@@ -573,6 +573,8 @@ mod fuzz {
             .unwrap_or(cases);
         proptest::test_runner::Config {
             cases,
+            // A failing case is printed, never written into the source tree.
+            failure_persistence: None,
             ..Default::default()
         }
     }
