@@ -73,7 +73,9 @@ impl ImageStore {
                 .manifest
                 .layers()
                 .iter()
-                .fold(img.manifest.config().size(), |a, l| a.saturating_add(l.size()));
+                .fold(img.manifest.config().size(), |a, l| {
+                    a.saturating_add(l.size())
+                });
             out.push(ImageSummary {
                 tag,
                 manifest: d.digest().to_string(),
