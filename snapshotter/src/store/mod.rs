@@ -115,6 +115,9 @@ fn owner_token(pid: u32) -> Option<String> {
     Some(format!("{pid} {start}"))
 }
 
+/// Whether the process a token names still runs. A zombie does not: a build killed
+/// with its parent stays one until a distant reaper collects it (seconds, or never when
+/// the reaper is not `init`), and its snapshots must be swept meanwhile.
 fn owner_alive(token: &str) -> bool {
     let Some(pid) = token
         .split_whitespace()
@@ -123,7 +126,17 @@ fn owner_alive(token: &str) -> bool {
     else {
         return false;
     };
-    owner_token(pid).as_deref() == Some(token.trim())
+    let dead = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.get(stat.rfind(')')? + 2..)?;
+            after
+                .split_whitespace()
+                .next()
+                .map(|s| s == "Z" || s == "X")
+        })
+        .unwrap_or(true);
+    !dead && owner_token(pid).as_deref() == Some(token.trim())
 }
 
 impl Store {

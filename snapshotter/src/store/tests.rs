@@ -238,3 +238,26 @@ fn copy_backend_step_commits_through_a_layer() {
     names.sort();
     assert_eq!(names, ["b", "c"]);
 }
+
+#[test]
+fn a_zombie_owns_nothing() {
+    // Not waited for until the end: a zombie meanwhile, as a build killed with its
+    // parent is until a reaper collects it.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let t0 = std::time::Instant::now();
+    let token = loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
+        if state == Some('Z') {
+            break owner_token(pid).unwrap();
+        }
+        assert!(t0.elapsed().as_secs() < 10, "never a zombie: {stat}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(!owner_alive(&token), "a zombie was taken for alive");
+    child.wait().unwrap();
+    let me = owner_token(std::process::id()).unwrap();
+    assert!(owner_alive(&me));
+    assert!(!owner_alive(""));
+}
