@@ -207,8 +207,8 @@ impl ImageStore {
         tags: &[String],
     ) -> Result<(), ImageStoreError> {
         let img = self.load(manifest)?;
-        let file = fs::File::create(dest).map_err(io_at("creating", dest))?;
-        let mut tar = tar::Builder::new(io::BufWriter::new(file));
+        let out = OutputFile::create(dest)?;
+        let mut tar = tar::Builder::new(io::BufWriter::new(out.file()?));
         let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
         let config = img.manifest.config().digest().to_string();
         let mut add = |name: &str, path: &Path| -> Result<(), ImageStoreError> {
@@ -241,7 +241,8 @@ impl ImageStore {
         tar.append_data(&mut header, "manifest.json", &json[..])
             .map_err(io_at("writing", dest))?;
         let mut w = tar.into_inner().map_err(io_at("writing", dest))?;
-        w.flush().map_err(io_at("writing", dest))
+        w.flush().map_err(io_at("writing", dest))?;
+        out.persist()
     }
 
     /// `kiln save`: image `name` to `dest` in `format` (OCI as a tar).
@@ -450,13 +451,78 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// A tar of the tree at `dir` (symlinks kept as links).
 pub fn tar_dir(dir: &Path, dest: &Path) -> Result<(), ImageStoreError> {
-    let file = fs::File::create(dest).map_err(io_at("creating", dest))?;
-    let mut tar = tar::Builder::new(io::BufWriter::new(file));
+    let out = OutputFile::create(dest)?;
+    let mut tar = tar::Builder::new(io::BufWriter::new(out.file()?));
     tar.follow_symlinks(false);
     tar.append_dir_all(".", dir)
         .map_err(io_at("writing", dest))?;
     let mut w = tar.into_inner().map_err(io_at("writing", dest))?;
-    w.flush().map_err(io_at("writing", dest))
+    w.flush().map_err(io_at("writing", dest))?;
+    drop(w);
+    out.persist()
+}
+
+/// A file kiln writes for the user (`-o type=…,dest=FILE`, `kiln save -o`), written
+/// under a temporary name beside `dest` (`.NAME.kiln-XXXXXX`) and renamed over it only
+/// when whole: an error, a cancel or a kill mid-write leaves what was at `dest` before,
+/// never a truncated archive under the name the user asked for. A temporary a kill left
+/// is named for its destination, so it is seen for what it is. `-` (standard output)
+/// and other non-regular destinations (a FIFO, `/dev/stdout`) are written in place.
+pub struct OutputFile {
+    dest: PathBuf,
+    temp: Option<tempfile::NamedTempFile>,
+}
+
+impl OutputFile {
+    pub fn create(dest: &Path) -> Result<OutputFile, ImageStoreError> {
+        let special = fs::metadata(dest).is_ok_and(|m| !m.is_file());
+        if special {
+            return Ok(OutputFile {
+                dest: dest.to_path_buf(),
+                temp: None,
+            });
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // 0666 less the umask, as a file the user's shell would create.
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.kiln-"))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(io_at("creating a file in", dir))?;
+        Ok(OutputFile {
+            dest: dest.to_path_buf(),
+            temp: Some(temp),
+        })
+    }
+
+    /// The file to write into.
+    pub fn file(&self) -> Result<fs::File, ImageStoreError> {
+        match &self.temp {
+            Some(t) => t.as_file().try_clone(),
+            None => fs::OpenOptions::new().write(true).open(&self.dest),
+        }
+        .map_err(io_at("writing", &self.dest))
+    }
+
+    /// Syncs the whole file and gives it its name.
+    pub fn persist(self) -> Result<(), ImageStoreError> {
+        let Some(temp) = self.temp else {
+            return Ok(());
+        };
+        temp.as_file()
+            .sync_all()
+            .map_err(io_at("writing", &self.dest))?;
+        temp.persist(&self.dest)
+            .map_err(|e| io_at("writing", &self.dest)(e.error))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
