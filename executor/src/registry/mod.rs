@@ -96,6 +96,10 @@ pub enum RegistryError {
     Runtime(#[source] std::io::Error),
     #[error("the registry client's worker failed")]
     Worker,
+    /// The build was cancelled mid-transfer (Ctrl-C, SIGTERM): nothing half-fetched is
+    /// kept.
+    #[error("{reference}: cancelled")]
+    Cancelled { reference: String },
     #[error(transparent)]
     Store(#[from] ImageStoreError),
     #[error(transparent)]
@@ -150,6 +154,8 @@ pub struct Registry {
     opts: RegistryOptions,
     runtime: tokio::runtime::Runtime,
     clients: Mutex<HashMap<String, oci_client::Client>>,
+    /// Checked between the chunks of a pull (a build's token; never set otherwise).
+    cancel: crate::CancelToken,
 }
 
 impl std::fmt::Debug for Registry {
@@ -197,7 +203,14 @@ impl Registry {
             opts,
             runtime,
             clients: Mutex::new(HashMap::new()),
+            cancel: crate::CancelToken::new(),
         })
+    }
+
+    /// The same client, stopping its transfers when `cancel` is cancelled.
+    pub fn cancelled_by(mut self, cancel: crate::CancelToken) -> Registry {
+        self.cancel = cancel;
+        self
     }
 
     pub fn options(&self) -> &RegistryOptions {

@@ -109,7 +109,7 @@ impl Registry {
                     .collect();
                 let fetched = missing.len();
                 let total: u64 = futures_util::stream::iter(missing)
-                    .map(|w| fetch_blob(&client, &r, w, store, tx.clone()))
+                    .map(|w| fetch_blob(&client, &r, w, store, &self.cancel, tx.clone()))
                     .buffer_unordered(parallel)
                     .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
                     .await?;
@@ -293,6 +293,7 @@ async fn fetch_blob(
     r: &Reference,
     w: Want,
     store: &ImageStore,
+    cancel: &crate::CancelToken,
     tx: std::sync::mpsc::Sender<Transfer>,
 ) -> Result<u64, RegistryError> {
     let started = Instant::now();
@@ -340,6 +341,11 @@ async fn fetch_blob(
                 Err(e) if e.to_string().contains("igest") => break,
                 Err(e) => return Err(io(e)),
             };
+            if cancel.is_cancelled() {
+                return Err(RegistryError::Cancelled {
+                    reference: r.whole(),
+                });
+            }
             done += chunk.len() as u64;
             if done > w.size {
                 return Err(RegistryError::Size {

@@ -53,7 +53,7 @@ impl StepContext<'_> {
         if let Some(r) = self.registry.get() {
             return Ok(r);
         }
-        let made = Registry::new(self.opts.registry.clone())?;
+        let made = Registry::new(self.opts.registry.clone())?.cancelled_by(self.cancel.clone());
         Ok(self.registry.get_or_init(|| made))
     }
 
