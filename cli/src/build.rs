@@ -143,10 +143,17 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             bail!("context {}: not a directory", args.context.display());
         }
         let mapping = userns::IdMapping::detect();
+        let forwarder =
+            crate::signals::Forwarder::install().context("installing the Ctrl-C handler")?;
         let child = userns::spawn_build_namespace(&mapping)
             .context("entering the build's user namespace")?;
-        return crate::signals::wait_forwarding(child).context("waiting for the build");
+        return forwarder.wait(child).context("waiting for the build");
     };
+    // Inside: a Ctrl-C or SIGTERM from here on cancels the build (also during the set-up
+    // below, before the build has started: then nothing is written).
+    let cancel = kiln_executor::CancelToken::new();
+    let interrupts =
+        crate::signals::Interrupts::install(&cancel).context("installing the Ctrl-C handler")?;
     let context = std::fs::canonicalize(&args.context)
         .with_context(|| format!("context {}", args.context.display()))?;
     let (dockerfile, dockerfile_name, dockerfile_path) = match &args.file {
@@ -317,14 +324,28 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("creating {}", opts.root.display()))?;
     let mut progress = crate::render::progress(mode);
-    let build = kiln_executor::Build::new(opts);
-    let interrupts = crate::signals::Interrupts::install(&build.cancel_token())
-        .context("installing the Ctrl-C handler")?;
-    let outcome = build.run(&mut |e: Event| progress.event(e));
+    let build = kiln_executor::Build::new(opts).cancelled_by(cancel);
+    // The tags written before an interrupt, for an honest last line.
+    let mut tagged: Vec<String> = Vec::new();
+    let outcome = build.run(&mut |e: Event| {
+        if let Event::ImageWritten { tags, .. } = &e {
+            tagged.clone_from(tags);
+        }
+        progress.event(e)
+    });
     if let Some(code) = interrupts.exit_code() {
-        progress.finish(Outcome::Failed(
-            "the build was interrupted; nothing was tagged",
-        ));
+        let said = match (&outcome, tagged.is_empty()) {
+            (_, true) => "the build was interrupted; nothing was tagged".to_string(),
+            (Ok(_), false) => format!(
+                "the build was interrupted as it ended: the image was written and tagged {}",
+                tagged.join(", ")
+            ),
+            (Err(_), false) => format!(
+                "the build was interrupted while exporting: the image was tagged {}; the outputs after that were not written",
+                tagged.join(", ")
+            ),
+        };
+        progress.finish(Outcome::Failed(&said));
         return Ok(code);
     }
     let result = match outcome {

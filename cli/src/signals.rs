@@ -52,11 +52,30 @@ impl Interrupts {
     }
 }
 
-/// Waits for the inner process, passing on signals sent to this one alone.
-pub fn wait_forwarding(mut child: Child) -> io::Result<i32> {
-    use signal_hook::iterator::exfiltrator::WithOrigin;
-    use signal_hook::iterator::SignalsInfo;
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])?;
+/// The outer process's handlers, installed before the inner process is started: a
+/// signal that arrives meanwhile is held and passed on once it runs (never the default
+/// action, which would end this process and leave the inner one without its caller).
+pub struct Forwarder {
+    signals: signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>,
+}
+
+impl Forwarder {
+    pub fn install() -> io::Result<Forwarder> {
+        Ok(Forwarder {
+            signals: signal_hook::iterator::SignalsInfo::new([SIGINT, SIGTERM])?,
+        })
+    }
+
+    /// Waits for the inner process, passing on signals sent to this one alone.
+    pub fn wait(self, child: Child) -> io::Result<i32> {
+        wait_forwarding(self.signals, child)
+    }
+}
+
+fn wait_forwarding(
+    mut signals: signal_hook::iterator::SignalsInfo<signal_hook::iterator::exfiltrator::WithOrigin>,
+    mut child: Child,
+) -> io::Result<i32> {
     let handle = signals.handle();
     let pid = rustix::process::Pid::from_child(&child);
     let forwarder = std::thread::spawn(move || {
@@ -79,6 +98,11 @@ pub fn wait_forwarding(mut child: Child) -> io::Result<i32> {
     let _ = forwarder.join();
     use std::os::unix::process::ExitStatusExt;
     let status = status?;
+    // Ended by the signal itself: it came before the inner process had its handlers
+    // (its first milliseconds), when nothing is written yet.
+    if matches!(status.signal(), Some(SIGINT | SIGTERM)) {
+        eprintln!("error: the build was interrupted as it started; nothing was tagged");
+    }
     Ok(status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))

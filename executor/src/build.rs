@@ -43,6 +43,13 @@ impl Build {
         &self.options
     }
 
+    /// The same build, stopped by `cancel` (a token made before the build, e.g. one a
+    /// signal handler already holds).
+    pub fn cancelled_by(mut self, cancel: CancelToken) -> Build {
+        self.cancel = cancel;
+        self
+    }
+
     /// The token that stops this build (from another thread, or a signal handler).
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()

@@ -267,6 +267,11 @@ pub(crate) fn finish(
     let opts = cx.opts;
     let written =
         image::write(cx, target).map_err(|e| BuildError::setup("writing the image", e))?;
+    // A cancel stops the export between its parts: before the tags (nothing is tagged;
+    // the image's blobs are unreferenced and pruned later) and before each output.
+    if cx.cancelled() {
+        return Err(BuildError::Cancelled);
+    }
     // -t, then every output's name=, as buildx tags them.
     let mut tags = opts.tags.clone();
     for n in opts.outputs.iter().flat_map(Output::names) {
@@ -285,6 +290,9 @@ pub(crate) fn finish(
         tags: tags.clone(),
     });
     for out in &opts.outputs {
+        if cx.cancelled() {
+            return Err(BuildError::Cancelled);
+        }
         let result: Result<(), SetupError> = match out {
             Output::Oci { dest, tar, image } => recompress::for_output(cx, &written, target, image)
                 .and_then(|w| oci::export(cx, &w, dest, *tar, &names_of(&tags, image))),
@@ -322,6 +330,9 @@ pub(crate) fn finish(
         on_event(Event::Exported(out.describe()));
     }
     if opts.push {
+        if cx.cancelled() {
+            return Err(BuildError::Cancelled);
+        }
         if opts.tags.is_empty() {
             return Err(BuildError::setup(
                 "--push",

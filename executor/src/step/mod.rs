@@ -231,6 +231,11 @@ impl<'a> StepContext<'a> {
         out
     }
 
+    /// Whether the build was asked to stop (checked between steps and between exports).
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     pub(crate) fn cache(&self) -> &StepCache {
         &self.cache
     }
