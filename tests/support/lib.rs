@@ -1,6 +1,7 @@
 //! Shared helpers for kiln's end-to-end and conformance tests.
 
 pub mod registry;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
