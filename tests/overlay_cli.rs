@@ -418,3 +418,88 @@ fn options_it_cannot_honour_are_refused_by_name() {
         assert!(stderr.contains(name), "{opt}: {stderr}");
     }
 }
+
+/// `nosuid`, `noexec`, `noatime`, `ro` and `dev` given to kiln-overlay are the mount's
+/// flags (as `/proc/self/mountinfo` shows them, and an exec in a `noexec` mount fails);
+/// `dev` is refused where the kernel would keep the mount `nodev` anyway. As root
+/// (mount(2)); unprivileged inside `unshare -Urm` (mount(2) in a user namespace) and as a
+/// plain user through fusermount3.
+#[test]
+fn mount_flags_are_applied_not_ignored() {
+    let prog = program_dir();
+    let t = tempfile::tempdir().unwrap();
+    let (l1, l2) = lowers(t.path());
+    let exe = l2.join("run.sh");
+    std::fs::write(&exe, "#!/bin/sh\necho ran\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (u, w, m) = (t.path().join("u"), t.path().join("w"), t.path().join("m"));
+    let bin = prog.path().join("kiln-overlay");
+    let script = |unmount: &str| {
+        format!(
+            "rm -rf '{u}' '{w}'; mkdir -p '{u}' '{w}' '{m}'
+             opts() {{ awk -v m='{m}' '$5 == m {{ print $6 }}' /proc/self/mountinfo; }}
+             tryexec() {{ if '{m}/run.sh' >/dev/null 2>&1; then echo exec=yes; else echo exec=no; fi; }}
+             '{bin}' -o lowerdir={l1}:{l2},upperdir={u},workdir={w},nosuid,noexec,noatime '{m}'
+             echo \"flags=$(opts)\"; tryexec
+             {unmount} '{m}'
+             '{bin}' -o lowerdir={l1}:{l2},ro '{m}'
+             echo \"plain=$(opts)\"; tryexec
+             {unmount} '{m}'
+             if '{bin}' -o lowerdir={l1}:{l2},dev '{m}' 2>'{t}/err'; then
+               echo \"dev=$(opts)\"; {unmount} '{m}'
+             else echo \"dev=refused $(cat '{t}/err')\"; fi
+             ",
+            u = u.display(),
+            w = w.display(),
+            m = m.display(),
+            t = t.path().display(),
+            bin = bin.display(),
+            l1 = l1.display(),
+            l2 = l2.display(),
+        )
+    };
+    let check = |out: &str, dev_allowed: bool, how: &str| {
+        let line = |key: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{how}: no {key} in {out}"))
+                .to_string()
+        };
+        let flags: Vec<String> = line("flags=").split(',').map(str::to_string).collect();
+        for f in ["nosuid", "noexec", "noatime", "nodev", "rw"] {
+            assert!(flags.iter().any(|x| x == f), "{how}: {f} not in {flags:?}");
+        }
+        let execs: Vec<&str> = out.lines().filter(|l| l.starts_with("exec=")).collect();
+        assert_eq!(execs, ["exec=no", "exec=yes"], "{how}: {out}");
+        let plain: Vec<String> = line("plain=").split(',').map(str::to_string).collect();
+        assert!(
+            plain.iter().any(|x| x == "ro"),
+            "{how}: ro not in {plain:?}"
+        );
+        assert!(
+            !plain.iter().any(|x| x == "noexec" || x == "noatime"),
+            "{how}: flags not asked for: {plain:?}"
+        );
+        let dev = line("dev=");
+        if dev_allowed {
+            assert!(!dev.split(',').any(|x| x == "nodev"), "{how}: dev: {dev}");
+        } else {
+            assert!(
+                dev.starts_with("refused") && dev.contains("dev"),
+                "{how}: {dev}"
+            );
+        }
+    };
+    if real_root() {
+        let out = sh(&script("umount"), false);
+        check(&out, true, "as root");
+    } else {
+        let out = sh(&script("umount"), true);
+        check(&out, false, "in a user namespace");
+        if have("fusermount3") {
+            let out = sh(&script("fusermount3 -u"), false);
+            check(&out, false, "through fusermount3");
+        }
+    }
+}

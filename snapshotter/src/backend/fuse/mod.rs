@@ -125,10 +125,9 @@ impl Backend for FuseBackend {
             work: work.to_path_buf(),
             aufs_whiteouts: false,
         };
-        let session = mount_direct(&spec, target, false).map_err(err(format!(
-            "mounting the FUSE overlay at {}",
-            target.display()
-        )))?;
+        let session = mount_direct(&spec, target, &FuseMountFlags::default()).map_err(err(
+            format!("mounting the FUSE overlay at {}", target.display()),
+        ))?;
         let session = match session.0.spawn() {
             Ok(s) => s,
             Err(e) => {
@@ -231,14 +230,126 @@ fn config() -> fuser::Config {
     c
 }
 
+/// The mount flags of a FUSE overlay mount, as `mount -o` names them: what
+/// `kiln-overlay -o …` is asked for, applied by `mount(2)` or `fusermount3`. The default
+/// is kiln's own mount: read-write, `nodev`, suid, exec, relatime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuseMountFlags {
+    pub read_only: bool,
+    /// `dev` lifts the default `nodev`: only real root's mounts may have devices (the
+    /// kernel keeps every mount made in a user namespace, and fusermount3 every user's
+    /// mount, `nodev`), so elsewhere it is refused.
+    pub dev: bool,
+    pub nosuid: bool,
+    /// `suid` asked for in so many words: refused through fusermount3, which makes every
+    /// user's mount `nosuid`.
+    pub suid: bool,
+    pub noexec: bool,
+    pub atime: Atime,
+    pub nodiratime: bool,
+    pub sync: bool,
+    pub dirsync: bool,
+}
+
+/// How a mount updates access times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Atime {
+    /// `relatime` (the kernel's default; also what `atime` asks for).
+    #[default]
+    Relative,
+    /// `noatime`.
+    Never,
+    /// `strictatime`.
+    Strict,
+}
+
+impl Default for FuseMountFlags {
+    fn default() -> FuseMountFlags {
+        FuseMountFlags {
+            read_only: false,
+            dev: false,
+            nosuid: false,
+            suid: false,
+            noexec: false,
+            atime: Atime::Relative,
+            nodiratime: false,
+            sync: false,
+            dirsync: false,
+        }
+    }
+}
+
+impl FuseMountFlags {
+    fn mount_flags(&self) -> std::io::Result<MountFlags> {
+        let mut f = MountFlags::empty();
+        if self.dev {
+            if !crate::idmap::is_real_root() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "dev: only real root's FUSE mounts may hold devices (the kernel makes mounts in a user namespace nodev)",
+                ));
+            }
+        } else {
+            f |= MountFlags::NODEV;
+        }
+        for (on, flag) in [
+            (self.read_only, MountFlags::RDONLY),
+            (self.nosuid, MountFlags::NOSUID),
+            (self.noexec, MountFlags::NOEXEC),
+            (self.atime == Atime::Never, MountFlags::NOATIME),
+            (self.atime == Atime::Strict, MountFlags::STRICTATIME),
+            (self.nodiratime, MountFlags::NODIRATIME),
+            (self.sync, MountFlags::SYNCHRONOUS),
+            (self.dirsync, MountFlags::DIRSYNC),
+        ] {
+            if on {
+                f |= flag;
+            }
+        }
+        Ok(f)
+    }
+
+    fn fusermount_options(&self) -> std::io::Result<Vec<fuser::MountOption>> {
+        use fuser::MountOption as O;
+        let refused = |what: &str| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{what}: fusermount3 makes every user's mount nodev and nosuid; only root may ask for {what}"),
+            ))
+        };
+        if self.dev {
+            return refused("dev");
+        }
+        if self.suid {
+            return refused("suid");
+        }
+        let mut o = vec![O::NoDev, O::NoSuid];
+        for (on, opt) in [
+            (self.read_only, O::RO),
+            (self.noexec, O::NoExec),
+            (self.atime == Atime::Never, O::NoAtime),
+            (self.atime == Atime::Strict, O::CUSTOM("strictatime".into())),
+            (self.nodiratime, O::CUSTOM("nodiratime".into())),
+            (self.sync, O::Sync),
+            (self.dirsync, O::DirSync),
+        ] {
+            if on {
+                o.push(opt);
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// Mounts the overlay at `target` with `mount(2)` on a `/dev/fuse` opened here (as root,
-/// or as root of a user namespace), `allow_other,default_permissions`; read-only when
-/// asked. Returns once the kernel's INIT is answered.
+/// or as root of a user namespace), `allow_other,default_permissions`, with `flags`.
+/// Returns once the kernel's INIT is answered.
 pub fn mount_direct(
     spec: &OverlaySpec,
     target: &Path,
-    read_only: bool,
+    flags: &FuseMountFlags,
 ) -> std::io::Result<OverlaySession> {
+    let mount_flags = flags.mount_flags()?;
     let (fs, notifier) = filesystem(spec)?;
     let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| {
@@ -258,15 +369,11 @@ pub fn mount_direct(
         rustix::process::getegid().as_raw(),
     );
     let data = CString::new(opts).map_err(std::io::Error::other)?;
-    let mut flags = MountFlags::NODEV;
-    if read_only {
-        flags |= MountFlags::RDONLY;
-    }
     mount(
         "kiln-overlay",
         target,
         "fuse.kiln-overlay",
-        flags,
+        mount_flags,
         data.as_c_str(),
     )
     .map_err(|e| {
@@ -293,8 +400,9 @@ pub fn mount_direct(
 pub fn mount_with_fusermount(
     spec: &OverlaySpec,
     target: &Path,
-    read_only: bool,
+    flags: &FuseMountFlags,
 ) -> std::io::Result<OverlaySession> {
+    let options = flags.fusermount_options()?;
     let (fs, notifier) = filesystem(spec)?;
     let mut c = config();
     c.acl = fuser::SessionACL::Owner;
@@ -302,11 +410,8 @@ pub fn mount_with_fusermount(
         fuser::MountOption::FSName("kiln-overlay".into()),
         fuser::MountOption::Subtype("kiln-overlay".into()),
         fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::NoDev,
     ];
-    if read_only {
-        c.mount_options.push(fuser::MountOption::RO);
-    }
+    c.mount_options.extend(options);
     let s = fuser::Session::new(fs, target, &c)?;
     let _ = notifier.set(s.notifier());
     Ok(OverlaySession(s))

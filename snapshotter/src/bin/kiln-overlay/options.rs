@@ -4,12 +4,16 @@
 //!   (leftmost lower on top; no `upperdir`: read-only);
 //! - `kiln-overlay SOURCE MOUNTPOINT -o OPTIONS` (mount.fuse3's convention).
 //!
-//! Options that change what the mount shows and that kiln-overlay does not implement
-//! (`uidmapping`, `squash_to_*`, …) are refused, and so is any option it does not know;
-//! [`NO_EFFECT`] lists the ones accepted without effect (mount flags the kernel or the
-//! caller handles, and fuse-overlayfs tuning knobs).
+//! Mount flags (`ro`, `nosuid`, `noexec`, `nodev`, `noatime`, `sync`, …) are applied to
+//! the mount ([`FuseMountFlags`]); options that change what the mount shows and that
+//! kiln-overlay does not implement (`uidmapping`, `squash_to_*`, …) are refused, and so
+//! is any option it does not know; [`NO_EFFECT`] lists the ones accepted without effect
+//! (the defaults they restate, and fuse-overlayfs tuning knobs for what kiln-overlay
+//! does anyway or does not have).
 
 use std::path::PathBuf;
+
+use kiln_snapshotter::backend::fuse::{Atime, FuseMountFlags};
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +22,8 @@ pub struct Request {
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     pub mountpoint: PathBuf,
-    pub read_only: bool,
+    /// The mount's flags (read-only also when there is no upper).
+    pub flags: FuseMountFlags,
     pub foreground: bool,
     pub debug: bool,
 }
@@ -51,23 +56,8 @@ pub enum OptionsError {
 /// fuse-overlayfs's tuning knobs.
 pub const NO_EFFECT: &[&str] = &[
     "rw",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
-    "exec",
-    "noexec",
-    "atime",
-    "noatime",
-    "relatime",
-    "strictatime",
-    "diratime",
-    "nodiratime",
     "noacl",
     "acl",
-    "sync",
-    "async",
-    "dirsync",
     "volatile",
     "allow_other",
     "allow_root",
@@ -150,7 +140,7 @@ pub fn parse(args: &[String]) -> Result<Request, OptionsError> {
         upper: None,
         work: None,
         mountpoint,
-        read_only: false,
+        flags: FuseMountFlags::default(),
         foreground,
         debug,
     };
@@ -168,7 +158,21 @@ pub fn parse(args: &[String]) -> Result<Request, OptionsError> {
             }
             ("upperdir", Some(v)) => req.upper = Some(PathBuf::from(v)),
             ("workdir", Some(v)) => req.work = Some(PathBuf::from(v)),
-            ("ro", None) => req.read_only = true,
+            ("ro", None) => req.flags.read_only = true,
+            ("nodev", None) => req.flags.dev = false,
+            ("dev", None) => req.flags.dev = true,
+            ("nosuid", None) => (req.flags.nosuid, req.flags.suid) = (true, false),
+            ("suid", None) => (req.flags.nosuid, req.flags.suid) = (false, true),
+            ("noexec", None) => req.flags.noexec = true,
+            ("exec", None) => req.flags.noexec = false,
+            ("noatime", None) => req.flags.atime = Atime::Never,
+            ("strictatime", None) => req.flags.atime = Atime::Strict,
+            ("relatime" | "atime", None) => req.flags.atime = Atime::Relative,
+            ("nodiratime", None) => req.flags.nodiratime = true,
+            ("diratime", None) => req.flags.nodiratime = false,
+            ("sync", None) => req.flags.sync = true,
+            ("async", None) => req.flags.sync = false,
+            ("dirsync", None) => req.flags.dirsync = true,
             ("uidmapping" | "gidmapping", _) => return Err(OptionsError::IdMapping(k.into())),
             (k, _) if k.starts_with("squash_to_") => return Err(OptionsError::Squash(k.into())),
             (k, _) if NO_EFFECT.contains(&k) => {}
@@ -182,7 +186,7 @@ pub fn parse(args: &[String]) -> Result<Request, OptionsError> {
         return Err(OptionsError::UpperWithoutWork);
     }
     if req.upper.is_none() {
-        req.read_only = true;
+        req.flags.read_only = true;
     }
     Ok(req)
 }
@@ -205,10 +209,20 @@ mod tests {
         .unwrap();
         assert_eq!(r.lowers, [PathBuf::from("/a"), PathBuf::from("/b:c")]);
         assert_eq!(r.upper, Some(PathBuf::from("/u")));
-        assert!(!r.read_only && !r.foreground);
+        assert!(!r.flags.read_only && !r.foreground);
+        assert_eq!(r.flags.atime, Atime::Never);
         let r = parse(&s(&["kiln-overlay", "/mnt", "-o", "lowerdir=/a,dev,suid"])).unwrap();
         assert_eq!(r.mountpoint, PathBuf::from("/mnt"));
-        assert!(r.read_only, "no upperdir: read-only");
+        assert!(r.flags.read_only, "no upperdir: read-only");
+        assert!(r.flags.dev && r.flags.suid, "dev,suid asked for");
+        let r = parse(&s(&[
+            "-o",
+            "lowerdir=/a,nosuid,noexec,nodev,sync,dirsync",
+            "/m",
+        ]))
+        .unwrap();
+        let f = r.flags;
+        assert!(f.nosuid && !f.suid && f.noexec && !f.dev && f.sync && f.dirsync);
         assert!(parse(&s(&["/m"])).is_err());
         assert!(
             parse(&s(&["-f", "-o", "lowerdir=/a", "/m"]))

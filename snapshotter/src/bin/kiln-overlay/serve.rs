@@ -89,9 +89,9 @@ fn mount(
     };
     let target = canonical(&req.mountpoint)?;
     let session = if rustix::process::geteuid().is_root() {
-        mount_direct(&spec, &target, req.read_only)
+        mount_direct(&spec, &target, &req.flags)
     } else {
-        mount_with_fusermount(&spec, &target, req.read_only)
+        mount_with_fusermount(&spec, &target, &req.flags)
     }
     .map_err(|source| ServeError::Mount {
         target: target.clone(),
