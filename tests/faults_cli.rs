@@ -3,7 +3,8 @@
 //! snapshot commit and the cache entry), during the export to each output type (OCI tar
 //! and directory, docker tar, filesystem tar, local directory), at moments spread over a
 //! whole build (which also land in the writes of `index.json`), mid-pull of a base image
-//! from a real registry, and a second Ctrl-C during cleanup.
+//! from a real registry, and a second Ctrl-C during cleanup; and a full disk under the
+//! root and under an output.
 //!
 //! Each phase is reached by watching the root's files (a layer's temporary blob growing,
 //! the stored blob appearing, an output's temporary file), not by guessing a delay. After
@@ -88,16 +89,19 @@ fn dockerfile(base: &str, nonce: &str) -> String {
 }
 
 impl Scene {
-    fn new() -> Option<Scene> {
-        let ctx = busybox_context()?;
-        let root = tempfile::tempdir().expect("root");
-        let out = tempfile::tempdir().expect("out");
-        let mut scene = Scene {
-            ctx,
-            root,
-            out,
+    /// A context, an empty root and an output directory.
+    fn bare() -> Option<Scene> {
+        Some(Scene {
+            ctx: busybox_context()?,
+            root: tempfile::tempdir().expect("root"),
+            out: tempfile::tempdir().expect("out"),
             kept: (String::new(), String::new()),
-        };
+        })
+    }
+
+    /// [`Scene::bare`] with the image `kept:1` built in its root.
+    fn new() -> Option<Scene> {
+        let mut scene = Scene::bare()?;
         let df = scene.write_dockerfile("kept", &dockerfile(BUSYBOX_BASE, "kept"));
         let built = kiln_at(
             scene.root(),
@@ -545,12 +549,7 @@ fn signals_mid_pull_lose_nothing_and_the_next_pull_completes() {
     assert!(pushed.status.success(), "{}", combined(&pushed));
     for (i, sig) in [Sig::Kill, Sig::Int].into_iter().enumerate() {
         // A fresh root each time: the base is pulled by the build's FROM.
-        let fresh = Scene {
-            ctx: busybox_context().expect("busybox"),
-            root: tempfile::tempdir().expect("root"),
-            out: tempfile::tempdir().expect("out"),
-            kept: (String::new(), String::new()),
-        };
+        let fresh = Scene::bare().expect("busybox");
         let nonce = format!("pull{i}");
         let df = fresh.write_dockerfile(
             &nonce,
@@ -621,5 +620,111 @@ impl Scene {
         let cleaned = landed && sig != Sig::Kill;
         self.check_after(&what, &said, &full_tag, cleaned, phase, tag, &pids);
         landed
+    }
+}
+
+/// A full disk: kiln's root on a 40 MiB tmpfs (in a private mount namespace; a user
+/// namespace too when not real root). A RUN that fills it fails with its exit code and
+/// "No space left on device" in its output tail; a layer whose blob does not fit fails
+/// naming the blob directory and the file being diffed; an output on a full file system
+/// fails naming it and leaves no file there. After each, the root verifies, nothing
+/// unfinished is left, the image tagged before is whole, and once space is free again
+/// the next build succeeds.
+#[test]
+fn a_full_disk_fails_clearly_and_loses_nothing() {
+    let Some(scene) = Scene::bare() else { return };
+    let out = scene.out.path();
+    let dfs = [
+        ("kept", "RUN echo small > /small\n"),
+        ("fill", "RUN dd if=/dev/zero of=/zeros bs=1M count=60\n"),
+        ("blob", "RUN head -c 24000000 /dev/urandom > /big\n"),
+        ("mid", "RUN head -c 6000000 /dev/urandom > /mid\n"),
+        ("after", "RUN echo after > /after\n"),
+    ];
+    for (name, body) in dfs {
+        scene.write_dockerfile(&format!("full-{name}"), &format!("{BUSYBOX_BASE}{body}"));
+    }
+    let script = format!(
+        r#"
+        D='{out}/small'; O='{out}/tiny'; mkdir -p "$D" "$O"
+        mount -t tmpfs -o size=40m tmpfs "$D"
+        mount -t tmpfs -o size=4m tmpfs "$O"
+        export KILN_ROOT="$D/root"
+        b() {{ n=$1; shift; '{kiln}' build -q -f '{out}/full-'"$n"'.Dockerfile' "$@" '{ctx}' 2>"$D/err"; }}
+        snap() {{ cp -a "$D/root" '{out}/after-'"$1"; }}
+        b kept -t kept:1 >/dev/null; echo "kept=$?"
+        b fill -t fill:1 >/dev/null; echo "fill=$?"; sed 's/^/fill: /' "$D/err"; snap fill
+        b blob -t blob:1 >/dev/null; echo "blob=$?"; sed 's/^/blob: /' "$D/err"; snap blob
+        b mid -t mid:1 -o type=tar,dest="$O/fs.tar" >/dev/null; echo "output=$?"
+        sed 's/^/output: /' "$D/err"; ls -A "$O" | sed 's/^/left: /'; snap output
+        b after -t after:1 >/dev/null; echo "after=$?"; snap after
+        "#,
+        out = out.display(),
+        kiln = kiln_bin().display(),
+        ctx = scene.ctx.path().display(),
+    );
+    let mut cmd = Command::new("unshare");
+    if !kiln_tests::real_root() {
+        cmd.arg("--map-root-user");
+    }
+    let ran = cmd
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let text = combined(&ran);
+    assert!(ran.status.success(), "{text}");
+    let said = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(said("kept="), "0", "{text}");
+    // The RUN filled the disk: its exit code and its output's tail.
+    assert_eq!(said("fill="), "1", "{text}");
+    let fill = said("fill: ");
+    assert!(
+        fill.contains("exit code: 1") && fill.contains("No space left on device"),
+        "{fill}"
+    );
+    // The layer's blob did not fit: what was being written, and why.
+    assert_eq!(said("blob="), "1", "{text}");
+    let blob = said("blob: ");
+    assert!(
+        blob.contains("writing the layer blob in")
+            && blob.contains("blobs/sha256")
+            && blob.contains("No space left on device")
+            && blob.contains("Dockerfile:3:1"),
+        "{blob}"
+    );
+    // The output did not fit: named, and nothing left where it was to go.
+    assert_eq!(said("output="), "1", "{text}");
+    let output = said("output: ");
+    assert!(
+        output.contains("fs.tar") && output.contains("No space left on device"),
+        "{output}"
+    );
+    assert_eq!(said("left: "), "", "an output file was left: {text}");
+    // Space free again (the failed steps' files are gone with them): the next build runs.
+    assert_eq!(said("after="), "0", "{text}");
+    for (stage, tag) in [
+        ("fill", None),
+        ("blob", None),
+        ("output", Some("mid:1")),
+        ("after", Some("after:1")),
+    ] {
+        let root = out.join(format!("after-{stage}"));
+        let what = format!("after the full disk at {stage}");
+        let tags = store::verify(&root).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(tags.contains_key("kept:1"), "{what}: {tags:?}");
+        assert!(
+            !tags.contains_key("fill:1") && !tags.contains_key("blob:1"),
+            "{what}"
+        );
+        if let Some(t) = tag {
+            assert!(tags.contains_key(t), "{what}: {t} missing: {tags:?}");
+        }
+        let left = store::temporaries(&root);
+        assert!(left.is_empty(), "{what}: unfinished writes {left:?}");
     }
 }

@@ -827,3 +827,81 @@ fn build_cache_through_a_registry_and_a_layout_gives_an_empty_root_every_step() 
         assert!(combined(&out).contains("--cache-to"), "{}", combined(&out));
     }
 }
+
+/// An imported registry cache downloads only the layers the build needs: a builder
+/// stage's large layer, behind a `COPY --from` that is cached, is never fetched into
+/// the fresh root — neither for the all-`CACHED` build (the image's own layers are), nor
+/// for a build whose final stage has a new step (its snapshot is made from the fetched
+/// layers) — and is fetched when this root exports the cache again (the export names
+/// every layer of its entries).
+#[test]
+fn an_imported_cache_downloads_only_the_layers_the_build_needs() {
+    let Some(w) = World::new(None) else { return };
+    let builder = BUSYBOX_BASE.replacen("FROM scratch", "FROM scratch AS builder", 1);
+    let df = format!(
+        "{builder}RUN head -c 6000000 /dev/urandom > /toolchain && echo built > /artifact\n\n{BUSYBOX_BASE}COPY --from=builder /artifact /artifact\n"
+    );
+    let cache = w.name("kiln/lazy-cache:1");
+    let to = format!("type=registry,ref={cache},mode=max");
+    let out = w.build("first", &df, &["--cache-to", &to]);
+    assert!(out.status.success(), "{}", combined(&out));
+    // The toolchain's layer: the one blob over 5 MB.
+    let big = |root: &str| {
+        std::fs::read_dir(w.root(root).join("blobs/sha256"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.metadata().is_ok_and(|m| m.len() > 5_000_000))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let toolchain = big("first");
+    assert_eq!(toolchain.len(), 1, "{toolchain:?}");
+    let from = format!("type=registry,ref={cache}");
+    let out = w.build("fresh", &df, &["--cache-from", &from, "-t", "lazy:1"]);
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(" CACHED")).count(),
+        4,
+        "{text}"
+    );
+    assert!(
+        big("fresh").is_empty(),
+        "the toolchain layer was downloaded: {text}"
+    );
+    let ran = w.kiln("fresh", &["run", "lazy:1", "cat", "/artifact"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "built\n",
+        "{}",
+        combined(&ran)
+    );
+    // A new step on the cached final stage: it runs on a snapshot made from the layers.
+    let more = format!("{df}RUN cat /artifact > /copied\n");
+    let out = w.build("fresh", &more, &["--cache-from", &from, "-t", "lazy:2"]);
+    let text = combined(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(" CACHED")).count(),
+        4,
+        "{text}"
+    );
+    assert!(
+        big("fresh").is_empty(),
+        "the toolchain layer was downloaded: {text}"
+    );
+    let ran = w.kiln("fresh", &["run", "lazy:2", "cat", "/copied"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "built\n",
+        "{}",
+        combined(&ran)
+    );
+    // Exporting the cache from this root names every layer, so it fetches the toolchain.
+    let again = format!("type=registry,ref={},mode=max", w.name("kiln/lazy-cache:2"));
+    let out = w.build("fresh", &df, &["--cache-from", &from, "--cache-to", &again]);
+    assert!(out.status.success(), "{}", combined(&out));
+    assert_eq!(big("fresh"), toolchain, "{}", combined(&out));
+}

@@ -152,6 +152,7 @@ fn run_masked(
             spec,
             cx.cache(),
             &cx.images,
+            cx.remote_blobs(),
             || cx.registry(),
             &mut |t| on_event(Event::Transfer(t)),
         );
@@ -303,6 +304,7 @@ fn run_masked(
             &keys,
             cx.cache(),
             &cx.images,
+            cx.remote_blobs(),
             || cx.registry(),
             &mut |t| on_event(Event::Transfer(t)),
         );

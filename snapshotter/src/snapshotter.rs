@@ -203,7 +203,17 @@ impl Snapshotter {
         opts: &CommitOptions,
     ) -> Result<Option<Committed>, SnapshotterError> {
         let ActiveSnapshot { guard, active } = active;
-        let layer = write_layer(guard.as_ref(), &opts.diff, &opts.blob_dir, opts.compression)?;
+        let layer = match write_layer(guard.as_ref(), &opts.diff, &opts.blob_dir, opts.compression)
+        {
+            Ok(layer) => layer,
+            Err(e) => {
+                // Unmounted first: the active snapshot's tree is removed when it drops,
+                // which a live mount on it would stop half-way (a full disk left one).
+                drop(guard);
+                drop(active);
+                return Err(e.into());
+            }
+        };
         // The copy backend's tree stays on disk (in the active snapshot) once unmounted.
         let tree = guard.root().to_path_buf();
         drop(guard);

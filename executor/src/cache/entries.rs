@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::StepKey;
+use super::{RemoteBlobs, StepKey};
 use crate::image::state::LayerRef;
 use crate::snapshots::{ChainId, Snapshotter};
 use crate::store::ImageStore;
@@ -24,6 +24,12 @@ pub enum CacheError {
     },
     #[error("encoding a cache entry: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A layer an imported cache names could not be fetched.
+    #[error("fetching a cached layer: {0}")]
+    Fetch(#[from] crate::registry::RegistryError),
+    /// A cached step's snapshot is gone and its layers do not make it again.
+    #[error("snapshot {0} is missing and its cached layers do not make it")]
+    Unmade(String),
 }
 
 /// What a cached step made.
@@ -79,10 +85,10 @@ impl From<EntryLayer> for LayerRef {
 }
 
 /// The chain `layers` make, bottom first (`None`: no layer).
-fn chain_of(layers: &[EntryLayer]) -> Option<ChainId> {
-    layers.iter().fold(None, |parent, l| {
-        Some(ChainId::new(parent.as_ref(), &l.digest))
-    })
+fn chain_of<'a>(digests: impl IntoIterator<Item = &'a str>) -> Option<ChainId> {
+    digests
+        .into_iter()
+        .fold(None, |parent, d| Some(ChainId::new(parent.as_ref(), d)))
 }
 
 /// An entry file as the collector sees it: what it names, whether it could be read.
@@ -142,12 +148,16 @@ impl StepCache {
         self.dir.join(format!("{}.json", key.hex()))
     }
 
-    /// The step's result, if it was cached and everything it names still exists.
+    /// The step's result, if it was cached and what it names exists or can be made: its
+    /// snapshot is committed, or its chain's layers are all stored or fetchable
+    /// (`remote`) — the snapshot is then made from them when a step needs it
+    /// ([`rebuild`]); its layer is stored or fetchable.
     pub fn get(
         &self,
         key: &StepKey,
         snapshots: &Snapshotter,
         images: &ImageStore,
+        remote: &RemoteBlobs,
     ) -> Option<CachedStep> {
         let path = self.path(key);
         let bytes = std::fs::read(&path).ok()?;
@@ -155,7 +165,10 @@ impl StepCache {
         let chain = match &e.chain {
             Some(c) => {
                 let id = ChainId::parse(c)?;
-                if !snapshots.exists(&id) && !rebuild(snapshots, images, &e.layers, &id) {
+                let makeable = chain_of(e.layers.iter().map(|l| l.digest.as_str())).as_ref()
+                    == Some(&id)
+                    && e.layers.iter().all(|l| remote.available(images, &l.digest));
+                if !snapshots.exists(&id) && !makeable {
                     return None;
                 }
                 Some(id)
@@ -164,7 +177,7 @@ impl StepCache {
         };
         let layer = match e.layer {
             Some(l) => {
-                if !images.blob_path(&l.digest).is_file() {
+                if !remote.available(images, &l.digest) {
                     return None;
                 }
                 Some(LayerRef::from(l))
@@ -275,7 +288,7 @@ impl StepCache {
             chain: step.chain.as_ref().map(|c| c.as_str().to_string()),
             layer: step.layer.as_ref().map(EntryLayer::from),
             // Only layers that add up to the chain can rebuild it.
-            layers: match chain_of(&layers) == step.chain {
+            layers: match chain_of(layers.iter().map(|l| l.digest.as_str())) == step.chain {
                 true => layers,
                 false => Vec::new(),
             },
@@ -301,13 +314,18 @@ impl StepCache {
 
 /// Makes snapshot `chain` from `layers` (their blobs in `images`), applying those of its
 /// parents this root lacks; whether it now exists.
-fn rebuild(
+/// Makes snapshot `chain` from `layers` (bottom first; their blobs stored), applying
+/// those of its ancestors that are missing too; whether it exists after.
+pub fn rebuild(
     snapshots: &Snapshotter,
     images: &ImageStore,
-    layers: &[EntryLayer],
+    layers: &[LayerRef],
     chain: &ChainId,
 ) -> bool {
-    if layers.is_empty() || chain_of(layers).as_ref() != Some(chain) {
+    if snapshots.exists(chain) {
+        return true;
+    }
+    if chain_of(layers.iter().map(|l| l.digest.as_str())).as_ref() != Some(chain) {
         return false;
     }
     let mut parent: Option<ChainId> = None;

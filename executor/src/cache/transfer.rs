@@ -10,7 +10,9 @@
 //! config of a graph of records) was the model; kiln's keys are flat, so a list of
 //! entries says it all, and a plain image manifest is what every registry stores.
 //! Each entry carries its chain's layers, bottom first, so a root that lacks the snapshot
-//! rebuilds it from the blobs ([`super::StepCache::get`]). `mode=min` exports the entries
+//! rebuilds it from the blobs when a step needs it. From a registry, only the manifest
+//! and the config are read at import; a layer is fetched when a step needs it
+//! ([`super::remote`]), so a runner downloads only what its build uses. `mode=min` exports the entries
 //! of the target stage and the stages it is built on; `mode=max` those of every stage the
 //! build ran or took from the cache.
 
@@ -21,6 +23,7 @@ use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 
 use super::entries::{Entry, EntryLayer};
+use super::remote::RemoteBlobs;
 use super::{StepCache, StepKey};
 use crate::plan::Platform;
 use crate::registry::{Registry, RegistryError, Transfer};
@@ -223,13 +226,25 @@ pub fn export<'r>(
     keys: &[StepKey],
     cache: &StepCache,
     images: &ImageStore,
-    registry: impl FnOnce() -> Result<&'r Registry, RegistryError>,
+    remote: &RemoteBlobs,
+    registry: impl Fn() -> Result<&'r Registry, RegistryError>,
     on_transfer: &mut dyn FnMut(Transfer),
 ) -> Result<usize, CacheTransferError> {
+    let stored: Vec<_> = keys
+        .iter()
+        .filter_map(|k| cache.entry(k).map(|e| (k, e)))
+        .collect();
+    // Layers of hits from an imported cache that no step needed are fetched now: the
+    // exported cache names every layer of its entries.
+    let named: Vec<&str> = stored
+        .iter()
+        .flat_map(|(_, e)| e.layers.iter().chain(e.layer.as_ref()))
+        .map(|l| l.digest.as_str())
+        .collect();
+    remote.fetch_missing(&named, images, &registry, on_transfer)?;
     let mut entries = Vec::new();
     let mut layers: BTreeMap<String, EntryLayer> = BTreeMap::new();
-    for k in keys {
-        let Some(e) = cache.entry(k) else { continue };
+    for (k, e) in stored {
         for l in e.layers.iter().chain(e.layer.as_ref()) {
             if images.blob_path(&l.digest).is_file() {
                 layers.entry(l.digest.clone()).or_insert_with(|| l.clone());
@@ -294,14 +309,30 @@ pub fn import<'r>(
     spec: &CacheSpec,
     cache: &StepCache,
     images: &ImageStore,
+    remote: &RemoteBlobs,
     registry: impl FnOnce() -> Result<&'r Registry, RegistryError>,
     on_transfer: &mut dyn FnMut(Transfer),
 ) -> Result<usize, CacheTransferError> {
     let manifest_bytes = match spec {
+        // The manifest and the config only; each layer is fetched when a step needs it.
         CacheSpec::Registry { reference, .. } => {
-            registry()?
-                .fetch(reference, &Platform::host(), images, on_transfer)?
-                .bytes
+            let registry = registry()?;
+            let (bytes, _) = registry.fetch_manifest(reference, &Platform::host())?;
+            let m = oci_spec::image::ImageManifest::from_reader(&bytes[..])?;
+            let config = m.config();
+            if !images.blob_path(config.digest().as_ref()).is_file() {
+                registry.fetch_blob(
+                    reference,
+                    config.digest().as_ref(),
+                    config.size(),
+                    images,
+                    on_transfer,
+                )?;
+            }
+            for l in m.layers() {
+                remote.add(reference, l.digest().as_ref(), l.size());
+            }
+            bytes
         }
         CacheSpec::Local { dir, tag, .. } => {
             let layout = ImageStore::open(dir)?;

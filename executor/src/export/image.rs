@@ -16,6 +16,8 @@ pub struct ImageWritten {
 }
 
 pub(super) fn write(cx: &StepContext<'_>, target: &StageState) -> Result<ImageWritten, SetupError> {
+    // Layers of cached steps an imported cache names: the image needs their blobs here.
+    cx.fetch_layers(&target.layers)?;
     let mut config = target.config.clone();
     config.created = Some(cx.created().to_string());
     config.rootfs.diff_ids = target.layers.iter().map(|l| l.diff_id.clone()).collect();

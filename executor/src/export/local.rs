@@ -11,6 +11,7 @@ pub(super) fn export(
     target: &StageState,
     dest: &Path,
 ) -> Result<(), SetupError> {
+    cx.materialize(target)?;
     let view = cx.snapshots.view(target.chain.as_ref())?;
     std::fs::create_dir_all(dest)?;
     crate::snapshots::copy_tree(view.root(), dest)?;

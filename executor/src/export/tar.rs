@@ -11,6 +11,7 @@ pub(super) fn export(
     target: &StageState,
     dest: &Path,
 ) -> Result<(), SetupError> {
+    cx.materialize(target)?;
     let view = cx.snapshots.view(target.chain.as_ref())?;
     crate::store::archive::tar_dir(view.root(), dest)?;
     Ok(())

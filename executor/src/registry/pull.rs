@@ -74,6 +74,50 @@ impl Registry {
         })
     }
 
+    /// `reference`'s manifest (this platform's, from an index) as the registry serves it,
+    /// digest-checked, and its digest; nothing is stored.
+    pub fn fetch_manifest(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(Vec<u8>, String), RegistryError> {
+        let r = parse_reference(reference)?;
+        let client = self.client(&r);
+        let auth = self.auth(&r)?;
+        self.runtime.block_on(async {
+            let (bytes, digest, _) = manifest_for(&client, &auth, &r, platform).await?;
+            Ok((bytes, digest))
+        })
+    }
+
+    /// Fetches blob `digest` (`size` bytes) of `reference`'s repository into `store`
+    /// (streamed, checked, renamed into place); its size.
+    pub fn fetch_blob(
+        &self,
+        reference: &str,
+        digest: &str,
+        size: u64,
+        store: &ImageStore,
+        on_transfer: &mut dyn FnMut(Transfer),
+    ) -> Result<u64, RegistryError> {
+        let r = parse_reference(reference)?;
+        let client = self.client(&r);
+        let auth = self.auth(&r)?;
+        let w = Want {
+            digest: digest.to_string(),
+            size,
+        };
+        self.drive(on_transfer, |tx| {
+            self.runtime.block_on(async {
+                client
+                    .auth(&r, &auth, oci_client::RegistryOperation::Pull)
+                    .await
+                    .map_err(distribution(&r))?;
+                fetch_blob(&client, &r, w, store, &self.cancel, tx).await
+            })
+        })?
+    }
+
     /// Fetches `reference`'s manifest (this platform's, from an index) and the blobs it
     /// names into `store`, without tagging it.
     pub fn fetch(

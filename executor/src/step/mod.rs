@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use crate::cache::{CachedStep, ContextDigests, StepCache, StepKey};
+use crate::cache::{CacheError, CachedStep, ContextDigests, RemoteBlobs, StepCache, StepKey};
 use crate::cancel::CancelToken;
 use crate::context::ignore::IgnoreRules;
 use crate::dockerfile::instructions::ShellOrExec;
@@ -30,7 +30,7 @@ use crate::error::{BuildError, StepError, StepFailure};
 use crate::event::Event;
 use crate::graph::{StageNode, StepGraph, StepInput, StepOp};
 use crate::image::history::{self};
-use crate::image::state::StageState;
+use crate::image::state::{LayerRef, StageState};
 use crate::image::History;
 use crate::mounts::key_agent::KeyAgent;
 use crate::mounts::ssh::SshSource;
@@ -59,6 +59,8 @@ pub struct StepContext<'a> {
     _agents: Vec<KeyAgent>,
     ignore: Arc<IgnoreRules>,
     cache: StepCache,
+    /// Layers an imported registry cache names, fetched when a step needs them.
+    remote: RemoteBlobs,
     digests: ContextDigests,
     cancel: CancelToken,
     /// Stages whose steps must not come from the cache (`--no-cache-filter`).
@@ -154,6 +156,7 @@ impl<'a> StepContext<'a> {
             _agents: agents,
             ignore: Arc::new(ignore),
             cache,
+            remote: RemoteBlobs::default(),
             digests: ContextDigests::load(&opts.root.join("cache").join("context-index")),
             cancel,
             no_cache_stages: BTreeSet::new(),
@@ -231,6 +234,40 @@ impl<'a> StepContext<'a> {
         out
     }
 
+    /// The layers an imported registry cache names.
+    pub(crate) fn remote_blobs(&self) -> &RemoteBlobs {
+        &self.remote
+    }
+
+    /// Makes sure the blobs of `layers` are in the store, fetching those an imported
+    /// cache names (what the image of a cached stage needs).
+    pub(crate) fn fetch_layers(&self, layers: &[LayerRef]) -> Result<(), CacheError> {
+        let digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+        self.remote
+            .fetch_missing(&digests, &self.images, || self.registry(), &mut |t| {
+                tracing::debug!(digest = %t.digest, done = t.done, total = t.total, "cached layer");
+            })?;
+        Ok(())
+    }
+
+    /// Makes sure `st`'s snapshot exists before it is mounted: a cache hit from an
+    /// imported cache (or a root whose snapshots were removed) names a chain that is
+    /// made from its layers only now, when a step runs on it or reads it.
+    pub(crate) fn materialize(&self, st: &StageState) -> Result<(), CacheError> {
+        let Some(chain) = &st.chain else {
+            return Ok(());
+        };
+        if self.snapshots.exists(chain) {
+            return Ok(());
+        }
+        self.fetch_layers(&st.layers)?;
+        if crate::cache::entries::rebuild(&self.snapshots, &self.images, &st.layers, chain) {
+            Ok(())
+        } else {
+            Err(CacheError::Unmade(chain.as_str().to_string()))
+        }
+    }
+
     /// Whether the build was asked to stop (checked between steps and between exports).
     pub(crate) fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
@@ -263,17 +300,18 @@ impl<'a> StepContext<'a> {
         match input {
             StepInput::Context => Ok(SourceTree::Dir(self.opts.context.clone())),
             StepInput::Stage(j) => {
-                let chain = self
+                let st = self
                     .result(*j)
-                    .ok_or_else(|| StepError::Refused(format!("stage {j} has not been built")))?
-                    .chain;
-                Ok(SourceTree::View(self.snapshots.view(chain.as_ref())?))
+                    .ok_or_else(|| StepError::Refused(format!("stage {j} has not been built")))?;
+                self.materialize(&st)?;
+                Ok(SourceTree::View(self.snapshots.view(st.chain.as_ref())?))
             }
             StepInput::Named(name) => {
                 if let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(name) {
                     return Ok(SourceTree::Dir(d.clone()));
                 }
                 let st = self.base(name, &self.target_platform())?;
+                self.materialize(&st)?;
                 Ok(SourceTree::View(self.snapshots.view(st.chain.as_ref())?))
             }
         }
@@ -347,7 +385,9 @@ impl<'a> StepContext<'a> {
                 .map_err(|e| self.fail(pos, e))?;
             let filesystem = !matches!(step.op, StepOp::Meta(_));
             let hit = match (&step_key, filesystem && use_cache) {
-                (Some(k), true) => self.cache.get(k, &self.snapshots, &self.images),
+                (Some(k), true) => self
+                    .cache
+                    .get(k, &self.snapshots, &self.images, &self.remote),
                 _ => None,
             };
             let cached = hit.is_some();
@@ -409,6 +449,7 @@ impl<'a> StepContext<'a> {
         st: &mut StageState,
         f: impl FnOnce(&Path) -> Result<(), StepError>,
     ) -> Result<Option<String>, StepError> {
+        self.materialize(st)?;
         let active = self.snapshots.prepare(st.chain.as_ref())?;
         f(active.root())?;
         self.commit(st, active)

@@ -74,6 +74,7 @@ pub(super) fn run(
     }
     let history_text = history::run(&shell_argv(&st.config, &run.command), &st.build_args);
 
+    cx.materialize(st).map_err(|e| cx.fail(pos, e))?;
     let active = cx
         .snapshots
         .prepare(st.chain.as_ref())

@@ -149,6 +149,7 @@ fn link(
     st: &mut StageState,
     f: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<(), StepError>,
 ) -> Result<Option<String>, StepError> {
+    cx.materialize(st)?;
     let below = cx.snapshots.view(st.chain.as_ref())?;
     let active = cx.snapshots.prepare(None)?;
     f(active.root(), below.root())?;
