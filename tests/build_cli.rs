@@ -1346,15 +1346,13 @@ CMD [\"/bin/busybox\", \"cat\", \"/message\"]
         entries.sort();
         assert_eq!(entries, ["bin", "message"]);
     }
-    // podman needs real root here (rootless podman wants its own subuid setup).
-    if rustix::process::geteuid().is_root() && kiln_tests::real_root() && have("podman") {
-        let loaded = run_ok(Command::new("podman").arg("load").arg("-i").arg(&docker));
+    // podman loads and runs it: as root, or rootless as this user.
+    if let Some(c) = kiln_tests::containers::Containers::new() {
+        let loaded = run_ok(c.podman().arg("load").arg("-i").arg(&docker));
         assert!(loaded.contains("kiln-clients-test"), "{loaded}");
-        let printed = run_ok(Command::new("podman").args([
+        let printed = run_ok(c.podman().args([
             "run",
             "--rm",
-            "--runtime",
-            "runc",
             "--network",
             "none",
             "--ulimit",
@@ -1363,9 +1361,6 @@ CMD [\"/bin/busybox\", \"cat\", \"/message\"]
             "nproc=1024:1024",
             &format!("localhost/{tag}"),
         ]));
-        let _ = Command::new("podman")
-            .args(["rmi", "-f", &format!("localhost/{tag}")])
-            .output();
         assert_eq!(printed, "built-by-kiln\n");
     }
 }
