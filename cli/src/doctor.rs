@@ -32,7 +32,13 @@ fn probe_in_namespaces() -> Outcomes {
             .map(|k| (k, Err(why.clone())))
             .collect()
     };
-    let scratch = std::env::temp_dir().join(format!("kiln-doctor-{}", std::process::id()));
+    // On kiln's root, where builds mount their snapshots: a backend may mount on one
+    // filesystem and not on another (kernel overlayfs takes no upper directory on an
+    // overlay, as a container's root is).
+    let root = std::env::var_os("KILN_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(kiln_executor::default_root);
+    let scratch = root.join(format!("doctor-probe-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         return failed(format!("creating {}: {e}", scratch.display()));
     }
