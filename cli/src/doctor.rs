@@ -118,7 +118,11 @@ pub fn run(out: &mut impl Write) -> Result<()> {
     let uid = rustix::process::geteuid().as_raw();
     let root = kiln_executor::sandbox::userns::is_real_root();
     let userns = {
-        let mut cmd = Command::new("/bin/true");
+        // kiln itself, not /bin/true: a container's image may have no /bin/true.
+        let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "kiln".into()));
+        cmd.arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         enter_namespaces(&mut cmd, Namespaces::default());
         cmd.status().map(|s| s.success())
     };
