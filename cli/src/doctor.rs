@@ -38,10 +38,23 @@ fn probe_in_namespaces() -> Outcomes {
     let root = std::env::var_os("KILN_ROOT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(kiln_executor::default_root);
-    let scratch = root.join(format!("doctor-probe-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return failed(format!("creating {}: {e}", scratch.display()));
-    }
+    // A root this user cannot write (not made yet under a home it does not own): the
+    // temporary directory, as builds with a --root elsewhere would not see it anyway.
+    let name = format!("doctor-probe-{}", std::process::id());
+    let scratch = match std::fs::create_dir_all(root.join(&name)) {
+        Ok(()) => root.join(&name),
+        Err(e) => {
+            tracing::debug!(
+                "probing in {}: {e}; in the temporary directory instead",
+                root.display()
+            );
+            let tmp = std::env::temp_dir().join(&name);
+            if let Err(e) = std::fs::create_dir_all(&tmp) {
+                return failed(format!("creating {}: {e}", tmp.display()));
+            }
+            tmp
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return failed(format!("finding kiln's own binary: {e}")),
