@@ -29,9 +29,7 @@
 //! `kiln-ci-single`, without subordinate ids, whose rootless podman maps one id
 //! (`--storage-opt ignore_chown_errors=true`: the image's files are all owned by root,
 //! which is that one id). Inside, kiln has no subordinate ids either: it builds with the
-//! single mapping, and says so. (That podman waits some 20 s after each container
-//! exits here, "Exceeded conmon timeout waiting for container to exit" in its debug
-//! log; kiln's builds inside take about a second.)
+//! single mapping, and says so.
 //!
 //! Security options needed: none. Podman's default seccomp profile lets a process make
 //! a user namespace, and kiln's RUN steps run under the default `/proc` mask; kiln
@@ -59,7 +57,7 @@ const EPOCH: &str = "1700000000";
 const DOCKERFILE_TAIL: &str = "FROM base AS build\nRUN echo built-in-run > /made.txt\n\
                                FROM base\nCOPY --from=build /made.txt /made.txt\n";
 
-/// Podman with its own storage, state and runtime directories under `dir`.
+/// Podman with its own home, storage, state and runtime directories under `dir`.
 struct Podman {
     dir: tempfile::TempDir,
     rootless: bool,
@@ -87,7 +85,11 @@ impl Podman {
     fn cmd(&self) -> Command {
         let d = self.dir.path();
         let mut c = Command::new("podman");
-        c.env("XDG_RUNTIME_DIR", d.join("xdg"))
+        // Its own HOME too: under a home that is not its own (the test users share
+        // one), rootless podman's cleanup after a container exits fails and podman
+        // waits 20 s for it ("Exceeded conmon timeout").
+        c.env("HOME", d)
+            .env("XDG_RUNTIME_DIR", d.join("xdg"))
             .env("XDG_CONFIG_HOME", d.join("config"))
             .arg("--root")
             .arg(d.join("storage"))
