@@ -32,10 +32,29 @@ fn probe_in_namespaces() -> Outcomes {
             .map(|k| (k, Err(why.clone())))
             .collect()
     };
-    let scratch = std::env::temp_dir().join(format!("kiln-doctor-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return failed(format!("creating {}: {e}", scratch.display()));
-    }
+    // On kiln's root, where builds mount their snapshots: a backend may mount on one
+    // filesystem and not on another (kernel overlayfs takes no upper directory on an
+    // overlay, as a container's root is).
+    let root = std::env::var_os("KILN_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(kiln_executor::default_root);
+    // A root this user cannot write (not made yet under a home it does not own): the
+    // temporary directory, as builds with a --root elsewhere would not see it anyway.
+    let name = format!("doctor-probe-{}", std::process::id());
+    let scratch = match std::fs::create_dir_all(root.join(&name)) {
+        Ok(()) => root.join(&name),
+        Err(e) => {
+            tracing::debug!(
+                "probing in {}: {e}; in the temporary directory instead",
+                root.display()
+            );
+            let tmp = std::env::temp_dir().join(&name);
+            if let Err(e) = std::fs::create_dir_all(&tmp) {
+                return failed(format!("creating {}: {e}", tmp.display()));
+            }
+            tmp
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return failed(format!("finding kiln's own binary: {e}")),
@@ -112,7 +131,11 @@ pub fn run(out: &mut impl Write) -> Result<()> {
     let uid = rustix::process::geteuid().as_raw();
     let root = kiln_executor::sandbox::userns::is_real_root();
     let userns = {
-        let mut cmd = Command::new("/bin/true");
+        // kiln itself, not /bin/true: a container's image may have no /bin/true.
+        let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "kiln".into()));
+        cmd.arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         enter_namespaces(&mut cmd, Namespaces::default());
         cmd.status().map(|s| s.success())
     };

@@ -57,8 +57,6 @@ pub enum RunImageError {
         #[source]
         source: SnapshotterError,
     },
-    #[error("scratch directory: {0}")]
-    Scratch(#[source] std::io::Error),
     #[error("running: {0}")]
     Sandbox(#[source] SandboxError),
 }
@@ -80,14 +78,12 @@ pub fn run_image(
             source,
         })?
         .ok_or_else(|| RunImageError::NoSuchImage(opts.image.clone()))?;
-    let scratch = tempfile::tempdir().map_err(RunImageError::Scratch)?;
-    let snapshots =
-        Snapshotter::open(&opts.root, opts.snapshotter, scratch.path()).map_err(|source| {
-            RunImageError::Snapshotter {
-                context: "opening the snapshot store",
-                source,
-            }
-        })?;
+    let snapshots = Snapshotter::open(&opts.root, opts.snapshotter).map_err(|source| {
+        RunImageError::Snapshotter {
+            context: "opening the snapshot store",
+            source,
+        }
+    })?;
     let st = import_image(&snapshots, &images, &images, &desc).map_err(|source| {
         RunImageError::Image {
             image: opts.image.clone(),

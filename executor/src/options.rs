@@ -125,11 +125,14 @@ impl Default for BuildOptions {
 }
 
 /// kiln's root when none is given (`--root` and `$KILN_ROOT` are the caller's to apply):
-/// `/var/lib/kiln` for real root without `$XDG_DATA_HOME`, else `$XDG_DATA_HOME/kiln`,
+/// `/var/lib/kiln` for uid 0 of the initial user namespace without `$XDG_DATA_HOME`, else `$XDG_DATA_HOME/kiln`,
 /// else `~/.local/share/kiln`.
 pub fn default_root() -> PathBuf {
     let xdg = std::env::var_os("XDG_DATA_HOME");
-    if kiln_snapshotter::idmap::is_real_root() && xdg.is_none() {
+    // uid 0 of the initial user namespace, privileged or not (root of a container).
+    let root = rustix::process::geteuid().is_root()
+        && kiln_snapshotter::idmap::in_initial_user_namespace();
+    if root && xdg.is_none() {
         return PathBuf::from("/var/lib/kiln");
     }
     if let Some(x) = xdg {

@@ -83,9 +83,26 @@ pub fn in_initial_user_namespace() -> bool {
         .unwrap_or(true)
 }
 
-/// Whether this process is real root: uid 0 in the initial user namespace.
+/// Whether this process is real root: uid 0 in the initial user namespace, with
+/// `CAP_SYS_ADMIN` (mounts and namespaces without a user namespace of its own). Root of
+/// a container that is not privileged (podman or Docker as root, a Kubernetes pod) is
+/// uid 0 in the initial user namespace without `CAP_SYS_ADMIN`: it builds as an
+/// unprivileged user does, in a user namespace of its own.
 pub fn is_real_root() -> bool {
-    rustix::process::geteuid().is_root() && in_initial_user_namespace()
+    rustix::process::geteuid().is_root() && in_initial_user_namespace() && has_sys_admin()
+}
+
+/// Whether `CAP_SYS_ADMIN` is in this process's effective set.
+fn has_sys_admin() -> bool {
+    match rustix::thread::capabilities(None) {
+        Ok(sets) => sets
+            .effective
+            .contains(rustix::thread::CapabilitySet::SYS_ADMIN),
+        Err(e) => {
+            tracing::debug!("reading this process's capabilities: {e}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! snapshots and OCI layers. It knows nothing of Dockerfiles.
 //!
 //! An embedder needs [`Snapshotter`] and the types around it, re-exported here:
-//! `Snapshotter::open(root, BackendChoice::Auto, scratch)`, then `prepare` → write into
+//! `Snapshotter::open(root, BackendChoice::Auto)`, then `prepare` → write into
 //! [`ActiveSnapshot::root`] → `commit`, `view`, `import_dir`, `apply_layer`.
 //!
 //! - [`snapshotter`](mod@crate::snapshotter): the facade.

@@ -142,15 +142,15 @@ impl fmt::Debug for View {
 
 impl Snapshotter {
     /// Opens the store at `root` (created if needed; leftovers of dead processes swept)
-    /// with the backend `choice` names, probed in `scratch`.
-    pub fn open(
-        root: &Path,
-        choice: BackendChoice,
-        scratch: &Path,
-    ) -> Result<Snapshotter, SnapshotterError> {
+    /// with the backend `choice` names, probed in a directory of the store, on the
+    /// filesystem its snapshots are mounted from (a probe elsewhere, on a tmpfs, can
+    /// pass where the store's filesystem then fails the mounts).
+    pub fn open(root: &Path, choice: BackendChoice) -> Result<Snapshotter, SnapshotterError> {
         let store = Store::open(root)?;
-        let chosen = choice::choose(choice, scratch)
+        let probe_dir = store.probe_dir()?;
+        let chosen = choice::choose(choice, probe_dir.path())
             .map_err(|(kind, source)| SnapshotterError::Unavailable { kind, source })?;
+        drop(probe_dir);
         tracing::info!(backend = %chosen.kind, reason = %chosen.reason, "snapshotter");
         Ok(Snapshotter {
             store,

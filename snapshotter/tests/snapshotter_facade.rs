@@ -66,7 +66,7 @@ fn opts(blobs: &Path) -> CommitOptions {
 
 /// Runs every facade operation on `choice`; panics on a broken promise.
 fn exercise(choice: BackendChoice, scratch: &Path) -> Outcome {
-    let s = Snapshotter::open(&scratch.join("root"), choice, scratch).unwrap();
+    let s = Snapshotter::open(&scratch.join("root"), choice).unwrap();
     assert_eq!(Some(s.kind()), choice.kind());
     assert!(s.reason().contains(&s.kind().to_string()), "{}", s.reason());
     let blobs = scratch.join("blobs");
@@ -156,7 +156,7 @@ fn exercise(choice: BackendChoice, scratch: &Path) -> Outcome {
 
     // Base layers: applying step 1's blob in a fresh store gives step 1's chain and
     // tree; applying it again reads nothing.
-    let other = Snapshotter::open(&scratch.join("other"), choice, scratch).unwrap();
+    let other = Snapshotter::open(&scratch.join("other"), choice).unwrap();
     let blob = fs::File::open(&c1.layer.path).unwrap();
     let (id, _) = other.apply_layer(None, &c1.layer.digest, blob).unwrap();
     assert_eq!(id, c1.chain);
@@ -249,11 +249,7 @@ fn main() -> ExitCode {
     }
     // Auto picks a backend that works, and says why.
     let scratch = tempfile::tempdir().expect("tempdir");
-    match Snapshotter::open(
-        &scratch.path().join("root"),
-        BackendChoice::Auto,
-        scratch.path(),
-    ) {
+    match Snapshotter::open(&scratch.path().join("root"), BackendChoice::Auto) {
         Ok(s) if s.reason().starts_with("auto: ") => {
             passed += 1;
             println!("ok   auto picks {} ({})", s.kind(), s.reason());

@@ -137,7 +137,7 @@ pub fn spawn_in_namespaces(
     else {
         // Root and single mapping: the child does everything itself.
         enter_namespaces(cmd, ns);
-        return cmd.spawn();
+        return cmd.spawn().map_err(explain_spawn_error);
     };
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let raw = read.as_raw_fd();
@@ -266,6 +266,36 @@ pub fn spawn_build_namespace(mapping: &IdMapping) -> std::io::Result<std::proces
         ..Namespaces::default()
     };
     spawn_in_namespaces(&mut cmd, ns, mapping)
+}
+
+/// uid 0 without `CAP_SETFCAP` (root of a container with its capabilities dropped):
+/// since Linux 5.12 a user namespace that maps uid 0 needs it, so the single mapping
+/// cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "uid 0 without CAP_SETFCAP cannot map itself into a user namespace (Linux 5.12+): \
+     run kiln as a user other than root, or keep CAP_SETFCAP (container runtimes grant it by default)"
+)]
+pub struct RootWithoutSetfcap {
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A failure to start a child in a user namespace, explained when it is uid 0 lacking
+/// `CAP_SETFCAP`.
+fn explain_spawn_error(e: std::io::Error) -> std::io::Error {
+    let eperm = e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error());
+    if !(eperm && rustix::process::geteuid().is_root()) {
+        return e;
+    }
+    let setfcap = rustix::thread::capabilities(None)
+        .map(|c| c.effective.contains(rustix::thread::CapabilitySet::SETFCAP))
+        .unwrap_or(true);
+    if setfcap {
+        return e;
+    }
+    tracing::debug!("starting a child in a user namespace: {e}; uid 0 lacks CAP_SETFCAP");
+    std::io::Error::new(e.kind(), RootWithoutSetfcap { source: e })
 }
 
 /// Namespaces besides the user namespace.

@@ -108,7 +108,7 @@ impl<'a> StepContext<'a> {
                 "secrets are kept in a plain directory: no private tmpfs could be mounted".into(),
             ));
         }
-        let snapshots = Snapshotter::open(&opts.root, opts.snapshotter, &scratch)
+        let snapshots = Snapshotter::open(&opts.root, opts.snapshotter)
             .map_err(|e| BuildError::setup("opening the snapshot store", e))?;
         let secrets = SecretStore::load(&scratch, secret_values)
             .map_err(|e| BuildError::setup("loading secrets", e))?;

@@ -87,7 +87,7 @@ impl Backend for OverlayBackend {
         let guard = self
             .mount(&[l], &u, &w, &m)
             .map_err(|source| ProbeError::Mount {
-                hint: "it needs a mount namespace and, unprivileged, Linux 5.11+",
+                hint: "it needs a mount namespace, unprivileged Linux 5.11+, and kiln's root on a filesystem overlayfs takes as upper directory (not an overlay, as a container's root is)",
                 source,
             })?;
         drop(guard);

@@ -257,6 +257,24 @@ impl Store {
         self.lowers(id)
     }
 
+    /// A fresh directory on the store's own filesystem, where upper and work directories
+    /// live, to probe backends in (overlayfs, for one, cannot take its upper directory
+    /// on every filesystem: not on another overlay, as a container's root is). It has an
+    /// owner file, so the sweep of another process leaves it alone while this process
+    /// lives and removes it after; dropped, it is removed.
+    pub fn probe_dir(&self) -> Result<tempfile::TempDir, StoreError> {
+        let work = self.root.join("work");
+        let _lock = self.lock()?;
+        let dir = tempfile::Builder::new()
+            .prefix("probe-")
+            .tempdir_in(&work)
+            .map_err(io_at("creating a probe directory in", &work))?;
+        let token = owner_token(std::process::id()).unwrap_or_default();
+        let owner = dir.path().join("owner");
+        fs::write(&owner, token).map_err(io_at("writing", &owner))?;
+        Ok(dir)
+    }
+
     /// Starts an active snapshot on top of `parent`.
     pub fn prepare(&self, parent: Option<&ChainId>) -> Result<Active, StoreError> {
         let lowers = match parent {
