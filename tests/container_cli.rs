@@ -50,127 +50,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kiln_tests::containers::Containers;
 use kiln_tests::{combined, have, kiln_bin, real_root, skipped, BUSYBOX_BASE};
 
 const EPOCH: &str = "1700000000";
 
 const DOCKERFILE_TAIL: &str = "FROM base AS build\nRUN echo built-in-run > /made.txt\n\
                                FROM base\nCOPY --from=build /made.txt /made.txt\n";
-
-/// Podman with its own home, storage, state and runtime directories under `dir`.
-struct Podman {
-    dir: tempfile::TempDir,
-    rootless: bool,
-    single: bool,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for d in ["xdg", "config"] {
-            let p = dir.path().join(d);
-            std::fs::create_dir_all(&p).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        }
-        let rootless = !rustix::process::geteuid().is_root();
-        let single = rootless && !has_subordinate_ids();
-        Podman {
-            dir,
-            rootless,
-            single,
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new("podman");
-        // Its own HOME too: under a home that is not its own (the test users share
-        // one), rootless podman's cleanup after a container exits fails and podman
-        // waits 20 s for it ("Exceeded conmon timeout").
-        c.env("HOME", d)
-            .env("XDG_RUNTIME_DIR", d.join("xdg"))
-            .env("XDG_CONFIG_HOME", d.join("config"))
-            .arg("--root")
-            .arg(d.join("storage"))
-            .arg("--runroot")
-            .arg(d.join("run"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .args(["--storage-driver", "overlay"]);
-        if self.rootless {
-            c.args(["--cgroup-manager=cgroupfs", "--events-backend=file"]);
-        }
-        if self.single {
-            c.args(["--storage-opt", "ignore_chown_errors=true"]);
-        }
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = self.cmd();
-        c.args(args);
-        let out = c.output().expect("running podman");
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed: {}",
-            combined(&out)
-        );
-        out
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.cmd().args(["rmi", "-a", "-f"]).output();
-        let storage = self.dir.path().join("storage");
-        if self.rootless {
-            // Files of subordinate ids, under the overlay driver's own mount: removed
-            // from inside podman's user and mount namespace.
-            let _ = self
-                .cmd()
-                .args([
-                    "unshare",
-                    "sh",
-                    "-c",
-                    "umount \"$1/overlay\" 2>/dev/null; rm -rf \"$1\"",
-                    "sh",
-                ])
-                .arg(&storage)
-                .output();
-            // The pause process rootless podman started keeps its user namespace
-            // (its pid file is in `--tmpdir`).
-            let pid_file = self.dir.path().join("tmp/pause.pid");
-            if let Some(pid) = std::fs::read_to_string(pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        } else {
-            let _ = Command::new("umount").arg("-R").arg(&storage).output();
-        }
-    }
-}
-
-/// Whether this user has subordinate uids (a line for its name or uid in /etc/subuid).
-fn has_subordinate_ids() -> bool {
-    let uid = rustix::process::getuid().as_raw().to_string();
-    let name = std::fs::read_to_string("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
-        })
-        .unwrap_or_default();
-    std::fs::read_to_string("/etc/subuid")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(':').next())
-        .any(|owner| owner == uid || owner == name)
-}
 
 /// The shared libraries `bin` links (absolute paths, as `ldd` prints them).
 fn linked_libraries(bin: &Path) -> Vec<PathBuf> {
@@ -279,7 +165,7 @@ fn made_txt(layout: &Path) -> String {
 /// `podman run` of the image with kiln, the context and `out` mounted; `extra` before
 /// the image, `cmd` the shell command run in it.
 fn in_container(
-    podman: &Podman,
+    podman: &Containers,
     ctx: &Path,
     out: &Path,
     kiln_root: &str,
@@ -313,7 +199,7 @@ fn in_container(
     args.extend_from_slice(extra);
     args.extend_from_slice(&["localhost/kiln-in-container:1", "/bin/sh", "-c", cmd]);
     let start = std::time::Instant::now();
-    let o = podman.cmd().args(&args).output().expect("podman run");
+    let o = podman.podman().args(&args).output().expect("podman run");
     (o, start.elapsed().as_secs_f64())
 }
 
@@ -361,7 +247,9 @@ fn builds_inside_an_unprivileged_container_on_fuse_then_copies() {
     let want = manifest_digest(&host_layout);
     assert_eq!(made_txt(&host_layout), "built-in-run\n");
 
-    let podman = Podman::new();
+    let Some(podman) = Containers::new() else {
+        return;
+    };
     let tar = image_tar(work.path());
     podman.run(&[
         "import",
