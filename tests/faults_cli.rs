@@ -728,3 +728,72 @@ fn a_full_disk_fails_clearly_and_loses_nothing() {
         assert!(left.is_empty(), "{what}: unfinished writes {left:?}");
     }
 }
+
+/// A build's scratch directory (its secrets tmpfs, heredocs, ADD downloads, the RUN
+/// steps' /etc files) is gone when the build ends; one a SIGKILL left is removed by the
+/// next build. `TMPDIR` points both builds at a directory of the test's own.
+#[test]
+fn the_scratch_directory_goes_with_the_build() {
+    let Some(scene) = Scene::bare() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let df = scene.write_dockerfile(
+        "scratch",
+        &format!("{BUSYBOX_BASE}RUN <<EOT\necho heredoc > /h\nEOT\nRUN cat /h\n"),
+    );
+    let build = |df: &Path| {
+        Command::new(kiln_bin())
+            .args(["build", "-q", "-f"])
+            .arg(df)
+            .arg(scene.ctx.path())
+            .env("KILN_ROOT", scene.root())
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kiln build")
+    };
+    let out = build(&df).wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entries(), Vec::<String>::new(), "left in TMPDIR");
+    // Killed mid-RUN: its directory stays, and the next build removes it.
+    let slow = scene.write_dockerfile(
+        "scratch-slow",
+        &format!("{BUSYBOX_BASE}RUN echo nonce-scratch && sleep 30\n"),
+    );
+    let mut child = build(&slow);
+    assert!(wait_for(&mut child, |_| !processes_with(
+        "nonce-scratch",
+        None
+    )
+    .is_empty()));
+    let pids: Vec<u32> = processes_with("nonce-scratch", Some(scene.root()))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    Sig::Kill.send(child.id());
+    let _ = wait_exit(&mut child, Duration::from_secs(30));
+    no_leftovers(scene.root(), "nonce-scratch", "SIGKILL mid-RUN", &pids);
+    assert!(
+        entries().iter().any(|e| e.starts_with("kiln-build-")),
+        "the killed build's scratch directory: {:?}",
+        entries()
+    );
+    let out = build(&df).wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entries(), Vec::<String>::new(), "not swept from TMPDIR");
+}

@@ -15,9 +15,7 @@ pub(super) fn export(
 ) -> Result<(), SetupError> {
     let tag = names.first().map(String::as_str);
     if tar {
-        let dir = tempfile::tempdir()?;
-        cx.images.write_layout(dir.path(), &image.manifest, tag)?;
-        crate::store::archive::tar_dir(dir.path(), dest)?;
+        cx.images.write_layout_tar(dest, &image.manifest, tag)?;
     } else {
         cx.images.write_layout(dest, &image.manifest, tag)?;
     }

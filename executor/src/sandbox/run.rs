@@ -59,8 +59,9 @@ pub struct RunSpec {
     /// appear in a command line or a log.
     #[serde(default)]
     pub secret_env: Vec<(String, PathBuf)>,
-    /// Directory holding `hosts`, `resolv.conf` and `hostname` for the command; set by
-    /// [`run`].
+    /// Directory holding `hosts`, `resolv.conf` and `hostname` for the command: given
+    /// to [`run`], the directory to make it in (the temporary directory when empty);
+    /// then set by it to the one it made.
     #[serde(default)]
     pub etc_dir: PathBuf,
     /// `--add-host` entries for `/etc/hosts`: name and address.
@@ -116,7 +117,11 @@ pub fn run(
     cancel: Option<&CancelToken>,
     mut on_output: impl FnMut(&[u8]),
 ) -> Result<RunOutcome, SandboxError> {
-    let etc = tempfile::tempdir().map_err(io("creating the /etc files"))?;
+    let etc = match spec.etc_dir.as_os_str().is_empty() {
+        true => tempfile::tempdir(),
+        false => tempfile::tempdir_in(&spec.etc_dir),
+    }
+    .map_err(io("creating the /etc files"))?;
     let mut spec = spec.clone();
     spec.etc_dir = etc.path().to_path_buf();
     let mut hosts = format!(

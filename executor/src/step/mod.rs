@@ -69,12 +69,15 @@ pub struct StepContext<'a> {
     registry: OnceLock<Registry>,
     /// The cache keys this build hit or wrote, with their stage (for `--cache-to`).
     used_keys: Mutex<Vec<(StepKey, usize)>>,
+    /// Last: dropped after everything that keeps files in it.
+    _scratch: Scratch,
 }
 
 /// A private tmpfs for the build's secrets and sockets; plain directory when the mount
 /// is refused (outside a mount namespace).
 fn scratch_dir() -> Result<(PathBuf, bool), BuildError> {
-    let base = std::env::temp_dir().join(format!("kiln-build-{}", std::process::id()));
+    sweep_scratch_dirs();
+    let base = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base)
         .map_err(|e| BuildError::setup("creating the build's scratch directory", e))?;
@@ -87,6 +90,52 @@ fn scratch_dir() -> Result<(PathBuf, bool), BuildError> {
     )
     .is_ok();
     Ok((base, ok))
+}
+
+/// The name of a build's scratch directory in the temporary directory, before its pid.
+const SCRATCH_PREFIX: &str = "kiln-build-";
+
+/// Removes the scratch directories of builds whose process has ended (a kill leaves
+/// one; its tmpfs went with the build's mount namespace). A live build's is kept: from
+/// here its tmpfs is not seen, and removing the directory would detach it.
+fn sweep_scratch_dirs() {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+            !matches!(state, Some("Z" | "X"))
+        });
+        if !alive && pid != std::process::id() {
+            tracing::debug!(path = %e.path().display(), "removing a dead build's scratch directory");
+            let _ = crate::snapshots::remove_tree(&e.path());
+        }
+    }
+}
+
+/// The build's scratch directory, unmounted and removed when the build ends (the last
+/// field of [`StepContext`], so after the secrets and agents that live in it).
+struct Scratch {
+    path: PathBuf,
+    tmpfs: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = crate::snapshots::remove_tree(&self.path);
+    }
 }
 
 impl<'a> StepContext<'a> {
@@ -103,6 +152,7 @@ impl<'a> StepContext<'a> {
             .sweep_temporaries()
             .map_err(|e| BuildError::setup("sweeping the image store", e))?;
         let (scratch, on_tmpfs) = scratch_dir()?;
+        let scratch_path = scratch.clone();
         if !on_tmpfs && !opts.secrets.is_empty() {
             on_event(Event::Warning(
                 "secrets are kept in a plain directory: no private tmpfs could be mounted".into(),
@@ -162,6 +212,10 @@ impl<'a> StepContext<'a> {
             no_cache_stages: BTreeSet::new(),
             registry: OnceLock::new(),
             used_keys: Mutex::new(Vec::new()),
+            _scratch: Scratch {
+                path: scratch_path,
+                tmpfs: on_tmpfs,
+            },
         })
     }
 

@@ -136,7 +136,8 @@ pub(super) fn run(
         mounts,
         secret_env: prepared.secret_env.clone(),
         interactive: false,
-        etc_dir: PathBuf::new(),
+        // Made in the build's scratch directory, removed with it.
+        etc_dir: cx.scratch.clone(),
         extra_hosts: cx.opts.add_hosts.clone(),
         privileged,
     };

@@ -176,27 +176,63 @@ impl ImageStore {
         tag: Option<&str>,
     ) -> Result<(), ImageStoreError> {
         let out = ImageStore::open(dir)?;
-        let img = self.load(manifest)?;
-        let digests = std::iter::once(manifest.digest().to_string())
-            .chain(std::iter::once(img.manifest.config().digest().to_string()))
-            .chain(img.manifest.layers().iter().map(|l| l.digest().to_string()));
-        for d in digests {
+        for d in self.image_blobs(manifest)? {
             out.copy_blob_from(self, &d)?;
         }
-        let mut d = manifest.clone();
-        d.set_annotations(None);
-        if let Some(t) = tag {
-            let full = normalize_reference(t);
-            let tag_part = full
-                .rsplit_once(':')
-                .map(|(_, t)| t.to_string())
-                .unwrap_or_else(|| "latest".into());
-            d.set_annotations(Some(HashMap::from([
-                (REF_NAME.to_string(), tag_part),
-                ("io.containerd.image.name".to_string(), full),
-            ])));
+        out.write_index(vec![layout_descriptor(manifest, tag)])
+    }
+
+    /// The same layout as one tar at `dest`, streamed from the store's blobs (no copy of
+    /// the image on the way).
+    pub fn write_layout_tar(
+        &self,
+        dest: &Path,
+        manifest: &Descriptor,
+        tag: Option<&str>,
+    ) -> Result<(), ImageStoreError> {
+        let blobs = self.image_blobs(manifest)?;
+        let index = super::index_json(vec![layout_descriptor(manifest, tag)], dest)?;
+        let out = OutputFile::create(dest)?;
+        let mut tar = tar::Builder::new(io::BufWriter::new(out.file()?));
+        let mut data = |name: &str, bytes: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, bytes)
+                .map_err(io_at("writing", dest))
+        };
+        data("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        data("index.json", index.as_bytes())?;
+        for dir in ["blobs/", "blobs/sha256/"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            header.set_mode(0o755);
+            header.set_cksum();
+            tar.append_data(&mut header, dir, io::empty())
+                .map_err(io_at("writing", dest))?;
         }
-        out.write_index(vec![d])
+        for d in &blobs {
+            let path = self.blob_path(d);
+            let mut f = fs::File::open(&path).map_err(io_at("reading", &path))?;
+            let name = format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+            tar.append_file(name, &mut f)
+                .map_err(io_at("writing", dest))?;
+        }
+        let mut w = tar.into_inner().map_err(io_at("writing", dest))?;
+        w.flush().map_err(io_at("writing", dest))?;
+        drop(w);
+        out.persist()
+    }
+
+    /// Every blob of the image `manifest` names, the manifest first.
+    fn image_blobs(&self, manifest: &Descriptor) -> Result<Vec<String>, ImageStoreError> {
+        let img = self.load(manifest)?;
+        Ok(std::iter::once(manifest.digest().to_string())
+            .chain(std::iter::once(img.manifest.config().digest().to_string()))
+            .chain(img.manifest.layers().iter().map(|l| l.digest().to_string()))
+            .collect())
     }
 
     /// Writes `manifest` as a `docker load`-able tar at `dest`, tagged `tags`.
@@ -258,11 +294,7 @@ impl ImageStore {
             .ok_or_else(|| invalid("image", Path::new(name), "no such image in the store"))?;
         match format {
             ArchiveFormat::Docker => self.write_docker_archive(dest, &desc, &[name.to_string()]),
-            ArchiveFormat::Oci => {
-                let dir = tempfile::tempdir().map_err(io_at("creating a directory for", dest))?;
-                self.write_layout(dir.path(), &desc, Some(name))?;
-                tar_dir(dir.path(), dest)
-            }
+            ArchiveFormat::Oci => self.write_layout_tar(dest, &desc, Some(name)),
         }
     }
 
@@ -447,6 +479,26 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// `manifest`'s descriptor in an exported layout's `index.json`, tagged `tag` as
+/// BuildKit's OCI exporter does: the tag alone as `ref.name`, the full name for
+/// containerd.
+fn layout_descriptor(manifest: &Descriptor, tag: Option<&str>) -> Descriptor {
+    let mut d = manifest.clone();
+    d.set_annotations(None);
+    if let Some(t) = tag {
+        let full = normalize_reference(t);
+        let tag_part = full
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_else(|| "latest".into());
+        d.set_annotations(Some(HashMap::from([
+            (REF_NAME.to_string(), tag_part),
+            ("io.containerd.image.name".to_string(), full),
+        ])));
+    }
+    d
 }
 
 /// A tar of the tree at `dir` (symlinks kept as links).

@@ -161,6 +161,17 @@ pub fn tag_name(name: &str) -> String {
     }
 }
 
+/// An OCI `index.json` listing `manifests` (`path`: where it goes, for errors).
+fn index_json(manifests: Vec<Descriptor>, path: &Path) -> Result<String, ImageStoreError> {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .and_then(|index| index.to_string())
+        .map_err(oci_at("image index", path.to_path_buf()))
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
@@ -371,16 +382,9 @@ impl ImageStore {
 
     /// Rewrites `index.json` with `manifests` (the caller holds the lock).
     fn write_index(&self, manifests: Vec<Descriptor>) -> Result<(), ImageStoreError> {
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(manifests)
-            .build()
-            .map_err(oci_at("image index", self.root.join("index.json")))?;
-        let json = index
-            .to_string()
-            .map_err(oci_at("image index", self.root.join("index.json")))?;
-        self.write_atomic(&self.root.join("index.json"), json.as_bytes())
+        let path = self.root.join("index.json");
+        let json = index_json(manifests, &path)?;
+        self.write_atomic(&path, json.as_bytes())
     }
 
     /// The manifest descriptor tagged `name` (any spelling of the same reference).
