@@ -1350,17 +1350,7 @@ CMD [\"/bin/busybox\", \"cat\", \"/message\"]
     if let Some(c) = kiln_tests::containers::Containers::new() {
         let loaded = run_ok(c.podman().arg("load").arg("-i").arg(&docker));
         assert!(loaded.contains("kiln-clients-test"), "{loaded}");
-        let printed = run_ok(c.podman().args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            &format!("localhost/{tag}"),
-        ]));
+        let printed = run_ok(c.run_container().args([&format!("localhost/{tag}")]));
         assert_eq!(printed, "built-by-kiln\n");
     }
 }

@@ -346,16 +346,8 @@ fn podman_and_buildah_run_on_kiln_overlay_as_mount_program() {
         .unwrap();
     assert!(o.status.success(), "{o:?}");
     let o = c
-        .podman()
+        .run_container()
         .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
             "localhost/kiln-mp-busybox:1",
             "sh",
             "-c",
@@ -395,20 +387,8 @@ fn podman_and_buildah_run_on_kiln_overlay_as_mount_program() {
         .unwrap();
     assert!(o.status.success(), "{o:?}");
     let o = c
-        .podman()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "localhost/kiln-mp-built",
-            "cat",
-            "/built",
-        ])
+        .run_container()
+        .args(["localhost/kiln-mp-built", "cat", "/built"])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n", "{o:?}");

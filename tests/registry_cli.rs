@@ -859,46 +859,27 @@ fn an_imported_cache_downloads_only_the_layers_the_build_needs() {
     let toolchain = big("first");
     assert_eq!(toolchain.len(), 1, "{toolchain:?}");
     let from = format!("type=registry,ref={cache}");
-    let out = w.build("fresh", &df, &["--cache-from", &from, "-t", "lazy:1"]);
-    let text = combined(&out);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(
-        text.lines().filter(|l| l.ends_with(" CACHED")).count(),
-        4,
-        "{text}"
-    );
-    assert!(
-        big("fresh").is_empty(),
-        "the toolchain layer was downloaded: {text}"
-    );
-    let ran = w.kiln("fresh", &["run", "lazy:1", "cat", "/artifact"]);
-    assert_eq!(
-        String::from_utf8_lossy(&ran.stdout),
-        "built\n",
-        "{}",
-        combined(&ran)
-    );
-    // A new step on the cached final stage: it runs on a snapshot made from the layers.
+    // All cached; then a new step on the cached final stage, which runs on a snapshot
+    // made from the fetched layers.
     let more = format!("{df}RUN cat /artifact > /copied\n");
-    let out = w.build("fresh", &more, &["--cache-from", &from, "-t", "lazy:2"]);
-    let text = combined(&out);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(
-        text.lines().filter(|l| l.ends_with(" CACHED")).count(),
-        4,
-        "{text}"
-    );
-    assert!(
-        big("fresh").is_empty(),
-        "the toolchain layer was downloaded: {text}"
-    );
-    let ran = w.kiln("fresh", &["run", "lazy:2", "cat", "/copied"]);
-    assert_eq!(
-        String::from_utf8_lossy(&ran.stdout),
-        "built\n",
-        "{}",
-        combined(&ran)
-    );
+    for (dockerfile, tag, file) in [(&df, "lazy:1", "/artifact"), (&more, "lazy:2", "/copied")] {
+        let out = w.build("fresh", dockerfile, &["--cache-from", &from, "-t", tag]);
+        let text = combined(&out);
+        assert!(out.status.success(), "{text}");
+        let cached = text.lines().filter(|l| l.ends_with(" CACHED")).count();
+        assert_eq!(cached, 4, "{tag}: {text}");
+        assert!(
+            big("fresh").is_empty(),
+            "{tag}: the toolchain layer was downloaded: {text}"
+        );
+        let ran = w.kiln("fresh", &["run", tag, "cat", file]);
+        assert_eq!(
+            String::from_utf8_lossy(&ran.stdout),
+            "built\n",
+            "{}",
+            combined(&ran)
+        );
+    }
     // Exporting the cache from this root names every layer, so it fetches the toolchain.
     let again = format!("type=registry,ref={},mode=max", w.name("kiln/lazy-cache:2"));
     let out = w.build("fresh", &df, &["--cache-from", &from, "--cache-to", &again]);

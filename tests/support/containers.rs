@@ -84,6 +84,24 @@ impl Containers {
         c
     }
 
+    /// `podman run --rm` as this host allows it: no network (no slirp4netns here) and
+    /// rlimits it can set (runc fails on podman's default ones: "error setting rlimit
+    /// type 7"); the image and command follow.
+    pub fn run_container(&self) -> Command {
+        let mut c = self.podman();
+        c.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+        c
+    }
+
     pub fn buildah(&self) -> Command {
         self.command("buildah")
     }

@@ -9,20 +9,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-/// The tags of a root's `index.json`: name → manifest digest.
-pub fn tags(root: &Path) -> BTreeMap<String, String> {
-    let index = json(&root.join("index.json")).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = BTreeMap::new();
-    for d in index["manifests"].as_array().cloned().unwrap_or_default() {
-        let name = d["annotations"]["org.opencontainers.image.ref.name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        out.insert(name, d["digest"].as_str().unwrap_or_default().to_string());
-    }
-    out
-}
-
 /// Checks the whole root; the first thing wrong, said with its path.
 pub fn verify(root: &Path) -> Result<BTreeMap<String, String>, String> {
     let index = json(&root.join("index.json"))?;
