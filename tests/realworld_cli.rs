@@ -7,14 +7,16 @@
 //!
 //! - Python: `apt-get update && apt-get install` and `pip install -r requirements.txt` in
 //!   RUN steps (DNS and TLS to the mirrors from inside the step), a slim final stage, a
-//!   test stage whose report is exported with `-o type=local`.
+//!   test stage whose report is exported with `-o type=local`;
+//! - Node: a "node" image (Debian's nodejs, npm from registry.npmjs.org), `npm ci` from a
+//!   lockfile, `npm run build`, a production stage with `npm ci --omit=dev`.
 //!
 //! The contexts are the directories under `tests/realworld/` (embedded). The tests
 //! running at the same time share one registry and one base.
 //!
-//! The host's CA bundle is bind-mounted for pip
+//! The host's CA bundle is bind-mounted for pip, curl and npm
 //! (`--build-context hostcerts=/etc/ssl/certs`), as users behind a TLS-intercepting proxy
-//! do with BuildKit: this machine reaches PyPI through one.
+//! do with BuildKit: this machine reaches PyPI and npm through one.
 //!
 //! As `kiln-ci-single` (one id: no `_apt` user can be switched to) apt is told to stay
 //! root with `APT::Sandbox::User=root`, as rootless BuildKit users with one id must too.
@@ -70,6 +72,22 @@ const PYTHON_APP: Files = &[
         include_str!("realworld/python-app/requirements.txt"),
     ),
     ("app.py", include_str!("realworld/python-app/app.py")),
+];
+const NODE_BASE: Files = &[("Dockerfile", include_str!("realworld/node-base/Dockerfile"))];
+const NODE_APP: Files = &[
+    ("Dockerfile", include_str!("realworld/node-app/Dockerfile")),
+    (
+        "package.json",
+        include_str!("realworld/node-app/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("realworld/node-app/package-lock.json"),
+    ),
+    (
+        "src/index.js",
+        include_str!("realworld/node-app/src/index.js"),
+    ),
 ];
 
 /// What the real-world tests build in: a real registry, a work directory (each test's
@@ -220,6 +238,47 @@ fn python_app_on_a_debian_base_through_the_registry() {
     );
     eprintln!(
         "real-world timings: base {:.1}s (shared), python app (apt-get + pip, cold) {app_secs:.1}s, report stage {report_secs:.1}s",
+        w.base_secs
+    );
+}
+
+/// A "node" image built FROM the Debian base (Debian's nodejs, npm from the npm
+/// registry) and pushed; a multi-stage app FROM it through the registry: `npm ci` from a
+/// lockfile with real `resolved`/`integrity` values, `npm run build` (a dev dependency
+/// minifies src/ into dist/), a production stage with `npm ci --omit=dev`.
+#[test]
+fn node_app_on_a_derived_node_image_through_the_registry() {
+    let Some(w) = World::shared() else { return };
+    let node = w.image("node:18-bookworm");
+    let ctx = w.context("node-ctx", NODE_BASE);
+    let (text, node_secs) = w.build("node-builder", &ctx, &["-t", &node, "--push"]);
+    assert!(text.contains("/tmp/npm.tgz: OK"), "{text}");
+
+    let app_ctx = w.context("node-app-ctx", NODE_APP);
+    let app = w.image("nodeapp:1");
+    let node_arg = format!("NODE={node}");
+    let (text, app_secs) = w.build(
+        "node-app-builder",
+        &app_ctx,
+        &["--build-arg", &node_arg, "-t", &app, "--push"],
+    );
+    assert!(text.contains(&format!("pulled {node}")), "{text}");
+    assert!(text.contains("added 2 packages"), "{text}");
+    assert!(text.contains("added 1 package "), "{text}");
+
+    assert_eq!(
+        w.pull_and_run("node-runner", &app, &[]),
+        "node app: 2 days is 172800000 ms, ms 2.1.3"
+    );
+    // The production stage has the runtime dependency only, and the minified build.
+    let listing = w.pull_and_run(
+        "node-runner",
+        &app,
+        &["sh", "-c", "ls node_modules; head -c 20 dist/index.js"],
+    );
+    assert_eq!(listing, "ms\nlet ms=require(\"ms\")");
+    eprintln!(
+        "real-world timings: base {:.1}s (shared), node image (apt-get nodejs + npm tarball) {node_secs:.1}s, node app (npm ci + build, cold) {app_secs:.1}s",
         w.base_secs
     );
 }
