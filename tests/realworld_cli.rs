@@ -9,14 +9,18 @@
 //!   RUN steps (DNS and TLS to the mirrors from inside the step), a slim final stage, a
 //!   test stage whose report is exported with `-o type=local`;
 //! - Node: a "node" image (Debian's nodejs, npm from registry.npmjs.org), `npm ci` from a
-//!   lockfile, `npm run build`, a production stage with `npm ci --omit=dev`.
+//!   lockfile, `npm run build`, a production stage with `npm ci --omit=dev`;
+//! - Rust: a "rust" image (Debian's rustc-web and cargo-web: bookworm's rustc 1.63 and
+//!   cargo 0.66 cannot read crates.io's sparse index, and its git index is out of
+//!   reach), `cargo build --release` with the registry in a cache mount, rebuilt after a
+//!   source change without downloading again.
 //!
 //! The contexts are the directories under `tests/realworld/` (embedded). The tests
 //! running at the same time share one registry and one base.
 //!
-//! The host's CA bundle is bind-mounted for pip, curl and npm
+//! The host's CA bundle is bind-mounted for pip, curl, npm and cargo
 //! (`--build-context hostcerts=/etc/ssl/certs`), as users behind a TLS-intercepting proxy
-//! do with BuildKit: this machine reaches PyPI and npm through one.
+//! do with BuildKit: this machine reaches PyPI, npm and crates.io through one.
 //!
 //! As `kiln-ci-single` (one id: no `_apt` user can be switched to) apt is told to stay
 //! root with `APT::Sandbox::User=root`, as rootless BuildKit users with one id must too.
@@ -87,6 +91,16 @@ const NODE_APP: Files = &[
     (
         "src/index.js",
         include_str!("realworld/node-app/src/index.js"),
+    ),
+];
+const RUST_BASE: Files = &[("Dockerfile", include_str!("realworld/rust-base/Dockerfile"))];
+const RUST_APP: Files = &[
+    ("Dockerfile", include_str!("realworld/rust-app/Dockerfile")),
+    ("Cargo.toml", include_str!("realworld/rust-app/Cargo.toml")),
+    ("Cargo.lock", include_str!("realworld/rust-app/Cargo.lock")),
+    (
+        "src/main.rs",
+        include_str!("realworld/rust-app/src/main.rs"),
     ),
 ];
 
@@ -279,6 +293,48 @@ fn node_app_on_a_derived_node_image_through_the_registry() {
     assert_eq!(listing, "ms\nlet ms=require(\"ms\")");
     eprintln!(
         "real-world timings: base {:.1}s (shared), node image (apt-get nodejs + npm tarball) {node_secs:.1}s, node app (npm ci + build, cold) {app_secs:.1}s",
+        w.base_secs
+    );
+}
+
+/// A "rust" image built FROM the Debian base (Debian's rustc-web/cargo-web) and pushed;
+/// an app with one crates.io dependency FROM it through the registry, `cargo build
+/// --release` under `RUN --mount=type=cache,target=/root/.cargo/registry`, a slim final
+/// stage with the binary; rebuilt after a source change, the crate comes from the cache
+/// mount, not from crates.io.
+#[test]
+fn rust_app_on_a_derived_rust_image_with_a_cargo_cache_mount() {
+    let Some(w) = World::shared() else { return };
+    let rust = w.image("rust:bookworm");
+    let ctx = w.context("rust-ctx", RUST_BASE);
+    let (_, rust_secs) = w.build("rust-builder", &ctx, &["-t", &rust, "--push"]);
+
+    let app_ctx = w.context("rust-app-ctx", RUST_APP);
+    let app = w.image("rustapp:1");
+    let rust_arg = format!("RUST={rust}");
+    let push = ["--build-arg", &rust_arg, "-t", &app, "--push"];
+    let (text, app_secs) = w.build("rust-app-builder", &app_ctx, &push);
+    assert!(text.contains(&format!("pulled {rust}")), "{text}");
+    assert!(text.contains("Downloaded itoa v1.0.11"), "{text}");
+    assert_eq!(
+        w.pull_and_run("rust-runner", &app, &[]),
+        "rust app: 1234567 formatted by itoa"
+    );
+
+    // A source change: the build step runs again, the crate is in the cache mount.
+    let main = app_ctx.join("src/main.rs");
+    let source = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, source.replace("1_234_567_u32", "7_654_321_u32")).unwrap();
+    let (text, again_secs) = w.build("rust-app-builder", &app_ctx, &push);
+    assert!(text.contains("Compiling hello v0.1.0"), "{text}");
+    assert!(!text.contains("Downloaded itoa"), "{text}");
+    assert!(!text.contains("Downloading crates"), "{text}");
+    assert_eq!(
+        w.pull_and_run("rust-runner", &app, &[]),
+        "rust app: 7654321 formatted by itoa"
+    );
+    eprintln!(
+        "real-world timings: base {:.1}s (shared), rust image (apt-get rustc-web cargo-web) {rust_secs:.1}s, rust app (cargo build --release, cold) {app_secs:.1}s, after a source change {again_secs:.1}s",
         w.base_secs
     );
 }
