@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use kiln_tests::registry::TestRegistry;
-use kiln_tests::{combined, kiln_at, skipped};
+use kiln_tests::{combined, kiln_at, remove_tree, skipped};
 
 fn debian_tar() -> Option<PathBuf> {
     let p = std::env::var_os("KILN_TEST_DEBIAN_TAR")
@@ -223,6 +223,17 @@ impl World {
         let out = kiln_at(&runner, &args);
         assert!(out.status.success(), "{}", combined(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for World {
+    /// The roots hold the base's `_apt`-owned directories (subordinate ids as `kiln-ci`):
+    /// a plain removal of the work directory would leave gigabytes behind.
+    fn drop(&mut self) {
+        let removed = remove_tree(self.work.path());
+        if !std::thread::panicking() {
+            removed.expect("removing the real-world tests' work directory");
+        }
     }
 }
 
