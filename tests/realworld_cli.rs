@@ -1,25 +1,37 @@
-//! A real-world build end to end, offline but for the package mirrors: a Debian base
+//! Real-world builds end to end, offline but for the package mirrors: a Debian base
 //! image made by `mmdebstrap` (setup-host.sh writes it to
 //! /var/cache/kiln-tests/debian-bookworm.tar, or `$KILN_TEST_DEBIAN_TAR`) is built,
-//! pushed to a real `docker-registry`, and a multi-stage Python app is built FROM it
-//! through the registry in an empty root: `apt-get update && apt-get install` and `pip
-//! install -r requirements.txt` in RUN steps (DNS and TLS to the mirrors from inside the
-//! step), a slim final stage, a test stage whose report is exported with `-o
-//! type=local`; the app is pushed, pulled into another empty root and run.
+//! pushed to a real `docker-registry`, and apps are built FROM it (or FROM images derived
+//! from it and pushed) through the registry in empty roots, pushed, pulled into other
+//! empty roots and run:
 //!
-//! The host's CA bundle is bind-mounted for `pip` (`--build-context hostcerts=/etc/ssl/certs`),
-//! as users behind a TLS-intercepting proxy do with BuildKit: this machine reaches PyPI
-//! through one.
+//! - Python: `apt-get update && apt-get install` and `pip install -r requirements.txt` in
+//!   RUN steps (DNS and TLS to the mirrors from inside the step), a slim final stage, a
+//!   test stage whose report is exported with `-o type=local`;
+//! - Node: a "node" image (Debian's nodejs, npm from registry.npmjs.org), `npm ci` from a
+//!   lockfile, `npm run build`, a production stage with `npm ci --omit=dev`;
+//! - Rust: a "rust" image (Debian's rustc-web and cargo-web: bookworm's rustc 1.63 and
+//!   cargo 0.66 cannot read crates.io's sparse index, and its git index is out of
+//!   reach), `cargo build --release` with the registry in a cache mount, rebuilt after a
+//!   source change without downloading again.
+//!
+//! The contexts are the directories under `tests/realworld/` (embedded). The tests
+//! running at the same time share one registry and one base.
+//!
+//! The host's CA bundle is bind-mounted for pip, curl, npm and cargo
+//! (`--build-context hostcerts=/etc/ssl/certs`), as users behind a TLS-intercepting proxy
+//! do with BuildKit: this machine reaches PyPI, npm and crates.io through one.
 //!
 //! As `kiln-ci-single` (one id: no `_apt` user can be switched to) apt is told to stay
 //! root with `APT::Sandbox::User=root`, as rootless BuildKit users with one id must too.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use kiln_tests::registry::TestRegistry;
-use kiln_tests::{combined, kiln_at, skipped};
+use kiln_tests::{combined, kiln_at, remove_tree, skipped};
 
 fn debian_tar() -> Option<PathBuf> {
     let p = std::env::var_os("KILN_TEST_DEBIAN_TAR")
@@ -50,108 +62,290 @@ fn build(root: &Path, ctx: &Path, args: &[&str]) -> (Output, f64) {
     (out, started.elapsed().as_secs_f64())
 }
 
-const APP_DOCKERFILE: &str = r#"# syntax=docker/dockerfile:1
-ARG BASE
-FROM ${BASE} AS build
-ARG APT_OPTS=""
-RUN apt-get $APT_OPTS update \
- && apt-get $APT_OPTS install -y --no-install-recommends jq \
- && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/venv
-WORKDIR /app
-COPY requirements.txt .
-RUN --mount=type=bind,from=hostcerts,source=ca-certificates.crt,target=/etc/ssl/certs/ca-certificates.crt \
-    /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
-COPY app.py .
-RUN echo '{"answer": 42}' | jq .answer > /app/answer
+/// A build context's files, embedded (the tests may run as a user who cannot read the
+/// checkout).
+type Files = &'static [(&'static str, &'static str)];
 
-FROM build AS test
-RUN /opt/venv/bin/python -c "import six; print('tests passed with six', six.__version__)" > /report.txt
+const PYTHON_APP: Files = &[
+    (
+        "Dockerfile",
+        include_str!("realworld/python-app/Dockerfile"),
+    ),
+    (
+        "requirements.txt",
+        include_str!("realworld/python-app/requirements.txt"),
+    ),
+    ("app.py", include_str!("realworld/python-app/app.py")),
+];
+const NODE_BASE: Files = &[("Dockerfile", include_str!("realworld/node-base/Dockerfile"))];
+const NODE_APP: Files = &[
+    ("Dockerfile", include_str!("realworld/node-app/Dockerfile")),
+    (
+        "package.json",
+        include_str!("realworld/node-app/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("realworld/node-app/package-lock.json"),
+    ),
+    (
+        "src/index.js",
+        include_str!("realworld/node-app/src/index.js"),
+    ),
+];
+const RUST_BASE: Files = &[("Dockerfile", include_str!("realworld/rust-base/Dockerfile"))];
+const RUST_APP: Files = &[
+    ("Dockerfile", include_str!("realworld/rust-app/Dockerfile")),
+    ("Cargo.toml", include_str!("realworld/rust-app/Cargo.toml")),
+    ("Cargo.lock", include_str!("realworld/rust-app/Cargo.lock")),
+    (
+        "src/main.rs",
+        include_str!("realworld/rust-app/src/main.rs"),
+    ),
+];
 
-FROM scratch AS report
-COPY --from=test /report.txt /
+/// What the real-world tests build in: a real registry, a work directory (each test's
+/// kiln roots and contexts under their own names), and the Debian base (mmdebstrap's
+/// tree as one layer) built in a root of its own and pushed.
+struct World {
+    reg: TestRegistry,
+    work: tempfile::TempDir,
+    /// `HOST/kiln/debian:bookworm`.
+    base: String,
+    base_secs: f64,
+    single: bool,
+}
 
-FROM ${BASE}
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
-WORKDIR /app
-CMD ["/opt/venv/bin/python", "app.py"]
-"#;
+impl World {
+    /// The world the tests running now share (built once while any of them runs: the
+    /// base costs half a minute; dropped, registry and files, with its last user), or a
+    /// new one. `None` (with a visible line, a failure under CI) without the Debian tar
+    /// or the registry.
+    fn shared() -> Option<Arc<World>> {
+        static SHARED: Mutex<Weak<World>> = Mutex::new(Weak::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = shared.upgrade() {
+            return Some(w);
+        }
+        let w = Arc::new(World::start()?);
+        *shared = Arc::downgrade(&w);
+        Some(w)
+    }
+
+    fn start() -> Option<World> {
+        let tar = debian_tar()?;
+        let reg = TestRegistry::start(None)?;
+        let work = tempfile::tempdir().expect("tempdir");
+        let base_ctx = work.path().join("base-ctx");
+        std::fs::create_dir_all(&base_ctx).unwrap();
+        std::fs::copy(&tar, base_ctx.join("debian.tar")).expect("copy the base tar");
+        std::fs::write(
+            base_ctx.join("Dockerfile"),
+            "FROM scratch\nADD debian.tar /\nCMD [\"bash\"]\n",
+        )
+        .unwrap();
+        let base = format!("{}/kiln/debian:bookworm", reg.host);
+        let (out, base_secs) = build(
+            &work.path().join("base-root"),
+            &base_ctx,
+            &["-t", &base, "--push"],
+        );
+        assert!(out.status.success(), "{}", combined(&out));
+        std::fs::remove_file(base_ctx.join("debian.tar")).expect("remove the tar copy");
+        let single = std::env::var("KILN_TEST_IDS").as_deref() == Ok("single");
+        Some(World {
+            reg,
+            work,
+            base,
+            base_secs,
+            single,
+        })
+    }
+
+    fn root(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+
+    /// Writes `files` into a new context directory `name`.
+    fn context(&self, name: &str, files: Files) -> PathBuf {
+        let dir = self.root(name);
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    /// `HOST/kiln/<name>`.
+    fn image(&self, name: &str) -> String {
+        format!("{}/kiln/{name}", self.reg.host)
+    }
+
+    /// The arguments every real-world build takes: `BASE`, the host's CA bundle as the
+    /// `hostcerts` context, and apt staying root with one id.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--build-arg".to_string(),
+            format!("BASE={}", self.base),
+            "--build-context".into(),
+            "hostcerts=/etc/ssl/certs".into(),
+        ];
+        if self.single {
+            args.extend([
+                "--build-arg".into(),
+                "APT_OPTS=-oAPT::Sandbox::User=root".into(),
+            ]);
+        }
+        args
+    }
+
+    /// Builds `ctx` in the kiln root `root` with [`World::args`] and `extra`, asserting
+    /// success; the output and the wall time.
+    fn build(&self, root: &str, ctx: &Path, extra: &[&str]) -> (String, f64) {
+        let args = self.args();
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        let (out, secs) = build(&self.root(root), ctx, &all);
+        let text = combined(&out);
+        assert!(out.status.success(), "{text}");
+        (text, secs)
+    }
+
+    /// Pulls `image` into the root `runner` (empty at first) and runs it (with `cmd`
+    /// when not empty): stdout.
+    fn pull_and_run(&self, runner: &str, image: &str, cmd: &[&str]) -> String {
+        let runner = self.root(runner);
+        let out = kiln_at(&runner, &["pull", image]);
+        assert!(out.status.success(), "{}", combined(&out));
+        let mut args = vec!["run", image];
+        args.extend_from_slice(cmd);
+        let out = kiln_at(&runner, &args);
+        assert!(out.status.success(), "{}", combined(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for World {
+    /// The roots hold the base's `_apt`-owned directories (subordinate ids as `kiln-ci`):
+    /// a plain removal of the work directory would leave gigabytes behind.
+    fn drop(&mut self) {
+        let removed = remove_tree(self.work.path());
+        if !std::thread::panicking() {
+            removed.expect("removing the real-world tests' work directory");
+        }
+    }
+}
 
 #[test]
 fn python_app_on_a_debian_base_through_the_registry() {
-    let Some(tar) = debian_tar() else { return };
-    let Some(reg) = TestRegistry::start(None) else {
-        return;
-    };
-    let work = tempfile::tempdir().expect("tempdir");
-    let root = |n: &str| work.path().join(n);
-
-    // The base: mmdebstrap's tree as one layer, pushed.
-    let base_ctx = root("base-ctx");
-    std::fs::create_dir_all(&base_ctx).unwrap();
-    std::fs::copy(&tar, base_ctx.join("debian.tar")).expect("copy the base tar");
-    std::fs::write(
-        base_ctx.join("Dockerfile"),
-        "FROM scratch\nADD debian.tar /\nCMD [\"bash\"]\n",
-    )
-    .unwrap();
-    let base = format!("{}/kiln/debian:bookworm", reg.host);
-    let (out, base_secs) = build(&root("base-root"), &base_ctx, &["-t", &base, "--push"]);
-    assert!(out.status.success(), "{}", combined(&out));
+    let Some(w) = World::shared() else { return };
+    let base = &w.base;
 
     // The app, built in an empty root: the base comes from the registry.
-    let app_ctx = root("app-ctx");
-    std::fs::create_dir_all(&app_ctx).unwrap();
-    std::fs::write(app_ctx.join("Dockerfile"), APP_DOCKERFILE).unwrap();
-    std::fs::write(app_ctx.join("requirements.txt"), "six==1.16.0\n").unwrap();
-    std::fs::write(
-        app_ctx.join("app.py"),
-        "import six\nprint('app running with six', six.__version__, 'answer', open('/app/answer').read().strip())\n",
-    )
-    .unwrap();
-    let base_arg = format!("BASE={base}");
-    let single = std::env::var("KILN_TEST_IDS").as_deref() == Ok("single");
-    let mut args = vec![
-        "--build-arg",
-        &base_arg,
-        "--build-context",
-        "hostcerts=/etc/ssl/certs",
-    ];
-    if single {
-        args.extend(["--build-arg", "APT_OPTS=-oAPT::Sandbox::User=root"]);
-    }
-    let app = format!("{}/kiln/pyapp:1", reg.host);
-    let mut app_args = args.clone();
-    app_args.extend(["-t", &app, "--push"]);
-    let (out, app_secs) = build(&root("builder"), &app_ctx, &app_args);
-    let text = combined(&out);
-    assert!(out.status.success(), "{text}");
+    let app_ctx = w.context("py-ctx", PYTHON_APP);
+    let app = w.image("pyapp:1");
+    let (text, app_secs) = w.build("py-builder", &app_ctx, &["-t", &app, "--push"]);
     assert!(text.contains(&format!("pulled {base}")), "{text}");
     assert!(text.contains("Successfully installed six-1.16.0"), "{text}");
 
     // The test stage's report, exported as files.
-    let report = root("report");
+    let report = w.root("py-report");
     let dest = format!("type=local,dest={}", report.display());
-    let mut report_args = args.clone();
-    report_args.extend(["--target", "report", "-o", &dest]);
-    let (out, report_secs) = build(&root("builder"), &app_ctx, &report_args);
-    assert!(out.status.success(), "{}", combined(&out));
+    let (_, report_secs) = w.build("py-builder", &app_ctx, &["--target", "report", "-o", &dest]);
     let text = std::fs::read_to_string(report.join("report.txt")).expect("report.txt");
     assert_eq!(text.trim(), "tests passed with six 1.16.0");
 
     // Pulled into another empty root and run.
-    let runner = root("runner");
-    let out = kiln_at(&runner, &["pull", &app]);
-    assert!(out.status.success(), "{}", combined(&out));
-    let out = kiln_at(&runner, &["run", &app]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "app running with six 1.16.0 answer 42",
-        "{}",
-        combined(&out)
+        w.pull_and_run("py-runner", &app, &[]),
+        "app running with six 1.16.0 answer 42"
     );
     eprintln!(
-        "real-world timings: base {base_secs:.1}s, python app (apt-get + pip, cold) {app_secs:.1}s, report stage {report_secs:.1}s"
+        "real-world timings: base {:.1}s (shared), python app (apt-get + pip, cold) {app_secs:.1}s, report stage {report_secs:.1}s",
+        w.base_secs
+    );
+}
+
+/// A "node" image built FROM the Debian base (Debian's nodejs, npm from the npm
+/// registry) and pushed; a multi-stage app FROM it through the registry: `npm ci` from a
+/// lockfile with real `resolved`/`integrity` values, `npm run build` (a dev dependency
+/// minifies src/ into dist/), a production stage with `npm ci --omit=dev`.
+#[test]
+fn node_app_on_a_derived_node_image_through_the_registry() {
+    let Some(w) = World::shared() else { return };
+    let node = w.image("node:18-bookworm");
+    let ctx = w.context("node-ctx", NODE_BASE);
+    let (text, node_secs) = w.build("node-builder", &ctx, &["-t", &node, "--push"]);
+    assert!(text.contains("/tmp/npm.tgz: OK"), "{text}");
+
+    let app_ctx = w.context("node-app-ctx", NODE_APP);
+    let app = w.image("nodeapp:1");
+    let node_arg = format!("NODE={node}");
+    let (text, app_secs) = w.build(
+        "node-app-builder",
+        &app_ctx,
+        &["--build-arg", &node_arg, "-t", &app, "--push"],
+    );
+    assert!(text.contains(&format!("pulled {node}")), "{text}");
+    assert!(text.contains("added 2 packages"), "{text}");
+    assert!(text.contains("added 1 package "), "{text}");
+
+    assert_eq!(
+        w.pull_and_run("node-runner", &app, &[]),
+        "node app: 2 days is 172800000 ms, ms 2.1.3"
+    );
+    // The production stage has the runtime dependency only, and the minified build.
+    let listing = w.pull_and_run(
+        "node-runner",
+        &app,
+        &["sh", "-c", "ls node_modules; head -c 20 dist/index.js"],
+    );
+    assert_eq!(listing, "ms\nlet ms=require(\"ms\")");
+    eprintln!(
+        "real-world timings: base {:.1}s (shared), node image (apt-get nodejs + npm tarball) {node_secs:.1}s, node app (npm ci + build, cold) {app_secs:.1}s",
+        w.base_secs
+    );
+}
+
+/// A "rust" image built FROM the Debian base (Debian's rustc-web/cargo-web) and pushed;
+/// an app with one crates.io dependency FROM it through the registry, `cargo build
+/// --release` under `RUN --mount=type=cache,target=/root/.cargo/registry`, a slim final
+/// stage with the binary; rebuilt after a source change, the crate comes from the cache
+/// mount, not from crates.io.
+#[test]
+fn rust_app_on_a_derived_rust_image_with_a_cargo_cache_mount() {
+    let Some(w) = World::shared() else { return };
+    let rust = w.image("rust:bookworm");
+    let ctx = w.context("rust-ctx", RUST_BASE);
+    let (_, rust_secs) = w.build("rust-builder", &ctx, &["-t", &rust, "--push"]);
+
+    let app_ctx = w.context("rust-app-ctx", RUST_APP);
+    let app = w.image("rustapp:1");
+    let rust_arg = format!("RUST={rust}");
+    let push = ["--build-arg", &rust_arg, "-t", &app, "--push"];
+    let (text, app_secs) = w.build("rust-app-builder", &app_ctx, &push);
+    assert!(text.contains(&format!("pulled {rust}")), "{text}");
+    assert!(text.contains("Downloaded itoa v1.0.11"), "{text}");
+    assert_eq!(
+        w.pull_and_run("rust-runner", &app, &[]),
+        "rust app: 1234567 formatted by itoa"
+    );
+
+    // A source change: the build step runs again, the crate is in the cache mount.
+    let main = app_ctx.join("src/main.rs");
+    let source = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, source.replace("1_234_567_u32", "7_654_321_u32")).unwrap();
+    let (text, again_secs) = w.build("rust-app-builder", &app_ctx, &push);
+    assert!(text.contains("Compiling hello v0.1.0"), "{text}");
+    assert!(!text.contains("Downloaded itoa"), "{text}");
+    assert!(!text.contains("Downloading crates"), "{text}");
+    assert_eq!(
+        w.pull_and_run("rust-runner", &app, &[]),
+        "rust app: 7654321 formatted by itoa"
+    );
+    eprintln!(
+        "real-world timings: base {:.1}s (shared), rust image (apt-get rustc-web cargo-web) {rust_secs:.1}s, rust app (cargo build --release, cold) {app_secs:.1}s, after a source change {again_secs:.1}s",
+        w.base_secs
     );
 }

@@ -232,3 +232,30 @@ pub fn host_interfaces() -> Option<Vec<String>> {
     }
     Some(names)
 }
+
+/// Removes a directory tree that rootless kiln builds wrote into. An image's files may
+/// belong to the caller's subordinate ids (apt's `_apt`-owned `partial` directories, mode
+/// 0700), which only the caller's full id mapping can remove: then util-linux's
+/// `unshare --map-auto --map-root-user rm -rf` (through newuidmap). Gone already is fine;
+/// the error says what stayed.
+pub fn remove_tree(path: &Path) -> Result<(), String> {
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return Ok(());
+    }
+    let out = Command::new("unshare")
+        .args(["--map-auto", "--map-root-user", "rm", "-rf", "--"])
+        .arg(path)
+        .output();
+    if !path.exists() {
+        return Ok(());
+    }
+    Err(match out {
+        Ok(out) => format!(
+            "{} stays: unshare rm -rf: {}{}",
+            path.display(),
+            out.status,
+            combined(&out)
+        ),
+        Err(e) => format!("{} stays: running unshare: {e}", path.display()),
+    })
+}
