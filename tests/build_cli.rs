@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_tests::{busybox_context, full_ids, have, kiln_bin, real_root, BUSYBOX_BASE};
+use kiln_tests::{busybox_context, full_ids, have, kiln_bin, real_root, sha256_hex, BUSYBOX_BASE};
 
 /// A kiln root and a build context for one test.
 struct Fixture {
@@ -144,28 +144,6 @@ fn layer_paths(root: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-/// sha256 of `data` in hex, by the host's sha256sum (the test never puts a secret in a
-/// Dockerfile, which lands in the image history).
-fn sha256_hex(data: &[u8]) -> String {
-    use std::io::Write;
-    let mut c = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(data)
-        .expect("write");
-    let out = c.wait_with_output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use kiln_tests::{busybox_context, combined, kiln_at, kiln_bin, real_root, BUSYBOX_BASE};
+use kiln_tests::{
+    busybox_context, combined, kiln_at, kiln_bin, real_root, sha256_hex, BUSYBOX_BASE,
+};
 use sha2::{Digest, Sha256};
 
 /// Far enough up from any directory kiln writes in.
@@ -141,10 +143,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(bytes).expect("gzip");
     e.finish().expect("gzip")
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// A tar holding one header (name `name`, type `kind`) declaring `size` bytes of zeros,

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use kiln_tests::registry::TestRegistry;
-use kiln_tests::{combined, kiln_at, remove_tree, skipped};
+use kiln_tests::{combined, kiln_at, real_root, remove_tree, skipped};
 
 fn debian_tar() -> Option<PathBuf> {
     let p = std::env::var_os("KILN_TEST_DEBIAN_TAR")
@@ -145,25 +145,91 @@ impl World {
         )
         .unwrap();
         let base = format!("{}/kiln/debian:bookworm", reg.host);
-        let (out, base_secs) = build(
-            &work.path().join("base-root"),
-            &base_ctx,
-            &["-t", &base, "--push"],
-        );
-        assert!(out.status.success(), "{}", combined(&out));
-        std::fs::remove_file(base_ctx.join("debian.tar")).expect("remove the tar copy");
         let single = std::env::var("KILN_TEST_IDS").as_deref() == Ok("single");
-        Some(World {
+        let mut w = World {
             reg,
             work,
-            base,
-            base_secs,
+            base: base.clone(),
+            base_secs: 0.0,
             single,
-        })
+        };
+        let size = std::fs::metadata(&tar).map(|m| m.len()).unwrap_or(0);
+        let dockerfile = std::fs::read_to_string(base_ctx.join("Dockerfile")).unwrap();
+        let key = format!("{dockerfile}\n{size}");
+        let (_, base_secs, _) =
+            w.prebuilt_or_build("debian", &key, &base, "base-root", &base_ctx, &[]);
+        std::fs::remove_file(base_ctx.join("debian.tar")).expect("remove the tar copy");
+        w.base_secs = base_secs;
+        Some(w)
+    }
+
+    /// Builds `image` from `ctx` in root `root` and pushes it, or, in a pass after the
+    /// first (not real root), loads the archive the first pass saved of the same build
+    /// (`name` and `key`, the build's inputs) and pushes that: base and toolchain images
+    /// are what CI runners share rather than rebuild, and rebuilding them in every
+    /// identity would take CI past its time. Real root always builds (and saves the
+    /// archive for the passes after it); the apps are built in every pass. The output
+    /// (empty when loaded), the wall time, and whether it was built.
+    fn prebuilt_or_build(
+        &self,
+        name: &str,
+        key: &str,
+        image: &str,
+        root: &str,
+        ctx: &Path,
+        extra: &[&str],
+    ) -> (String, f64, bool) {
+        let dir = std::env::var_os("KILN_TEST_IMAGE_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/kiln-tests/realworld"));
+        let digest = kiln_tests::sha256_hex(key.as_bytes());
+        let archive = dir.join(format!("{name}-{}.tar", &digest[..16]));
+        let local = format!("kiln-test-prebuilt/{name}:1");
+        let started = Instant::now();
+        let root_dir = self.root(root);
+        if !real_root() && archive.is_file() {
+            let load = kiln_at(&root_dir, &["load", "-i", &archive.to_string_lossy()]);
+            assert!(load.status.success(), "{}", combined(&load));
+            let push = kiln_at(&root_dir, &["push", &local, image]);
+            assert!(push.status.success(), "{}", combined(&push));
+            eprintln!(
+                "{name}: the image an earlier pass built, loaded from {}",
+                archive.display()
+            );
+            return (String::new(), started.elapsed().as_secs_f64(), false);
+        }
+        // `-t` names are pushed; the local name only tags.
+        let local_name = format!("type=image,name={local}");
+        let mut all = vec!["-t", image, "--push", "-o", &local_name];
+        all.extend_from_slice(extra);
+        let (text, secs) = self.build(root, ctx, &all);
+        if real_root() && std::fs::create_dir_all(&dir).is_ok() {
+            // Under a temporary name, renamed when whole; older builds of `name` go.
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!("{name}-")) && e.path() != archive {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let save = kiln_at(&root_dir, &["save", "-o", &tmp.to_string_lossy(), &local]);
+            assert!(save.status.success(), "{}", combined(&save));
+            std::fs::rename(&tmp, &archive).expect("naming the saved image");
+        }
+        (text, secs, true)
     }
 
     fn root(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
+    }
+
+    /// What a derived image's prebuilt archive depends on besides its Dockerfile: the
+    /// Debian tar it is built on.
+    fn key(&self) -> String {
+        debian_tar()
+            .and_then(|t| std::fs::metadata(t).ok())
+            .map(|m| format!("{}\n", m.len()))
+            .unwrap_or_default()
     }
 
     /// Writes `files` into a new context directory `name`.
@@ -276,8 +342,10 @@ fn node_app_on_a_derived_node_image_through_the_registry() {
     let Some(w) = World::shared() else { return };
     let node = w.image("node:18-bookworm");
     let ctx = w.context("node-ctx", NODE_BASE);
-    let (text, node_secs) = w.build("node-builder", &ctx, &["-t", &node, "--push"]);
-    assert!(text.contains("/tmp/npm.tgz: OK"), "{text}");
+    let key = format!("{}{}", w.key(), NODE_BASE[0].1);
+    let (text, node_secs, built) =
+        w.prebuilt_or_build("node", &key, &node, "node-builder", &ctx, &[]);
+    assert!(!built || text.contains("/tmp/npm.tgz: OK"), "{text}");
 
     let app_ctx = w.context("node-app-ctx", NODE_APP);
     let app = w.image("nodeapp:1");
@@ -318,7 +386,8 @@ fn rust_app_on_a_derived_rust_image_with_a_cargo_cache_mount() {
     let Some(w) = World::shared() else { return };
     let rust = w.image("rust:bookworm");
     let ctx = w.context("rust-ctx", RUST_BASE);
-    let (_, rust_secs) = w.build("rust-builder", &ctx, &["-t", &rust, "--push"]);
+    let key = format!("{}{}", w.key(), RUST_BASE[0].1);
+    let (_, rust_secs, _) = w.prebuilt_or_build("rust", &key, &rust, "rust-builder", &ctx, &[]);
 
     let app_ctx = w.context("rust-app-ctx", RUST_APP);
     let app = w.image("rustapp:1");

@@ -70,6 +70,12 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
     path
 }
 
+/// The sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
 /// Standard output and standard error of `out`, one after the other (for assertions).
 pub fn combined(out: &Output) -> String {
     format!(
