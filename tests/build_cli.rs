@@ -300,7 +300,7 @@ fn failed_run_names_the_line_exit_code_and_output() {
     let Some(f) = Fixture::new() else { return };
     let b = f.build(
         &format!(
-            "{BUSYBOX_BASE}RUN true\nRUN seq 1 25 | sed s/^/said-/; echo on-stderr >&2; exit 3\n"
+            "{BUSYBOX_BASE}RUN true\nRUN seq 1 25 | sed s/^/said-/; sleep 0.3; echo on-stderr >&2; exit 3\n"
         ),
         &[],
     );
@@ -308,13 +308,15 @@ fn failed_run_names_the_line_exit_code_and_output() {
     assert!(b.stderr.contains("Dockerfile:4:1"), "{}", b.stderr);
     assert!(b.stderr.contains("exit code: 3"), "{}", b.stderr);
     assert!(
-        b.stderr
-            .contains("/bin/sh -c seq 1 25 | sed s/^/said-/; echo on-stderr >&2; exit 3"),
+        b.stderr.contains(
+            "/bin/sh -c seq 1 25 | sed s/^/said-/; sleep 0.3; echo on-stderr >&2; exit 3"
+        ),
         "{}",
         b.stderr
     );
     // Under its heading, the step's last 20 lines (stdout and stderr, in order), none of
-    // what came before them.
+    // what came before them. stdout and stderr are two pipes: the pause lets the first
+    // be read before the second is written (no order between pipes is promised).
     let (_, tail) = b
         .stderr
         .split_once("\nlast output:\n")
