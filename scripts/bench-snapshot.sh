@@ -3,7 +3,9 @@
 # in a user namespace, kiln's copy backend, Debian's fuse-overlayfs, and a plain
 # directory. Phases: extract a tree into an empty mount, then on a fresh mount over it:
 # stat every file, read every file, copy a tenth and chmod it, modify 1 % and delete 1 %,
-# commit into a zstd layer. Prints seconds per phase and the ratios kiln-fuse/fuse-overlayfs
+# commit into a zstd layer; then a stack of LAYERS lowers (default 200: long Dockerfiles,
+# deep base images) mounted, every name looked up through it ("depth"). Prints seconds
+# per phase and the ratios kiln-fuse/fuse-overlayfs
 # and kiln-fuse/overlayfs (below 1: kiln's FUSE overlay is faster).
 #
 #   scripts/bench-snapshot.sh [FILES] [SIZE_MB] [OUT_DIR]   (default 30000 files, 500 MB,
@@ -26,7 +28,7 @@ backends=${BACKENDS:-fuse,kiln-overlay,overlay,fuse-overlayfs,plain,copy}
 command -v fuse-overlayfs >/dev/null || echo "note: fuse-overlayfs is not installed; its row will say skipped" >&2
 mkdir -p "$out"
 "$here/target/release/kiln" bench snapshot --files "$files" --size "$size" \
-  --backends "$backends" | tee "$out/table.txt"
+  --layers "${LAYERS:-200}" --backends "$backends" | tee "$out/table.txt"
 
 # The chart: one PNG per phase from the table's backend rows (not the ratio rows, not
 # skipped backends; "-" is a phase that does not apply).
@@ -34,7 +36,7 @@ if ! command -v gnuplot >/dev/null; then
   echo "note: gnuplot is not installed; no chart (apt-get install gnuplot-nox)" >&2
   exit 0
 fi
-awk 'NR > 2 && $1 !~ /\// && $2 != "skipped:" && NF == 7' "$out/table.txt" >"$out/table.dat"
+awk 'NR > 2 && $1 !~ /\// && $2 != "skipped:" && NF == 8' "$out/table.txt" >"$out/table.dat"
 phases=$(sed -n 2p "$out/table.txt" | awk '{ for (i = 2; i <= NF; i++) print $i }')
 col=2
 for phase in $phases; do

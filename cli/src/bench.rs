@@ -5,7 +5,13 @@
 //! Phases: `extract` (write a tree of N files into an empty mount), `stat` and `read`
 //! (every file, on a fresh mount with that tree as its lower layer), `meta` (copy a tenth
 //! of the tree inside the mount and chmod it), `modify` (append to 1 % of the files,
-//! delete 1 %), `commit` (the step's changes into a zstd layer).
+//! delete 1 %), `commit` (the step's changes into a zstd layer), and with `--layers N`
+//! `depth`: a stack of N lower layers (each adding a file and replacing one shared file,
+//! as a long Dockerfile's steps do) mounted, and every name looked up and the shared file
+//! read through it (kernel overlayfs takes a mount option of one page at most, so kiln's
+//! overlay backend flattens the bottom lowers of a long stack into one directory first;
+//! a FUSE overlay has no such limit). A backend that cannot mount the stack shows `-`
+//! there, and why on stderr.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -40,6 +46,9 @@ pub struct SnapshotBench {
     /// Where to work (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Lower layers in the stack-depth phase (`depth`; 0: not run).
+    #[arg(long, default_value_t = 0)]
+    layers: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -98,7 +107,9 @@ fn kiln_overlay_program() -> PathBuf {
 /// Seconds per phase, or why the backend was skipped.
 type BackendOutcome = Result<Vec<Option<f64>>, String>;
 
-const PHASES: [&str; 6] = ["extract", "stat", "read", "meta", "modify", "commit"];
+const PHASES: [&str; 7] = [
+    "extract", "stat", "read", "meta", "modify", "commit", "depth",
+];
 
 /// The source tree: `files` files over 100-file directories, sizes spread around the mean.
 fn make_source(dir: &Path, files: usize, size_mb: u64) -> Result<()> {
@@ -226,8 +237,54 @@ fn mount(
     }
 }
 
+/// The stack-depth phase: `layers` lowers (`l0` at the bottom), each with a file of its
+/// own and its version of `shared`, mounted on `subject`; the seconds it takes to look
+/// up every name and read `shared` (the top layer's) through the mount, ten times over.
+/// `None` (and why, on stderr) when the backend cannot mount such a stack.
+fn depth_phase(subject: Subject, base: &Path, layers: usize) -> Result<Option<f64>> {
+    if layers == 0 || subject == Subject::Plain {
+        return Ok(None);
+    }
+    let stack = base.join("stack");
+    let mut lowers = Vec::new();
+    for i in 0..layers {
+        let l = stack.join(format!("l{i}"));
+        fs::create_dir_all(&l)?;
+        fs::write(l.join(format!("f{i}")), format!("{i}\n"))?;
+        fs::write(l.join("shared"), format!("layer {i}\n"))?;
+        lowers.push(l);
+    }
+    lowers.reverse(); // top first
+    let (u, w, m) = (base.join("u3"), base.join("w3"), base.join("m3"));
+    let mounted = match mount(subject, &lowers, &u, &w, &m) {
+        Ok(mounted) => mounted,
+        Err(e) => {
+            eprintln!("depth: {subject} cannot mount {layers} lowers: {e:#}");
+            return Ok(None);
+        }
+    };
+    let root = mounted.root().to_path_buf();
+    let want = format!("layer {}\n", layers - 1);
+    let start = Instant::now();
+    for _ in 0..10 {
+        for i in 0..layers {
+            fs::symlink_metadata(root.join(format!("f{i}")))?;
+        }
+        let got = fs::read_to_string(root.join("shared"))?;
+        if got != want {
+            bail!("depth: {subject} shows {got:?} for the top layer's file, not {want:?}");
+        }
+    }
+    Ok(Some(start.elapsed().as_secs_f64()))
+}
+
 /// Runs the workload on `subject`; seconds per phase (`None`: not applicable).
-fn run_backend(subject: Subject, source: &Path, scratch: &Path) -> Result<Vec<Option<f64>>> {
+fn run_backend(
+    subject: Subject,
+    source: &Path,
+    scratch: &Path,
+    layers: usize,
+) -> Result<Vec<Option<f64>>> {
     let t = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         let start = Instant::now();
         f()?;
@@ -344,6 +401,7 @@ fn run_backend(subject: Subject, source: &Path, scratch: &Path) -> Result<Vec<Op
     };
     times.push(commit);
     drop(m);
+    times.push(depth_phase(subject, &base, layers)?);
     let _ = fs::remove_dir_all(&base);
     Ok(times)
 }
@@ -369,7 +427,7 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
     make_source(&source, args.files, args.size)?;
     let mut results: Vec<(Subject, BackendOutcome)> = Vec::new();
     for b in &args.backends {
-        let r = run_backend(*b, &source, &scratch).map_err(|e| format!("{e:#}"));
+        let r = run_backend(*b, &source, &scratch, args.layers).map_err(|e| format!("{e:#}"));
         results.push((*b, r));
     }
     let get = |subject: Subject, i: usize| -> Option<f64> {
@@ -390,7 +448,7 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
         writeln!(
             out,
             "{}",
-            serde_json::json!({"files": args.files, "size_mb": args.size, "results": v})
+            serde_json::json!({"files": args.files, "size_mb": args.size, "layers": args.layers, "results": v})
         )?;
         return Ok(0);
     }
