@@ -6,4 +6,6 @@ pub use kiln_snapshotter::{
     LayerCompression, Snapshotter, SnapshotterError, View,
 };
 // The store itself, for the collector (`store::prune`): its lease, listing and removal.
-pub use kiln_snapshotter::store::{remove_tree, Lease, Store as SnapshotStore, StoreError};
+pub use kiln_snapshotter::store::{
+    process_running, remove_tree, Lease, Store as SnapshotStore, StoreError,
+};

@@ -111,11 +111,7 @@ fn sweep_scratch_dirs() {
         else {
             continue;
         };
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
-            !matches!(state, Some("Z" | "X"))
-        });
-        if !alive && pid != std::process::id() {
+        if !crate::snapshots::process_running(pid) && pid != std::process::id() {
             tracing::debug!(path = %e.path().display(), "removing a dead build's scratch directory");
             let _ = crate::snapshots::remove_tree(&e.path());
         }

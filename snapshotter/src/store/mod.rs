@@ -115,9 +115,17 @@ fn owner_token(pid: u32) -> Option<String> {
     Some(format!("{pid} {start}"))
 }
 
-/// Whether the process a token names still runs. A zombie does not: a build killed
-/// with its parent stays one until a distant reaper collects it (seconds, or never when
-/// the reaper is not `init`), and its snapshots must be swept meanwhile.
+/// Whether process `pid` runs. A zombie does not: a build killed with its parent stays
+/// one until a distant reaper collects it (seconds, or never when the reaper is not
+/// `init`), and what it owned must be swept meanwhile.
+pub fn process_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+        !matches!(state, Some("Z" | "X"))
+    })
+}
+
+/// Whether the process a token names still runs (and is the one that wrote it).
 fn owner_alive(token: &str) -> bool {
     let Some(pid) = token
         .split_whitespace()
@@ -126,17 +134,7 @@ fn owner_alive(token: &str) -> bool {
     else {
         return false;
     };
-    let dead = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after = stat.get(stat.rfind(')')? + 2..)?;
-            after
-                .split_whitespace()
-                .next()
-                .map(|s| s == "Z" || s == "X")
-        })
-        .unwrap_or(true);
-    !dead && owner_token(pid).as_deref() == Some(token.trim())
+    process_running(pid) && owner_token(pid).as_deref() == Some(token.trim())
 }
 
 impl Store {
