@@ -497,3 +497,158 @@ fn mount_flags_are_applied_not_ignored() {
         }
     }
 }
+
+/// The pid of the server of the mount at `mountpoint`.
+fn server_pid(mountpoint: &str) -> i32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c);
+            (c.contains("__kiln-overlay-serve") && c.contains(mountpoint)).then_some(pid)
+        })
+        .unwrap_or_else(|| panic!("no server for {mountpoint}"))
+}
+
+/// Whether a read of `file` (opened before, never read) completes while the mount's
+/// server is stopped: with passthrough the kernel reads the backing file itself.
+fn read_while_server_stopped(mountpoint: &str, file: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file).unwrap();
+    let pid = rustix::process::Pid::from_raw(server_pid(mountpoint)).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        let n = f.read_at(&mut buf, 0);
+        let _ = tx.send(n.map(|n| buf[..n].to_vec()));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(3));
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    reader.join().unwrap();
+    match got {
+        Ok(r) => {
+            assert_eq!(r.unwrap(), b"base\n", "read through the mount");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn passthrough_serves_real_roots_reads_and_everyone_else_falls_back() {
+    let prog = program_dir();
+    let bin = prog.path().join("kiln-overlay");
+    let t = tempfile::tempdir().unwrap();
+    let (l1, l2) = lowers(t.path());
+    let (u, w, m) = (t.path().join("u"), t.path().join("w"), t.path().join("m"));
+    let ms = m.display().to_string();
+    let mount = |env: &[(&str, &str)]| {
+        for d in [&u, &w] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::create_dir_all(&m).unwrap();
+        let mut c = Command::new(&bin);
+        c.arg("-o")
+            .arg(format!(
+                "lowerdir={}:{},upperdir={},workdir={}",
+                l1.display(),
+                l2.display(),
+                u.display(),
+                w.display()
+            ))
+            .arg(&m)
+            .envs(env.iter().copied());
+        c.output().unwrap()
+    };
+    let unmount = || {
+        let prog = if real_root() { "umount" } else { "fusermount3" };
+        let mut c = Command::new(prog);
+        if !real_root() {
+            c.arg("-u");
+        }
+        assert!(c.arg(&m).status().unwrap().success(), "{prog} {ms}");
+    };
+    if !real_root() && !have("fusermount3") {
+        kiln_tests::skipped("passthrough: no fusermount3 to mount as a plain user");
+        return;
+    }
+    let out = mount(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = read_while_server_stopped(&ms, &m.join("base"));
+    if real_root() {
+        assert!(
+            served,
+            "as real root the kernel reads the backing file itself"
+        );
+        use std::os::unix::fs::FileExt;
+        // An upper file opened to read, then to write: both opens share one backing.
+        std::fs::write(m.join("made"), "made here\n").unwrap();
+        let ro = std::fs::File::open(m.join("made")).unwrap();
+        let rw = std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.join("made"))
+            .unwrap();
+        rw.write_at(b"MADE", 0).unwrap();
+        let mut buf = [0u8; 10];
+        ro.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"MADE here\n");
+        drop((ro, rw));
+        // A lower file held open to read cannot also be opened to write (the kernel
+        // keeps one backing file per inode): ETXTBSY, as for a running program; once the
+        // reader is gone the write goes to the copied-up file.
+        let reader = std::fs::File::open(m.join("top")).unwrap();
+        let e = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("top"))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(26), "{e}");
+        drop(reader);
+        use std::io::Write;
+        let mut a = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("top"))
+            .unwrap();
+        a.write_all(b"more\n").unwrap();
+        drop(a);
+        assert_eq!(
+            std::fs::read_to_string(m.join("top")).unwrap(),
+            "top\nmore\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(u.join("top")).unwrap(),
+            "top\nmore\n"
+        );
+        assert_eq!(std::fs::read_to_string(l1.join("top")).unwrap(), "top\n");
+        unmount();
+        let out = mount(&[("KILN_FUSE_PASSTHROUGH", "0")]);
+        assert!(out.status.success());
+        assert!(
+            !read_while_server_stopped(&ms, &m.join("base")),
+            "KILN_FUSE_PASSTHROUGH=0: reads go through the server"
+        );
+    } else {
+        assert!(!served, "a plain user's mount cannot use passthrough");
+    }
+    unmount();
+    let out = mount(&[("KILN_FUSE_PASSTHROUGH", "yes")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown value is refused");
+    assert!(
+        err.contains("KILN_FUSE_PASSTHROUGH=\"yes\": expected 0 or 1"),
+        "{err}"
+    );
+    let out = mount(&[("KILN_FUSE_THREADS", "lots")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("KILN_FUSE_THREADS"),
+        "{err}"
+    );
+}

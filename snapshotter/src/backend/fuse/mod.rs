@@ -187,47 +187,66 @@ fn filesystem(spec: &OverlaySpec) -> std::io::Result<(fs::OverlayFs, NotifierCel
             views: Default::default(),
             aufs_whiteouts: spec.aufs_whiteouts,
         },
-        writeback_wanted(),
+        kernel_io()?,
         notifier.clone(),
     );
     Ok((fs, notifier))
 }
 
-/// Whether to ask the kernel for its writeback cache: yes unless `KILN_FUSE_WRITEBACK=0`
-/// (`1` asks; anything else is refused with a warning and the default is used). Measured:
-/// untar of 30,000 files (500 MB, tar's 10 KiB writes) 5.3-6.0 s against 5.2-11.8 s
-/// without, 100-byte appends 17-26x and 4 KiB writes 2-6x faster; files written in one
-/// request each pay one setattr more at close (their mtime), +7 % on bench-snapshot's
-/// extract.
-fn writeback_wanted() -> bool {
-    const DEFAULT: bool = true;
-    match std::env::var("KILN_FUSE_WRITEBACK").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        Ok(other) => {
-            tracing::warn!("KILN_FUSE_WRITEBACK={other:?} is neither 0 nor 1; ignored");
-            DEFAULT
-        }
-        Err(_) => DEFAULT,
+/// What to ask the kernel for, from the environment:
+/// - `KILN_FUSE_WRITEBACK` (`1`, the default, or `0`): the writeback cache. Measured:
+///   untar of 30,000 files (500 MB, tar's 10 KiB writes) 5.3-6.0 s against 5.2-11.8 s
+///   without, 100-byte appends 17-26x and 4 KiB writes 2-6x faster; files written in one
+///   request each pay one setattr more at close (their mtime), +7 % on bench-snapshot's
+///   extract.
+/// - `KILN_FUSE_PASSTHROUGH` (`1`, the default, or `0`): kernel passthrough to the backing
+///   files, asked for only by real root (the kernel lets no one else register a backing
+///   file); where the kernel agrees it replaces the writeback cache.
+///
+/// Any other value is refused.
+fn kernel_io() -> std::io::Result<fs::KernelIo> {
+    Ok(fs::KernelIo {
+        writeback: switch("KILN_FUSE_WRITEBACK")?,
+        passthrough: switch("KILN_FUSE_PASSTHROUGH")? && crate::idmap::is_real_root(),
+    })
+}
+
+/// An on/off environment variable: unset or `1` on, `0` off, anything else refused.
+fn switch(name: &str) -> std::io::Result<bool> {
+    match std::env::var(name).as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("1") => Ok(true),
+        Ok("0") => Ok(false),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{name}={:?}: expected 0 or 1",
+                other.unwrap_or("(not UTF-8)")
+            ),
+        )),
     }
 }
 
-fn config() -> fuser::Config {
+fn config() -> std::io::Result<fuser::Config> {
     let mut c = fuser::Config::default();
     c.acl = fuser::SessionACL::All;
     // Serving threads: 1 by default. Measured on 2 shared cores (bench-snapshot, 30,000
     // files on tmpfs): extract 3.7-4.0 s on 1 thread, 4.1-6.1 s on 2, 5.8-9.3 s on 4; read
     // 1.2 s against 1.6-1.8 and 1.4-1.5; two untars into one mount at once were no faster
-    // on 2 threads (13-17 s either way). KILN_FUSE_THREADS (1-16) overrides.
-    c.n_threads = Some(
-        std::env::var("KILN_FUSE_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| (1..=16).contains(n))
-            .unwrap_or(1),
-    );
+    // on 2 threads (13-17 s either way). KILN_FUSE_THREADS (1-16) overrides; any other
+    // value is refused.
+    let threads = match std::env::var("KILN_FUSE_THREADS") {
+        Err(std::env::VarError::NotPresent) => Ok(1),
+        Ok(v) => v.parse().ok().filter(|n| (1..=16).contains(n)).ok_or(v),
+        Err(std::env::VarError::NotUnicode(v)) => Err(v.to_string_lossy().into_owned()),
+    };
+    c.n_threads = Some(threads.map_err(|v| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("KILN_FUSE_THREADS={v:?}: expected a number of serving threads from 1 to 16"),
+        )
+    })?);
     c.clone_fd = true;
-    c
+    Ok(c)
 }
 
 /// The mount flags of a FUSE overlay mount, as `mount -o` names them: what
@@ -350,6 +369,7 @@ pub fn mount_direct(
     flags: &FuseMountFlags,
 ) -> std::io::Result<OverlaySession> {
     let mount_flags = flags.mount_flags()?;
+    let config = config()?;
     let (fs, notifier) = filesystem(spec)?;
     let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| {
@@ -382,7 +402,7 @@ pub fn mount_direct(
             format!("mount(2) at {}: {e}", target.display()),
         )
     })?;
-    match fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, config()) {
+    match fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, config) {
         Ok(s) => {
             let _ = notifier.set(s.notifier());
             Ok(OverlaySession(s))
@@ -404,7 +424,7 @@ pub fn mount_with_fusermount(
 ) -> std::io::Result<OverlaySession> {
     let options = flags.fusermount_options()?;
     let (fs, notifier) = filesystem(spec)?;
-    let mut c = config();
+    let mut c = config()?;
     c.acl = fuser::SessionACL::Owner;
     c.mount_options = vec![
         fuser::MountOption::FSName("kiln-overlay".into()),

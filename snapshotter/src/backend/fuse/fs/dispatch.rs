@@ -17,6 +17,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 
 use super::attr::*;
 use super::change::Change;
+use super::namespace::libc_o_accmode;
+use super::passthrough::Served;
 use super::{DirEntries, Handle, OverlayFs};
 use crate::backend::fuse::layers::{child, file_type};
 use crate::format;
@@ -34,12 +36,21 @@ impl Filesystem for OverlayFs {
             | F::FUSE_READDIRPLUS_AUTO
             | F::FUSE_HANDLE_KILLPRIV_V2
             | F::FUSE_ATOMIC_O_TRUNC;
-        if self.want_writeback {
+        // - `PASSTHROUGH` (real root, Linux 6.9+): open files are read and written by the
+        //   kernel on the backing file; the kernel takes it only without the writeback
+        //   cache, and only for a filesystem that may still be stacked once (depth 1).
+        let passthrough = self.want_passthrough
+            && config.capabilities().contains(F::FUSE_PASSTHROUGH)
+            && config.set_max_stack_depth(1).is_ok();
+        if passthrough {
+            wanted |= F::FUSE_PASSTHROUGH;
+        } else if self.want_writeback {
             wanted |= F::FUSE_WRITEBACK_CACHE;
         }
         let wanted = wanted & config.capabilities();
         if config.add_capabilities(wanted).is_ok() {
             self.writeback = wanted.contains(F::FUSE_WRITEBACK_CACHE);
+            self.passthrough = wanted.contains(F::FUSE_PASSTHROUGH);
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
@@ -293,9 +304,20 @@ impl Filesystem for OverlayFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_file(req, ino, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
+        let fh = match self.open_file(req, ino, flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(e),
+        };
+        let writes = flags.0 & libc_o_accmode() != OFlags::RDONLY.bits() as i32;
+        match self.serve(fh, writes, |fd| reply.open_backing(fd)) {
+            Ok(Served::Passthrough(b)) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b.id)
+            }
+            Ok(Served::Cached) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => {
+                self.drop_handle(FileHandle(fh));
+                reply.error(e)
+            }
         }
     }
 
@@ -378,6 +400,7 @@ impl Filesystem for OverlayFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.release(fh.0);
         self.drop_handle(fh);
         reply.ok();
     }
@@ -626,15 +649,20 @@ impl Filesystem for OverlayFs {
             let ino = self.table().ino_for(&rel);
             Ok((attr(ino, &st), self.add_handle(Handle::File(ino, fd, true))))
         };
-        match run() {
-            Ok((a, fh)) => reply.created(
-                &TTL,
-                &a,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(e),
+        let (a, fh) = match run() {
+            Ok(done) => done,
+            Err(e) => return reply.error(e),
+        };
+        let (g, h) = (Generation(0), FileHandle(fh));
+        match self.serve(fh, true, |fd| reply.open_backing(fd)) {
+            Ok(Served::Passthrough(b)) => {
+                reply.created_passthrough(&TTL, &a, g, h, FopenFlags::empty(), &b.id)
+            }
+            Ok(Served::Cached) => reply.created(&TTL, &a, g, h, FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => {
+                self.drop_handle(h);
+                reply.error(e)
+            }
         }
     }
 

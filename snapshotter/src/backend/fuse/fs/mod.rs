@@ -11,6 +11,7 @@
 //! - `change`: a setattr's changes, applied to an upper path or an open upper fd;
 //! - `nodes`: the node table (paths ↔ inode numbers);
 //! - `namespace`: changes of the namespace (create, remove, rename, open for writing);
+//! - `passthrough`: backing files the kernel reads and writes itself (real root);
 //! - `dispatch`: the `fuser::Filesystem` operations, each a call into the above.
 
 mod attr;
@@ -18,6 +19,7 @@ mod change;
 mod dispatch;
 mod namespace;
 mod nodes;
+mod passthrough;
 
 pub(super) use change::kill_suidgid;
 
@@ -45,6 +47,16 @@ pub(super) enum Handle {
     Dir(DirEntries),
 }
 
+/// What to ask the kernel for at INIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct KernelIo {
+    /// The writeback cache (`FUSE_WRITEBACK_CACHE`).
+    pub writeback: bool,
+    /// Passthrough to backing files (`FUSE_PASSTHROUGH`); when agreed, the writeback
+    /// cache is not asked for.
+    pub passthrough: bool,
+}
+
 /// The filesystem.
 pub(super) struct OverlayFs {
     layers: Layers,
@@ -59,6 +71,13 @@ pub(super) struct OverlayFs {
     writeback: bool,
     /// Whether to ask for the writeback cache at INIT.
     want_writeback: bool,
+    /// Whether the kernel reads and writes open files itself (`FUSE_PASSTHROUGH`, agreed
+    /// at INIT; asked for instead of the writeback cache, which it excludes).
+    passthrough: bool,
+    /// Whether to ask for passthrough at INIT.
+    want_passthrough: bool,
+    /// The backing files of passthrough opens.
+    backings: passthrough::Backings,
     /// Notifications to the kernel (set once the session exists).
     notifier: Arc<OnceLock<fuser::Notifier>>,
 }
@@ -66,7 +85,7 @@ pub(super) struct OverlayFs {
 impl OverlayFs {
     pub fn new(
         layers: Layers,
-        want_writeback: bool,
+        wanted: KernelIo,
         notifier: Arc<OnceLock<fuser::Notifier>>,
     ) -> OverlayFs {
         OverlayFs {
@@ -76,7 +95,10 @@ impl OverlayFs {
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             writeback: false,
-            want_writeback,
+            want_writeback: wanted.writeback,
+            passthrough: false,
+            want_passthrough: wanted.passthrough,
+            backings: passthrough::Backings::default(),
             notifier,
         }
     }
@@ -121,6 +143,32 @@ impl OverlayFs {
             .unwrap_or_else(|e| e.into_inner())
             .insert(fh, h);
         fh
+    }
+
+    /// How to answer the open `fh` (see [`passthrough`]); `writes`: it may write.
+    fn serve(
+        &self,
+        fh: u64,
+        writes: bool,
+        register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
+    ) -> Result<passthrough::Served, Errno> {
+        if !self.passthrough {
+            return Ok(passthrough::Served::Cached);
+        }
+        let hs = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        match hs.get(&fh) {
+            Some(Handle::File(ino, fd, upper)) => self.backings.serve(
+                passthrough::Open {
+                    ino: *ino,
+                    fh,
+                    fd,
+                    upper: *upper,
+                    writes,
+                },
+                register,
+            ),
+            _ => Err(Errno::EBADF),
+        }
     }
 
     fn drop_handle(&self, fh: FileHandle) {

@@ -241,6 +241,6 @@ impl OverlayFs {
     }
 }
 
-fn libc_o_accmode() -> i32 {
+pub(super) fn libc_o_accmode() -> i32 {
     (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR).bits() as i32
 }
