@@ -15,6 +15,7 @@ fn doctor_reports_every_check() {
         "subordinate ids",
         "/dev/fuse",
         "overlay in user namespace",
+        "FUSE passthrough",
         "cgroups",
         "snapshotter auto",
     ] {
@@ -41,5 +42,17 @@ fn doctor_reports_every_check() {
             );
         }
         assert!(stdout.contains("picks overlay"), "{stdout}");
+        // Only real root may register backing files; Linux 6.9 brought passthrough.
+        let expected = if !kiln_tests::real_root() {
+            "FUSE passthrough           not used: only real root"
+        } else if kiln_tests::kernel_at_least(6, 9) {
+            "FUSE passthrough           used:"
+        } else {
+            "FUSE passthrough           asked for and not given"
+        };
+        assert!(
+            stdout.contains(expected),
+            "expected {expected:?}:\n{stdout}"
+        );
     }
 }

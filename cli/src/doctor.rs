@@ -9,6 +9,7 @@ use anyhow::Result;
 use kiln_executor::sandbox::subid::SubIds;
 use kiln_executor::sandbox::userns::{enter_namespaces, Namespaces};
 use kiln_snapshotter::backend::choice::{auto_pick, probe};
+use kiln_snapshotter::backend::fuse::{probe_passthrough, Passthrough};
 use kiln_snapshotter::{probe_all, BackendChoice, BackendKind};
 
 struct Check {
@@ -22,15 +23,20 @@ struct Check {
 /// text when it fails).
 type Outcomes = Vec<(BackendKind, Result<(), String>)>;
 
+/// The key of `probe-backend`'s line about FUSE passthrough (`Passthrough`'s variant, or
+/// why the probe failed).
+const PASSTHROUGH: &str = "passthrough";
+
 /// Probes every backend in a scratch directory, from inside the namespaces a build uses:
 /// `kiln probe-backend auto DIR` prints one line per backend, `KIND<TAB>ok` or
 /// `KIND<TAB>REASON`.
-fn probe_in_namespaces() -> Outcomes {
-    let failed = |why: String| -> Outcomes {
-        BackendKind::ALL
+fn probe_in_namespaces() -> (Outcomes, String) {
+    let failed = |why: String| -> (Outcomes, String) {
+        let all = BackendKind::ALL
             .into_iter()
             .map(|k| (k, Err(why.clone())))
-            .collect()
+            .collect();
+        (all, why)
     };
     // On kiln's root, where builds mount their snapshots: a backend may mount on one
     // filesystem and not on another (kernel overlayfs takes no upper directory on an
@@ -76,6 +82,11 @@ fn probe_in_namespaces() -> Outcomes {
         Err(e) => return failed(format!("entering a user and mount namespace: {e}")),
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let passthrough = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(PASSTHROUGH)?.strip_prefix('\t'))
+        .unwrap_or("not probed")
+        .to_string();
     let mut outcomes: Outcomes = stdout
         .lines()
         .filter_map(|line| {
@@ -97,22 +108,31 @@ fn probe_in_namespaces() -> Outcomes {
             outcomes.push((kind, Err(format!("the probe did not report ({why})"))));
         }
     }
-    outcomes
+    (outcomes, passthrough)
 }
 
 /// The hidden `kiln probe-backend NAME DIR`, run by `doctor` inside namespaces: probes
 /// the backend NAME (`auto`: every backend, in auto's order) in DIR and prints one line
 /// per backend, `KIND<TAB>ok` or `KIND<TAB>REASON`.
 pub fn probe_backend(name: &str, dir: PathBuf) -> Result<()> {
-    let outcomes = match name.parse::<BackendChoice>()?.kind() {
+    let kind = name.parse::<BackendChoice>()?.kind();
+    let outcomes = match kind {
         Some(kind) => vec![(kind, probe(kind, &dir))],
         None => probe_all(&dir),
     };
     let mut out = std::io::stdout().lock();
+    let line = |e: &dyn std::fmt::Display| e.to_string().replace(['\n', '\t'], " ");
     for (kind, outcome) in outcomes {
         match outcome {
             Ok(()) => writeln!(out, "{kind}\tok")?,
-            Err(e) => writeln!(out, "{kind}\t{}", e.to_string().replace(['\n', '\t'], " "))?,
+            Err(e) => writeln!(out, "{kind}\t{}", line(&e))?,
+        }
+    }
+    if kind.is_none() {
+        let scratch = dir.join("passthrough");
+        match probe_passthrough(&scratch) {
+            Ok(p) => writeln!(out, "{PASSTHROUGH}\t{p:?}")?,
+            Err(e) => writeln!(out, "{PASSTHROUGH}\t{}", line(&e))?,
         }
     }
     Ok(())
@@ -180,7 +200,7 @@ pub fn run(out: &mut impl Write) -> Result<()> {
         },
         fix: "install fuse3 and make /dev/fuse usable (mode 0666), or pass it into the container",
     });
-    let outcomes = probe_in_namespaces();
+    let (outcomes, passthrough) = probe_in_namespaces();
     let outcome = |kind: BackendKind| {
         outcomes
             .iter()
@@ -207,6 +227,26 @@ pub fn run(out: &mut impl Write) -> Result<()> {
             Err(e) => format!("cannot mount: {e}"),
         },
         fix: "needs /dev/fuse usable (see above) and Linux 4.18+ for FUSE in a user namespace; kiln falls back to plain copies",
+    });
+    let said = [
+        Passthrough::Used,
+        Passthrough::NotRoot,
+        Passthrough::TurnedOff,
+        Passthrough::NotGiven,
+    ]
+    .into_iter()
+    .find(|p| format!("{p:?}") == passthrough);
+    checks.push(Check {
+        ok: true,
+        name: "FUSE passthrough",
+        detail: match said {
+            Some(Passthrough::Used) => "used: the kernel reads and writes open files of kiln's FUSE overlay on their backing files".into(),
+            Some(Passthrough::NotRoot) => "not used: only real root may register backing files (CAP_SYS_ADMIN in the initial user namespace); reads and writes go through kiln's serving threads and the kernel's writeback cache".into(),
+            Some(Passthrough::TurnedOff) => "turned off (KILN_FUSE_PASSTHROUGH=0)".into(),
+            Some(Passthrough::NotGiven) => "asked for and not given: it needs Linux 6.9+ built with CONFIG_FUSE_PASSTHROUGH, and kiln's root on a filesystem that is not stacked already (an overlay)".into(),
+            None => format!("not probed: {passthrough}"),
+        },
+        fix: "",
     });
     let cgroup2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     checks.push(Check {

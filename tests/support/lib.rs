@@ -185,6 +185,19 @@ pub fn real_root() -> bool {
     kiln_executor::sandbox::userns::is_real_root()
 }
 
+/// Whether the running kernel is Linux `major.minor` or later.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
 /// Says on stderr, past the test harness's capture, that a test is skipped (and why).
 pub fn skipped(why: &str) {
     use std::io::Write;

@@ -86,30 +86,7 @@ impl Backend for FuseBackend {
     }
 
     fn works_here(&self, scratch: &Path) -> Result<(), ProbeError> {
-        let dirs = ["l", "u", "w", "m"].map(|d| scratch.join(d));
-        for d in &dirs {
-            std::fs::create_dir_all(d).map_err(ProbeError::setup(d))?;
-        }
-        let [l, u, w, m] = dirs;
-        let probe = l.join("probe");
-        std::fs::write(&probe, b"kiln").map_err(ProbeError::setup(&probe))?;
-        let guard = self
-            .mount(&[l], &u, &w, &m)
-            .map_err(|source| ProbeError::Mount {
-                hint: "it needs /dev/fuse readable and writable and a user namespace",
-                source,
-            })?;
-        let got = std::fs::read(guard.root().join("probe")).map_err(|source| ProbeError::Read {
-            kind: BackendKind::Fuse,
-            source,
-        })?;
-        drop(guard);
-        if got != b"kiln" {
-            return Err(ProbeError::WrongData {
-                kind: BackendKind::Fuse,
-            });
-        }
-        Ok(())
+        probe_mount(scratch).map(|_| ())
     }
 
     fn mount(
@@ -119,29 +96,100 @@ impl Backend for FuseBackend {
         work: &Path,
         target: &Path,
     ) -> Result<Box<dyn MountGuard>, BackendError> {
-        let spec = OverlaySpec {
-            lowers: lowers.to_vec(),
-            upper: upper.to_path_buf(),
-            work: work.to_path_buf(),
-            aufs_whiteouts: false,
-        };
-        let session = mount_direct(&spec, target, &FuseMountFlags::default()).map_err(err(
-            format!("mounting the FUSE overlay at {}", target.display()),
-        ))?;
-        let session = match session.0.spawn() {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = unmount(target, UnmountFlags::DETACH);
-                return Err(err("starting the FUSE session".into())(e));
-            }
-        };
-        Ok(Box::new(FuseMount {
-            root: target.to_path_buf(),
-            upper: upper.to_path_buf(),
-            lowers: lowers.to_vec(),
-            session: Some(session),
-        }))
+        Ok(Box::new(mount_served(lowers, upper, work, target)?.0))
     }
+}
+
+/// Mounts the overlay at `target` and serves it from threads of this process.
+fn mount_served(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(FuseMount, PassthroughCount), BackendError> {
+    let spec = OverlaySpec {
+        lowers: lowers.to_vec(),
+        upper: upper.to_path_buf(),
+        work: work.to_path_buf(),
+        aufs_whiteouts: false,
+    };
+    let session = mount_direct(&spec, target, &FuseMountFlags::default()).map_err(err(format!(
+        "mounting the FUSE overlay at {}",
+        target.display()
+    )))?;
+    let count = session.passthrough_count();
+    let session = match session.0.spawn() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = unmount(target, UnmountFlags::DETACH);
+            return Err(err("starting the FUSE session".into())(e));
+        }
+    };
+    let mount = FuseMount {
+        root: target.to_path_buf(),
+        upper: upper.to_path_buf(),
+        lowers: lowers.to_vec(),
+        session: Some(session),
+    };
+    Ok((mount, count))
+}
+
+/// Mounts a one-file overlay in `scratch` and reads the file through it; returns how
+/// many opens the kernel served by passthrough.
+fn probe_mount(scratch: &Path) -> Result<u64, ProbeError> {
+    let dirs = ["l", "u", "w", "m"].map(|d| scratch.join(d));
+    for d in &dirs {
+        std::fs::create_dir_all(d).map_err(ProbeError::setup(d))?;
+    }
+    let [l, u, w, m] = dirs;
+    let probe = l.join("probe");
+    std::fs::write(&probe, b"kiln").map_err(ProbeError::setup(&probe))?;
+    let (guard, count) = mount_served(&[l], &u, &w, &m).map_err(|source| ProbeError::Mount {
+        hint: "it needs /dev/fuse readable and writable and a user namespace",
+        source,
+    })?;
+    let got = std::fs::read(guard.root().join("probe")).map_err(|source| ProbeError::Read {
+        kind: BackendKind::Fuse,
+        source,
+    })?;
+    drop(guard);
+    if got != b"kiln" {
+        return Err(ProbeError::WrongData {
+            kind: BackendKind::Fuse,
+        });
+    }
+    Ok(count.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// What kernel passthrough does for this process's FUSE overlay mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    /// Open files are read and written by the kernel on their backing files.
+    Used,
+    /// Not asked for: only real root may register backing files.
+    NotRoot,
+    /// Not asked for: `KILN_FUSE_PASSTHROUGH=0`.
+    TurnedOff,
+    /// Asked for, and not given: a kernel before 6.9 or without `CONFIG_FUSE_PASSTHROUGH`,
+    /// or a store on a filesystem that is stacked already (an overlay).
+    NotGiven,
+}
+
+/// Whether passthrough serves FUSE overlay mounts here: mounts a one-file overlay in
+/// `scratch` and reads through it.
+pub fn probe_passthrough(scratch: &Path) -> Result<Passthrough, ProbeError> {
+    if !crate::idmap::is_real_root() {
+        return Ok(Passthrough::NotRoot);
+    }
+    let asked = kernel_io().map_err(ProbeError::setup(scratch))?;
+    if !asked.passthrough {
+        return Ok(Passthrough::TurnedOff);
+    }
+    Ok(if probe_mount(scratch)? > 0 {
+        Passthrough::Used
+    } else {
+        Passthrough::NotGiven
+    })
 }
 
 /// What a FUSE overlay mount serves: lowers (top first), upper, work directory.
@@ -158,9 +206,15 @@ pub struct OverlaySpec {
 }
 
 /// A mounted FUSE overlay whose requests are not served yet.
-pub struct OverlaySession(fuser::Session<fs::OverlayFs>);
+pub struct OverlaySession(fuser::Session<fs::OverlayFs>, PassthroughCount);
 
 impl OverlaySession {
+    /// How many opens the kernel serves on their backing files (kernel passthrough), as
+    /// the mount goes on.
+    pub fn passthrough_count(&self) -> PassthroughCount {
+        self.1.clone()
+    }
+
     /// Serves requests until the filesystem is unmounted.
     pub fn run(self) -> std::io::Result<()> {
         self.0.run()
@@ -169,12 +223,18 @@ impl OverlaySession {
 
 type NotifierCell = std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>;
 
-fn filesystem(spec: &OverlaySpec) -> std::io::Result<(fs::OverlayFs, NotifierCell)> {
+/// Opens answered with a backing file so far (see [`OverlaySession::passthrough_count`]).
+pub type PassthroughCount = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+fn filesystem(
+    spec: &OverlaySpec,
+) -> std::io::Result<(fs::OverlayFs, NotifierCell, PassthroughCount)> {
     let fuse_work = spec.work.join("fuse");
     std::fs::create_dir_all(&fuse_work)?;
     let mut dirs = vec![spec.upper.clone()];
     dirs.extend(spec.lowers.iter().cloned());
     let notifier = NotifierCell::default();
+    let count = PassthroughCount::default();
     let fs = fs::OverlayFs::new(
         layers::Layers {
             dirs,
@@ -189,8 +249,9 @@ fn filesystem(spec: &OverlaySpec) -> std::io::Result<(fs::OverlayFs, NotifierCel
         },
         kernel_io()?,
         notifier.clone(),
+        count.clone(),
     );
-    Ok((fs, notifier))
+    Ok((fs, notifier, count))
 }
 
 /// What to ask the kernel for, from the environment:
@@ -370,7 +431,7 @@ pub fn mount_direct(
 ) -> std::io::Result<OverlaySession> {
     let mount_flags = flags.mount_flags()?;
     let config = config()?;
-    let (fs, notifier) = filesystem(spec)?;
+    let (fs, notifier, count) = filesystem(spec)?;
     let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| {
             std::io::Error::new(
@@ -405,7 +466,7 @@ pub fn mount_direct(
     match fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, config) {
         Ok(s) => {
             let _ = notifier.set(s.notifier());
-            Ok(OverlaySession(s))
+            Ok(OverlaySession(s, count))
         }
         Err(e) => {
             let _ = unmount(target, UnmountFlags::DETACH);
@@ -423,7 +484,7 @@ pub fn mount_with_fusermount(
     flags: &FuseMountFlags,
 ) -> std::io::Result<OverlaySession> {
     let options = flags.fusermount_options()?;
-    let (fs, notifier) = filesystem(spec)?;
+    let (fs, notifier, count) = filesystem(spec)?;
     let mut c = config()?;
     c.acl = fuser::SessionACL::Owner;
     c.mount_options = vec![
@@ -434,5 +495,5 @@ pub fn mount_with_fusermount(
     c.mount_options.extend(options);
     let s = fuser::Session::new(fs, target, &c)?;
     let _ = notifier.set(s.notifier());
-    Ok(OverlaySession(s))
+    Ok(OverlaySession(s, count))
 }

@@ -87,6 +87,7 @@ impl OverlayFs {
         layers: Layers,
         wanted: KernelIo,
         notifier: Arc<OnceLock<fuser::Notifier>>,
+        passed_through: Arc<AtomicU64>,
     ) -> OverlayFs {
         OverlayFs {
             layers,
@@ -98,7 +99,7 @@ impl OverlayFs {
             want_writeback: wanted.writeback,
             passthrough: false,
             want_passthrough: wanted.passthrough,
-            backings: passthrough::Backings::default(),
+            backings: passthrough::Backings::new(passed_through),
             notifier,
         }
     }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use fuser::Errno;
@@ -61,15 +61,24 @@ struct State {
 }
 
 /// The backing files of the open files.
-#[derive(Default)]
 pub(in crate::backend::fuse) struct Backings {
     state: Mutex<State>,
     /// The kernel refused a backing file (e.g. `ELOOP`: the store's filesystem is stacked
     /// already); every later open is served by the threads, so no inode mixes modes.
     refused: AtomicBool,
+    /// Opens answered with a backing file.
+    served: Arc<AtomicU64>,
 }
 
 impl Backings {
+    pub fn new(served: Arc<AtomicU64>) -> Backings {
+        Backings {
+            state: Mutex::default(),
+            refused: AtomicBool::new(false),
+            served,
+        }
+    }
+
     /// How to answer `open`; `register` asks the kernel for a backing id. ETXTBSY: an open
     /// for writing of an inode whose opens read its lower file.
     pub fn serve(
@@ -116,6 +125,7 @@ impl Backings {
             }
         };
         s.by_handle.insert(open.fh, (open.ino, backing.clone()));
+        self.served.fetch_add(1, Ordering::Relaxed);
         Ok(Served::Passthrough(backing))
     }
 
