@@ -30,6 +30,9 @@ use kiln_snapshotter::diff::DiffOptions;
 use kiln_snapshotter::format;
 use kiln_snapshotter::testsuite::{describe_tree, Describe};
 
+#[path = "backend_battery/deep_paths.rs"]
+mod deep_paths;
+
 type Step = fn(&Path);
 
 struct Case {
@@ -515,6 +518,39 @@ fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), St
     Ok(())
 }
 
+/// The deep-path case ([`deep_paths`]) on `backend`: through the mount, in the upper
+/// directory (not the copy backend's: it has none), and in the layer applied on the lowers.
+fn run_deep_paths(backend: &dyn Backend, scratch: &Path) -> Result<(), String> {
+    let lowers = make_lowers(&scratch.join("lowers"));
+    let (upper, work, mnt) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("mnt"),
+    );
+    for d in [&upper, &work, &mnt] {
+        fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    let guard = backend
+        .mount(&lowers, &upper, &work, &mnt)
+        .map_err(|e| e.to_string())?;
+    let has_upper = backend.kind() != BackendKind::Copy;
+    deep_paths::run(guard.root(), has_upper.then_some(upper.as_path()), || {
+        let mut layer = Vec::new();
+        guard
+            .write_diff(&DiffOptions::default(), &mut layer)
+            .map_err(|e| format!("the diff: {e}"))?;
+        let replay = scratch.join("replay");
+        materialize(&lowers, &replay).map_err(|e| e.to_string())?;
+        let opts = ApplyOptions {
+            target: ApplyTarget::Merged,
+            ..ApplyOptions::default()
+        };
+        apply_layer(layer.as_slice(), &replay, &opts)
+            .map_err(|e| format!("applying the layer: {e}"))?;
+        Ok(replay)
+    })
+}
+
 /// 80 lowers with long paths: more than one mount call's options can hold.
 fn deep_stack() -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -724,6 +760,18 @@ fn main() -> ExitCode {
                     failed += 1;
                     println!("FAIL {} / {}: {why}", backend.name(), case.name);
                 }
+            }
+        }
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let deep = "a path near PATH_MAX inside the mount, past it outside";
+        match run_deep_paths(backend.as_ref(), scratch.path()) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok   {} / {deep}", backend.name());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {} / {deep}: {why}", backend.name());
             }
         }
     }
