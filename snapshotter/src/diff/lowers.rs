@@ -157,7 +157,7 @@ impl LowerView<'_> {
                     }
                 }
             }
-            if is_opaque(&*dir) {
+            if is_opaque(&dir) {
                 break;
             }
         }
