@@ -9,6 +9,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+use kiln_snapshotter::format;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -19,6 +20,8 @@ const FILE: &str = "f";
 const MOVED: &str = "g";
 const GONE: &str = "h";
 const LINK: &str = "s";
+const LINK_MOVED: &str = "t";
+const APPENDED: &[u8] = b"appended\n";
 const CONTENT: &[u8] = b"deep file\n";
 
 /// The chain's components below a directory at `root`: their path is as long as possible
@@ -145,7 +148,7 @@ fn holds(root: &Path, names: &[String], what: &str) -> Result<(), String> {
 pub fn run(
     mnt: &Path,
     upper: Option<&Path>,
-    diff_and_apply: impl FnOnce() -> Result<std::path::PathBuf, String>,
+    diff_and_apply: Box<dyn FnOnce() -> Result<std::path::PathBuf, String> + '_>,
 ) -> Result<(), String> {
     let names = chain(mnt);
     change(mnt, &names).map_err(|m| format!("through the mount: {m}"))?;
@@ -155,4 +158,57 @@ pub fn run(
     }
     let replay = diff_and_apply()?;
     holds(&replay, &names, "the layer applied")
+}
+
+/// The second step: the tree the first left is now a lower (`mnt` mounts it). Its deep
+/// file is appended to (a copy-up), its symlink renamed: through the mount, in the upper
+/// directory (`Some` when the backend keeps one) and in the layer applied.
+pub fn run_on_lower(
+    mnt: &Path,
+    upper: Option<&Path>,
+    diff_and_apply: Box<dyn FnOnce() -> Result<std::path::PathBuf, String> + '_>,
+) -> Result<(), String> {
+    let names = chain(mnt);
+    let in_mount = |m: String| format!("through the mount, over the deep lower: {m}");
+    let dir = walk(mnt, &names, false).map_err(in_mount)?;
+    let f = rustix::fs::openat(
+        &dir,
+        MOVED,
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(e("opening the lower's deep file for writing"))
+    .map_err(in_mount)?;
+    rustix::io::write(&f, APPENDED)
+        .map_err(e("appending"))
+        .map_err(in_mount)?;
+    drop(f);
+    rustix::fs::renameat(&dir, LINK, &dir, LINK_MOVED)
+        .map_err(e("renaming the lower's symlink"))
+        .map_err(in_mount)?;
+    let holds_appended = |root: &Path, what: &str| -> Result<(), String> {
+        let in_it = |m: String| format!("{what} (second step): {m}");
+        let dir = walk(root, &names, false).map_err(in_it)?;
+        let want = [CONTENT, APPENDED].concat();
+        if read(&dir, MOVED).map_err(in_it)? != want {
+            return Err(in_it("the appended file's content differs".into()));
+        }
+        match rustix::fs::readlinkat(&dir, LINK_MOVED, Vec::new()) {
+            Ok(t) if t.as_bytes() == MOVED.as_bytes() => {}
+            other => return Err(in_it(format!("the renamed symlink reads {other:?}"))),
+        }
+        // The upper directory holds a whiteout where the lower's entry went.
+        let whiteout_ok = upper == Some(root);
+        match rustix::fs::statat(&dir, LINK, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => Ok(()),
+            Ok(st) if whiteout_ok && format::is_whiteout(Path::new(""), &st) => Ok(()),
+            other => Err(in_it(format!("{LINK} is still there: {other:?}"))),
+        }
+    };
+    holds_appended(mnt, "the mount")?;
+    if let Some(u) = upper {
+        holds_appended(u, "the upper directory")?;
+    }
+    let replay = diff_and_apply()?;
+    holds_appended(&replay, "the layer applied")
 }
