@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -93,23 +93,12 @@ fn remove_any(path: &Path) -> io::Result<()> {
 /// directory, kept open, and its name).
 type Links = HashMap<(u64, u64), (Rc<OwnedFd>, OsString)>;
 
-/// Opens directory `path` and names it through its fd's `/proc/self/fd` link, so the
-/// paths of its entries stay short whatever the depth (a tree may hold paths past
-/// `PATH_MAX` once its directory is prefixed).
-fn open_dir(path: &Path) -> io::Result<(OwnedFd, PathBuf)> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let named = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    Ok((fd, named))
-}
-
+/// Merges `src` into `dst`. Both are opened and their entries named through their fds
+/// ([`crate::proc_fd`]): a tree may hold paths past `PATH_MAX` once its directory is
+/// prefixed.
 fn merge_dir(src: &Path, dst: &Path, links: &mut Links) -> io::Result<()> {
-    let (_src_fd, src) = open_dir(src)?;
-    let (dst_fd, dst) = open_dir(dst)?;
+    let (_src_fd, src) = crate::proc_fd::open_dir(src)?;
+    let (dst_fd, dst) = crate::proc_fd::open_dir(dst)?;
     let (src, dst, dst_fd) = (src.as_path(), dst.as_path(), Rc::new(dst_fd));
     let mut names: Vec<_> = fs::read_dir(src)?
         .map(|e| e.map(|e| e.file_name()))

@@ -4,68 +4,19 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
-
 use crate::format::{is_opaque, is_whiteout};
+use crate::proc_fd::ShortPath;
 
 pub(crate) struct LowerView<'a> {
     pub lowers: &'a [PathBuf],
 }
 
-/// A path below a lower kept short enough for one system call whatever its depth: past
-/// [`LowerPath::LONG`] bytes, the directory reached so far is opened (`O_PATH`) and the
-/// path goes on from its `/proc/self/fd/N` link. The fds live as long as the path.
-pub(crate) struct LowerPath {
-    path: PathBuf,
-    _dirs: Vec<OwnedFd>,
-}
-
-impl LowerPath {
-    /// `PATH_MAX` (4096) less room for the `/proc/self/fd/N` prefix.
-    const LONG: usize = 4096 - 64;
-
-    fn new(lower: &Path) -> LowerPath {
-        LowerPath {
-            path: lower.to_path_buf(),
-            _dirs: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, name: &OsStr) -> std::io::Result<()> {
-        if self.path.as_os_str().len() + 1 + name.len() > Self::LONG {
-            let dir = rustix::fs::open(
-                &self.path,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            self.path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-            self._dirs.push(dir);
-        }
-        self.path.push(name);
-        Ok(())
-    }
-}
-
-impl AsRef<Path> for LowerPath {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl std::ops::Deref for LowerPath {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
 enum InLower {
-    Found(LowerPath),
+    Found(ShortPath),
     /// Hidden here (whiteout, a file over a directory, or an opaque directory above).
     Hidden,
     /// This lower says nothing; look further down.
@@ -74,7 +25,7 @@ enum InLower {
 
 impl LowerView<'_> {
     fn in_lower(lower: &Path, comps: &[&[u8]]) -> InLower {
-        let mut p = LowerPath::new(lower);
+        let mut p = ShortPath::new(lower);
         let mut opaque_above = false;
         for (i, c) in comps.iter().enumerate() {
             let pushed = p.push(OsStr::from_bytes(c));
@@ -101,7 +52,7 @@ impl LowerView<'_> {
     }
 
     /// The lower file that provides `rel` in the merged view.
-    pub fn lookup(&self, rel: &[u8]) -> Option<(LowerPath, Metadata)> {
+    pub fn lookup(&self, rel: &[u8]) -> Option<(ShortPath, Metadata)> {
         let comps: Vec<&[u8]> = rel
             .split(|b| *b == b'/')
             .filter(|c| !c.is_empty())
@@ -131,7 +82,7 @@ impl LowerView<'_> {
             let dir = match Self::in_lower(lower, &comps) {
                 InLower::Found(p) => p,
                 InLower::Hidden => break,
-                InLower::Absent if comps.is_empty() => LowerPath::new(lower),
+                InLower::Absent if comps.is_empty() => ShortPath::new(lower),
                 InLower::Absent => continue,
             };
             let Ok(md) = fs::symlink_metadata(&*dir) else {
@@ -143,7 +94,7 @@ impl LowerView<'_> {
             if let Ok(rd) = fs::read_dir(&*dir) {
                 for e in rd.flatten() {
                     let name = e.file_name().as_bytes().to_vec();
-                    let mut p = LowerPath::new(&dir);
+                    let mut p = ShortPath::new(&dir);
                     if p.push(&e.file_name()).is_err() {
                         continue;
                     }

@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -190,15 +189,8 @@ impl<W: Write> Differ<'_, W> {
             move |source| DiffError { path, source }
         };
         let shown_dir = self.shown(&rel);
-        let dir_fd = rustix::fs::open(
-            dir,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| err(&shown_dir)(e.into()))?;
-        let dir = &PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
+        let (_dir_fd, dir) = crate::proc_fd::open_dir(dir).map_err(err(&shown_dir))?;
+        let dir = &dir;
         let mut names: Vec<OsString> = fs::read_dir(dir)
             .map_err(err(&shown_dir))?
             .map(|e| e.map(|e| e.file_name()))

@@ -18,25 +18,21 @@
 //! (`O_PATH`) and the rest is relative to that, so no depth is too deep.
 //!
 //! Extended attributes have no `*at` calls before Linux 6.13: they are read and written
-//! through `/proc/self/fd/N/rest` with the `l*xattr` calls ([`At::xattr_path`]), which
-//! names the same entry (a symlink itself, not its target) with a path that stays short;
-//! [`LONGEST`] leaves room for the prefix.
+//! through `/proc/self/fd/N/rest` with the `l*xattr` calls ([`At::xattr_path`],
+//! [`crate::proc_fd`]), which names the same entry (a symlink itself, not its target)
+//! with a path that stays short; [`LONGEST`] leaves room for the prefix.
 
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-/// `PATH_MAX`, the NUL included.
-const PATH_MAX: usize = 4096;
-
-/// The longest path below a directory fd that is used as it is: `/proc/self/fd/N/` (at
-/// most 25 bytes) + it + NUL still fit in `PATH_MAX`.
-pub(super) const LONGEST: usize = PATH_MAX - 64;
+/// The longest path below a directory fd that is used as it is.
+const LONGEST: usize = crate::proc_fd::LONGEST_BELOW;
 
 /// Opens directory `dir` (the root of a layer, or the work directory) for the mount's life.
 pub(super) fn open_root(dir: &Path) -> io::Result<OwnedFd> {
@@ -117,9 +113,7 @@ impl<'a> At<'a> {
     /// A path naming the entry for calls that have no `*at` form (the `l*xattr` calls),
     /// through the fd's `/proc/self/fd` link: short, whatever the depth.
     pub fn xattr_path(&self) -> PathBuf {
-        let mut p = PathBuf::from(format!("/proc/self/fd/{}", self.fd().as_raw_fd()));
-        p.push(&*self.rest);
-        p
+        crate::proc_fd::of(&self.fd()).join(&*self.rest)
     }
 
     /// `lstat`, reading "no such entry" (also through a non-directory) as `None`.
