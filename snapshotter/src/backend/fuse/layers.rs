@@ -4,7 +4,8 @@
 //! `user.overlay.opaque` or `trusted.overlay.opaque`.
 //!
 //! Layer index 0 is the upper directory, 1.. the lowers. Paths are relative to a layer's
-//! root, `""` being the root itself; every lookup uses `lstat` (never follows the last
+//! root, `""` being the root itself, and resolved from the root's fd, held open
+//! ([`Layers::at`], [`super::at`]); every lookup uses `lstat` (never follows the last
 //! component) and only descends through directories.
 
 use std::collections::{HashMap, HashSet};
