@@ -3,7 +3,7 @@
 # and prints its summary and the failing cases. Expected failures, and why they are right
 # for an overlay:
 #   *::char           pjdfstest makes character devices 0/0, which is the overlay format's
-#                     whiteout: refused with EPERM, as kernel overlayfs refuses it;
+#                     whiteout: refused with EPERM, as kernel overlayfs refuses it.
 # The upper directory's path is longer than the mount point's, as in kiln's store: a path
 # near PATH_MAX inside the mount is past PATH_MAX there (the `*::enametoolong_path` cases
 # pass only because every layer path is resolved from the layer's open root, never whole).
