@@ -576,6 +576,21 @@ fn deep_paths_step(
             };
             apply_layer(layer.as_slice(), &replay, &opts)
                 .map_err(|e| format!("applying the layer: {e}"))?;
+            // The layer, applied on the lowers, gives the mounted view, deep entries too.
+            let (view, got) = (tree(guard.root()), tree(&replay));
+            if !view.keys().any(|k| k.len() > 4000) {
+                return Err("the mount's description misses the deep entries".into());
+            }
+            if let Some((k, v)) = view.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
+                return Err(format!(
+                    "layer round trip differs at {}: view {v:?}, layer gives {:?}",
+                    String::from_utf8_lossy(k),
+                    got.get(k)
+                ));
+            }
+            if got.len() != view.len() {
+                return Err("the layer applied has entries the mount has not".into());
+            }
             Ok(replay.clone())
         }),
     )?;
