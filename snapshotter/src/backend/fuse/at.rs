@@ -161,28 +161,9 @@ pub(super) struct Listing {
 }
 
 impl Listing {
-    /// Entry `name` of the directory.
-    pub fn child<'a>(&'a self, name: &'a OsStr) -> io::Result<At<'a>> {
-        let fd = self.dir.fd()?;
-        At::new(fd, Path::new(name))
-    }
-}
-
-impl At<'_> {
-    /// The entries of the directory here (never following a symlink); `None` when there
-    /// is none.
-    pub fn list(&self) -> io::Result<Option<Listing>> {
-        let fd = match rustix::fs::openat(
-            self.fd(),
-            self.rest(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let mut dir = rustix::fs::Dir::new(fd)?;
+    /// The entries of open directory `dir` (as [`At::open_dir`] gives it).
+    pub fn read(dir: OwnedFd) -> io::Result<Listing> {
+        let mut dir = rustix::fs::Dir::new(dir)?;
         let mut entries = Vec::new();
         while let Some(e) = dir.read() {
             let e = e?;
@@ -201,6 +182,37 @@ impl At<'_> {
                 }
             }
         }
-        Ok(Some(Listing { dir, entries }))
+        Ok(Listing { dir, entries })
+    }
+
+    /// Entry `name` of the directory.
+    pub fn child<'a>(&'a self, name: &'a OsStr) -> io::Result<At<'a>> {
+        let fd = self.dir.fd()?;
+        At::new(fd, Path::new(name))
+    }
+}
+
+impl At<'_> {
+    /// Opens the directory here for reading (never following a symlink); `None` when
+    /// no directory is here (nothing, or something else: ask [`Self::lstat`]).
+    pub fn open_dir(&self) -> io::Result<Option<OwnedFd>> {
+        match rustix::fs::openat(
+            self.fd(),
+            self.rest(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The entries of the directory here (never following a symlink); `None` when there
+    /// is none.
+    pub fn list(&self) -> io::Result<Option<Listing>> {
+        self.open_dir()?.map(Listing::read).transpose()
     }
 }

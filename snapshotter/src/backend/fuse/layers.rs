@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use rustix::fs::{FileType, Stat};
 
-use super::at::{self, At};
+use super::at::{self, At, Listing};
 use crate::format;
 
 /// A merged directory as the stack shows it: the layers it is made of (top first) and,
@@ -114,50 +114,51 @@ impl Layers {
         {
             return Ok(v.clone());
         }
-        let layers = match rel.parent() {
+        // The layers' directories, open: one open tells a directory is there, and serves
+        // the opacity check (`fgetxattr`) and the listing.
+        let mut dirs: Vec<(usize, OwnedFd)> = Vec::new();
+        match rel.parent() {
             None => {
-                let mut l = Vec::new();
                 for i in 0..self.dirs.len() {
-                    l.push(i);
-                    if i > 0 && self.opaque_in(i, &self.at(i, rel)?) {
+                    let Some(fd) = self.at(i, rel)?.open_dir()? else {
+                        return Err(io::Error::from(rustix::io::Errno::NOTDIR));
+                    };
+                    let opaque = i > 0 && self.opaque_in(i, &fd);
+                    dirs.push((i, fd));
+                    if opaque {
                         break;
                     }
                 }
-                l
             }
             Some(parent) => {
                 let pv = self.view(parent)?;
-                let mut l = Vec::new();
                 for &i in &pv.layers {
                     let p = match self.at(i, rel) {
                         Ok(p) => p,
                         Err(e) if at::is_absent(&e) => continue,
                         Err(e) => return Err(e),
                     };
-                    match p.lstat()? {
-                        Some(st) if file_type(&st) == FileType::Directory => {
-                            l.push(i);
-                            if self.opaque_in(i, &p) {
+                    match p.open_dir()? {
+                        Some(fd) => {
+                            let opaque = self.opaque_in(i, &fd);
+                            dirs.push((i, fd));
+                            if opaque {
                                 break;
                             }
                         }
-                        Some(_) => break,
+                        // Something else stands here: it hides the layers below.
+                        None if p.lstat()?.is_some() => break,
                         None => {}
                     }
                 }
-                l
             }
-        };
+        }
+        let layers: Vec<usize> = dirs.iter().map(|(i, _)| *i).collect();
         let mut names = HashMap::new();
         let mut hidden: HashSet<OsString> = HashSet::new();
         let mut upper_whiteouts: HashSet<OsString> = HashSet::new();
-        for &i in &layers {
-            let listing = match self.at(i, rel).and_then(|d| d.list()) {
-                Ok(Some(l)) => l,
-                Ok(None) => continue,
-                Err(e) if at::is_absent(&e) => continue,
-                Err(e) => return Err(e),
-            };
+        for (i, fd) in dirs {
+            let listing = Listing::read(fd)?;
             for (name, ft) in &listing.entries {
                 // AUFS-style whiteouts in lower layers (`.wh.NAME`, `.wh..wh..opq`), as
                 // layers unpacked by other tools hold them.
@@ -258,13 +259,13 @@ impl Layers {
         }
     }
 
-    /// Whether directory `path` of layer `i` is opaque: the overlay xattr, or in a lower
-    /// layer an AUFS-style `.wh..wh..opq` file.
-    fn opaque_in(&self, i: usize, dir: &At<'_>) -> bool {
-        format::is_opaque(&dir.xattr_path())
+    /// Whether the open directory `dir` of layer `i` is opaque: the overlay xattr, or in
+    /// a lower layer an AUFS-style `.wh..wh..opq` file.
+    fn opaque_in(&self, i: usize, dir: &OwnedFd) -> bool {
+        format::is_opaque_fd(dir)
             || (i > 0
                 && self.aufs_whiteouts
-                && at::lstat_at(dir.fd(), &dir.rest().join(format::OCI_OPAQUE_MARKER))
+                && at::lstat_at(dir.as_fd(), Path::new(format::OCI_OPAQUE_MARKER))
                     .ok()
                     .flatten()
                     .is_some())
