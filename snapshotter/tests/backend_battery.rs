@@ -518,85 +518,6 @@ fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), St
     Ok(())
 }
 
-/// The deep-path case ([`deep_paths`]) on `backend`: through the mount, in the upper
-/// directory (not the copy backend's: it has none), and in the layer applied on the lowers.
-fn run_deep_paths(backend: &dyn Backend, scratch: &Path) -> Result<(), String> {
-    let lowers = make_lowers(&scratch.join("lowers"));
-    let first = deep_paths_step(backend, &lowers, &scratch.join("1"), deep_paths::run)?;
-    // The tree the first step left is the second step's lower.
-    deep_paths_step(
-        backend,
-        &[first],
-        &scratch.join("2"),
-        deep_paths::run_on_lower,
-    )?;
-    Ok(())
-}
-
-type DeepStep = fn(
-    &Path,
-    Option<&Path>,
-    Box<dyn FnOnce() -> Result<PathBuf, String> + '_>,
-) -> Result<(), String>;
-
-/// One step of the deep-path case on `lowers`: mounts them in `scratch`, runs `step`
-/// with the mount, the upper directory (not the copy backend's: it has none) and what
-/// diffs the mount and applies the layer on the lowers; returns that tree.
-fn deep_paths_step(
-    backend: &dyn Backend,
-    lowers: &[PathBuf],
-    scratch: &Path,
-    step: DeepStep,
-) -> Result<PathBuf, String> {
-    let (upper, work, mnt) = (
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("mnt"),
-    );
-    for d in [&upper, &work, &mnt] {
-        fs::create_dir_all(d).map_err(|e| e.to_string())?;
-    }
-    let guard = backend
-        .mount(lowers, &upper, &work, &mnt)
-        .map_err(|e| e.to_string())?;
-    let has_upper = backend.kind() != BackendKind::Copy;
-    let replay = scratch.join("replay");
-    step(
-        guard.root(),
-        has_upper.then_some(upper.as_path()),
-        Box::new(|| {
-            let mut layer = Vec::new();
-            guard
-                .write_diff(&DiffOptions::default(), &mut layer)
-                .map_err(|e| format!("the diff: {e}"))?;
-            materialize(lowers, &replay).map_err(|e| format!("copying the lowers: {e}"))?;
-            let opts = ApplyOptions {
-                target: ApplyTarget::Merged,
-                ..ApplyOptions::default()
-            };
-            apply_layer(layer.as_slice(), &replay, &opts)
-                .map_err(|e| format!("applying the layer: {e}"))?;
-            // The layer, applied on the lowers, gives the mounted view, deep entries too.
-            let (view, got) = (tree(guard.root()), tree(&replay));
-            if !view.keys().any(|k| k.len() > 4000) {
-                return Err("the mount's description misses the deep entries".into());
-            }
-            if let Some((k, v)) = view.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
-                return Err(format!(
-                    "layer round trip differs at {}: view {v:?}, layer gives {:?}",
-                    String::from_utf8_lossy(k),
-                    got.get(k)
-                ));
-            }
-            if got.len() != view.len() {
-                return Err("the layer applied has entries the mount has not".into());
-            }
-            Ok(replay.clone())
-        }),
-    )?;
-    Ok(replay)
-}
-
 /// 80 lowers with long paths: more than one mount call's options can hold.
 fn deep_stack() -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -810,7 +731,7 @@ fn main() -> ExitCode {
         }
         let scratch = tempfile::tempdir().expect("tempdir");
         let deep = "a path near PATH_MAX inside the mount, past it outside";
-        match run_deep_paths(backend.as_ref(), scratch.path()) {
+        match deep_paths::run_case(backend.as_ref(), scratch.path()) {
             Ok(()) => {
                 passed += 1;
                 println!("ok   {} / {deep}", backend.name());

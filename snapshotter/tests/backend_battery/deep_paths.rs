@@ -9,8 +9,17 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+use std::fs;
+use std::path::PathBuf;
+
+use kiln_snapshotter::apply::{apply_layer, ApplyOptions, ApplyTarget};
+use kiln_snapshotter::backend::copy::materialize;
+use kiln_snapshotter::backend::{Backend, BackendKind};
+use kiln_snapshotter::diff::DiffOptions;
 use kiln_snapshotter::format;
 use rustix::fs::{AtFlags, Mode, OFlags};
+
+use super::{make_lowers, tree};
 use rustix::io::Errno;
 
 /// `PATH_MAX`: the longest path one system call takes, its NUL included.
@@ -211,4 +220,78 @@ pub fn run_on_lower(
     }
     let replay = diff_and_apply()?;
     holds_appended(&replay, "the layer applied")
+}
+
+/// The case on `backend`: through the mount, in the upper
+/// directory (not the copy backend's: it has none), and in the layer applied on the lowers.
+pub fn run_case(backend: &dyn Backend, scratch: &Path) -> Result<(), String> {
+    let lowers = make_lowers(&scratch.join("lowers"));
+    let first = deep_paths_step(backend, &lowers, &scratch.join("1"), run)?;
+    // The tree the first step left is the second step's lower.
+    deep_paths_step(backend, &[first], &scratch.join("2"), run_on_lower)?;
+    Ok(())
+}
+
+type DeepStep = fn(
+    &Path,
+    Option<&Path>,
+    Box<dyn FnOnce() -> Result<PathBuf, String> + '_>,
+) -> Result<(), String>;
+
+/// One step of the deep-path case on `lowers`: mounts them in `scratch`, runs `step`
+/// with the mount, the upper directory (not the copy backend's: it has none) and what
+/// diffs the mount and applies the layer on the lowers; returns that tree.
+fn deep_paths_step(
+    backend: &dyn Backend,
+    lowers: &[PathBuf],
+    scratch: &Path,
+    step: DeepStep,
+) -> Result<PathBuf, String> {
+    let (upper, work, mnt) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("mnt"),
+    );
+    for d in [&upper, &work, &mnt] {
+        fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    let guard = backend
+        .mount(lowers, &upper, &work, &mnt)
+        .map_err(|e| e.to_string())?;
+    let has_upper = backend.kind() != BackendKind::Copy;
+    let replay = scratch.join("replay");
+    step(
+        guard.root(),
+        has_upper.then_some(upper.as_path()),
+        Box::new(|| {
+            let mut layer = Vec::new();
+            guard
+                .write_diff(&DiffOptions::default(), &mut layer)
+                .map_err(|e| format!("the diff: {e}"))?;
+            materialize(lowers, &replay).map_err(|e| format!("copying the lowers: {e}"))?;
+            let opts = ApplyOptions {
+                target: ApplyTarget::Merged,
+                ..ApplyOptions::default()
+            };
+            apply_layer(layer.as_slice(), &replay, &opts)
+                .map_err(|e| format!("applying the layer: {e}"))?;
+            // The layer, applied on the lowers, gives the mounted view, deep entries too.
+            let (view, got) = (tree(guard.root()), tree(&replay));
+            if !view.keys().any(|k| k.len() > 4000) {
+                return Err("the mount's description misses the deep entries".into());
+            }
+            if let Some((k, v)) = view.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
+                return Err(format!(
+                    "layer round trip differs at {}: view {v:?}, layer gives {:?}",
+                    String::from_utf8_lossy(k),
+                    got.get(k)
+                ));
+            }
+            if got.len() != view.len() {
+                return Err("the layer applied has entries the mount has not".into());
+            }
+            Ok(replay.clone())
+        }),
+    )?;
+    Ok(replay)
 }
