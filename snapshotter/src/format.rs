@@ -106,9 +106,20 @@ pub fn is_whiteout(path: &Path, st: &impl EntryStat) -> bool {
 
 /// Whether directory `path` is opaque: one of [`OPAQUE_XATTRS`] is `y`.
 pub fn is_opaque(path: &Path) -> bool {
-    OPAQUE_XATTRS.iter().any(|x| {
-        crate::xattr::get(path, x.as_bytes()).is_ok_and(|v| v.is_some_and(|v| is_opaque_value(&v)))
-    })
+    opaque_by(|x| crate::xattr::get(path, x))
+}
+
+/// Whether the open directory `dir` is opaque, as [`is_opaque`] reads it.
+pub fn is_opaque_fd(dir: impl std::os::fd::AsFd) -> bool {
+    let dir = dir.as_fd();
+    opaque_by(|x| crate::xattr::get_fd(dir, x))
+}
+
+/// Whether one of [`OPAQUE_XATTRS`], read with `get`, is `y`.
+fn opaque_by(get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, rustix::io::Errno>) -> bool {
+    OPAQUE_XATTRS
+        .iter()
+        .any(|x| get(x.as_bytes()).is_ok_and(|v| v.is_some_and(|v| is_opaque_value(&v))))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! - [`root`]: [`Root`], paths resolved inside a directory, never outside (`openat2`).
 //! - [`backend`]: overlay and copy mounts of `lowers + upper`, one contract.
 //! - [`testsuite`]: tree descriptions for the shared backend battery.
+//! - `proc_fd`: short paths for entries of open directories (`/proc/self/fd/N/name`).
 //!
 //! The library has no `unsafe`; the `kiln-overlay` mount program (`src/bin/kiln-overlay`)
 //! keeps its fork/exec-time `unsafe` in one module of its own.
@@ -27,6 +28,7 @@ pub mod diff;
 pub mod format;
 pub mod idmap;
 pub mod layer;
+mod proc_fd;
 pub mod root;
 pub mod snapshotter;
 pub mod store;

@@ -40,7 +40,13 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Describes the entries of `dir`, named through its fd ([`crate::proc_fd`]): a tree
+/// past `PATH_MAX` deep is described whole.
 fn walk(dir: &Path, rel: &[u8], how: Describe, out: &mut BTreeMap<Vec<u8>, String>) {
+    let Ok((_fd, dir)) = crate::proc_fd::open_dir(dir) else {
+        return;
+    };
+    let dir = dir.as_path();
     let Ok(rd) = fs::read_dir(dir) else { return };
     let mut names: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
     names.sort();

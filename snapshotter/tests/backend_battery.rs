@@ -30,6 +30,9 @@ use kiln_snapshotter::diff::DiffOptions;
 use kiln_snapshotter::format;
 use kiln_snapshotter::testsuite::{describe_tree, Describe};
 
+#[path = "backend_battery/deep_paths.rs"]
+mod deep_paths;
+
 type Step = fn(&Path);
 
 struct Case {
@@ -724,6 +727,18 @@ fn main() -> ExitCode {
                     failed += 1;
                     println!("FAIL {} / {}: {why}", backend.name(), case.name);
                 }
+            }
+        }
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let deep = "a path near PATH_MAX inside the mount, past it outside";
+        match deep_paths::run_case(backend.as_ref(), scratch.path()) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok   {} / {deep}", backend.name());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {} / {deep}: {why}", backend.name());
             }
         }
     }

@@ -22,7 +22,7 @@ mod resolve;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::Timespec;
@@ -619,11 +619,9 @@ impl Applier<'_> {
                 if format::is_private_xattr(k) {
                     continue;
                 }
-                let path = format!("/proc/self/fd/{}", parent.as_raw_fd()).into_bytes();
-                let mut full = path;
-                full.push(b'/');
-                full.extend_from_slice(base);
-                if let Err(e) = lsetxattr(full.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
+                let full = crate::proc_fd::of(parent)
+                    .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(base));
+                if let Err(e) = lsetxattr(&full, k.as_slice(), v, XattrFlags::empty()) {
                     self.warn_once(
                         "xattr",
                         format!(

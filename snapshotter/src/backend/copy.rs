@@ -6,11 +6,14 @@
 //! [`materialize`] is also how other backends flatten lower stacks that are too deep.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags};
 
@@ -68,7 +71,7 @@ impl Backend for CopyBackend {
 /// Copies the merged view of `lowers` (top first, overlay format) into `target`.
 pub fn materialize(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
     fs::create_dir_all(target)?;
-    let mut links = HashMap::new();
+    let mut links = Links::new();
     for lower in lowers.iter().rev() {
         links.clear();
         merge_dir(lower, target, &mut links)?;
@@ -86,7 +89,17 @@ fn remove_any(path: &Path) -> io::Result<()> {
 }
 
 /// Applies one lower directory onto `dst` with overlay semantics.
-fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
+/// (dev, ino) of a multiply-linked file copied already → where its copy is (its
+/// directory, kept open, and its name).
+type Links = HashMap<(u64, u64), (Rc<OwnedFd>, OsString)>;
+
+/// Merges `src` into `dst`. Both are opened and their entries named through their fds
+/// ([`crate::proc_fd`]): a tree may hold paths past `PATH_MAX` once its directory is
+/// prefixed.
+fn merge_dir(src: &Path, dst: &Path, links: &mut Links) -> io::Result<()> {
+    let (_src_fd, src) = crate::proc_fd::open_dir(src)?;
+    let (dst_fd, dst) = crate::proc_fd::open_dir(dst)?;
+    let (src, dst, dst_fd) = (src.as_path(), dst.as_path(), Rc::new(dst_fd));
     let mut names: Vec<_> = fs::read_dir(src)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
@@ -125,11 +138,11 @@ fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
         let ft = md.file_type();
         if ft.is_file() {
             if md.nlink() > 1 {
-                if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                    fs::hard_link(first, &d)?;
+                if let Some((dir, first)) = links.get(&(md.dev(), md.ino())) {
+                    rustix::fs::linkat(&**dir, first, &*dst_fd, &name, AtFlags::empty())?;
                     continue;
                 }
-                links.insert((md.dev(), md.ino()), d.clone());
+                links.insert((md.dev(), md.ino()), (dst_fd.clone(), name.clone()));
             }
             copy_file(&s, &d)?;
         } else if ft.is_symlink() {

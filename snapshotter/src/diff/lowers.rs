@@ -2,19 +2,21 @@
 //! path without materialising it: what the copy backend's diff compares a tree against.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::format::{is_opaque, is_whiteout};
+use crate::proc_fd::ShortPath;
 
 pub(crate) struct LowerView<'a> {
     pub lowers: &'a [PathBuf],
 }
 
 enum InLower {
-    Found(PathBuf),
+    Found(ShortPath),
     /// Hidden here (whiteout, a file over a directory, or an opaque directory above).
     Hidden,
     /// This lower says nothing; look further down.
@@ -23,11 +25,11 @@ enum InLower {
 
 impl LowerView<'_> {
     fn in_lower(lower: &Path, comps: &[&[u8]]) -> InLower {
-        let mut p = lower.to_path_buf();
+        let mut p = ShortPath::new(lower);
         let mut opaque_above = false;
         for (i, c) in comps.iter().enumerate() {
-            p.push(std::ffi::OsStr::from_bytes(c));
-            let Ok(md) = fs::symlink_metadata(&p) else {
+            let pushed = p.push(OsStr::from_bytes(c));
+            let Ok(md) = pushed.and_then(|()| fs::symlink_metadata(&*p)) else {
                 return if opaque_above {
                     InLower::Hidden
                 } else {
@@ -50,7 +52,7 @@ impl LowerView<'_> {
     }
 
     /// The lower file that provides `rel` in the merged view.
-    pub fn lookup(&self, rel: &[u8]) -> Option<(PathBuf, Metadata)> {
+    pub fn lookup(&self, rel: &[u8]) -> Option<(ShortPath, Metadata)> {
         let comps: Vec<&[u8]> = rel
             .split(|b| *b == b'/')
             .filter(|c| !c.is_empty())
@@ -58,7 +60,7 @@ impl LowerView<'_> {
         for lower in self.lowers {
             match Self::in_lower(lower, &comps) {
                 InLower::Found(p) => {
-                    let md = fs::symlink_metadata(&p).ok()?;
+                    let md = fs::symlink_metadata(&*p).ok()?;
                     return Some((p, md));
                 }
                 InLower::Hidden => return None,
@@ -80,19 +82,22 @@ impl LowerView<'_> {
             let dir = match Self::in_lower(lower, &comps) {
                 InLower::Found(p) => p,
                 InLower::Hidden => break,
-                InLower::Absent if comps.is_empty() => lower.clone(),
+                InLower::Absent if comps.is_empty() => ShortPath::new(lower),
                 InLower::Absent => continue,
             };
-            let Ok(md) = fs::symlink_metadata(&dir) else {
+            let Ok(md) = fs::symlink_metadata(&*dir) else {
                 break;
             };
             if !md.is_dir() {
                 break;
             }
-            if let Ok(rd) = fs::read_dir(&dir) {
+            if let Ok(rd) = fs::read_dir(&*dir) {
                 for e in rd.flatten() {
                     let name = e.file_name().as_bytes().to_vec();
-                    let p = e.path();
+                    let mut p = ShortPath::new(&dir);
+                    if p.push(&e.file_name()).is_err() {
+                        continue;
+                    }
                     let wh = fs::symlink_metadata(&p)
                         .map(|m| is_whiteout(&p, &m))
                         .unwrap_or(false);

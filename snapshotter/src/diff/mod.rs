@@ -111,6 +111,7 @@ fn run<W: Write>(
     out: W,
 ) -> Result<DiffStats, DiffError> {
     let mut d = Differ {
+        root,
         opts,
         tar: TarWriter::new(out),
         stats: DiffStats::default(),
@@ -127,6 +128,8 @@ fn run<W: Write>(
 }
 
 struct Differ<'a, W: Write> {
+    /// The tree walked (for messages: every entry is reached from its directory's fd).
+    root: &'a Path,
     /// The lowers to compare against (copy backend); `None` for an overlay upper.
     base: Option<lowers::LowerView<'a>>,
     /// An overlay upper's lowers, to leave out directories that were only copied up.
@@ -169,16 +172,30 @@ impl<W: Write> Differ<'_, W> {
         Ok(())
     }
 
+    /// `rel` (relative, as the tar names it) below the root, for messages.
+    fn shown(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(std::ffi::OsStr::from_bytes(rel))
+    }
+
+    /// Writes the entries of directory `dir` (`rel` in the tar, `""` or ending in `/`).
+    ///
+    /// `dir` is opened and its entries named `/proc/self/fd/N/name`: every path stays
+    /// short whatever the depth, so an entry whose path is past `PATH_MAX` once the
+    /// upper directory is prefixed (a path near it inside the mount) is diffed like any
+    /// other.
     fn dir(&mut self, dir: &Path, rel: Vec<u8>) -> Result<(), DiffError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| DiffError { path, source }
         };
+        let shown_dir = self.shown(&rel);
+        let (_dir_fd, dir) = crate::proc_fd::open_dir(dir).map_err(err(&shown_dir))?;
+        let dir = &dir;
         let mut names: Vec<OsString> = fs::read_dir(dir)
-            .map_err(err(dir))?
+            .map_err(err(&shown_dir))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
-            .map_err(err(dir))?;
+            .map_err(err(&shown_dir))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         // Entries of the lowers that are gone from the tree (copy backend) become
         // whiteouts, written in name order among the others, where an overlay upper
@@ -202,16 +219,17 @@ impl<W: Write> Differ<'_, W> {
                 wh.extend_from_slice(name.as_bytes());
                 let mtime = self.opts.source_date_epoch.unwrap_or(0);
                 self.emit(
-                    dir,
+                    &shown_dir,
                     plain_entry(&wh, tar::EntryType::Regular, mtime),
                     &mut io::empty(),
                 )?;
                 continue;
             }
             let path = dir.join(&name);
-            let md = fs::symlink_metadata(&path).map_err(err(&path))?;
             let mut child = rel.clone();
             child.extend_from_slice(name.as_bytes());
+            let shown = self.shown(&child);
+            let md = fs::symlink_metadata(&path).map_err(err(&shown))?;
             let mtime = self.mtime(&md);
             if let Some(base) = &self.base {
                 let lower = base.lookup(&child);
@@ -250,7 +268,7 @@ impl<W: Write> Differ<'_, W> {
                 // same, so every backend gives the same layer.
                 let mtime = self.opts.source_date_epoch.unwrap_or(0);
                 self.emit(
-                    &path,
+                    &shown,
                     plain_entry(&wh, tar::EntryType::Regular, mtime),
                     &mut io::empty(),
                 )?;
@@ -266,7 +284,7 @@ impl<W: Write> Differ<'_, W> {
                 .gid_map
                 .to_container(md.gid())
                 .map_or(OVERFLOW_ID, u64::from);
-            let xattrs = layer_xattrs(&path).map_err(err(&path))?;
+            let xattrs = layer_xattrs(&path).map_err(err(&shown))?;
             let mode = md.mode() & 0o7777;
             let ft = md.file_type();
             let mut meta = EntryMeta {
@@ -286,12 +304,12 @@ impl<W: Write> Differ<'_, W> {
                 dir_path.push(b'/');
                 meta.path = &dir_path;
                 meta.kind = tar::EntryType::Directory;
-                self.emit(&path, meta, &mut io::empty())?;
+                self.emit(&shown, meta, &mut io::empty())?;
                 if format::is_opaque(&path) {
                     let mut opq = dir_path.clone();
                     opq.extend_from_slice(format::OCI_OPAQUE_MARKER.as_bytes());
                     self.emit(
-                        &path,
+                        &shown,
                         plain_entry(&opq, tar::EntryType::Regular, mtime),
                         &mut io::empty(),
                     )?;
@@ -304,21 +322,21 @@ impl<W: Write> Differ<'_, W> {
                         meta.kind = tar::EntryType::Link;
                         meta.link = &first;
                         meta.xattrs = &[];
-                        self.emit(&path, meta, &mut io::empty())?;
+                        self.emit(&shown, meta, &mut io::empty())?;
                         continue;
                     }
                     self.links.insert(key, child.clone());
                 }
                 meta.size = md.len();
-                let mut f = File::open(&path).map_err(err(&path))?;
-                self.emit(&path, meta, &mut f)?;
+                let mut f = File::open(&path).map_err(err(&shown))?;
+                self.emit(&shown, meta, &mut f)?;
             } else if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(err(&path))?;
+                let target = fs::read_link(&path).map_err(err(&shown))?;
                 meta.kind = tar::EntryType::Symlink;
                 meta.link = target.as_os_str().as_bytes();
                 let target_bytes = meta.link.to_vec();
                 meta.link = &target_bytes;
-                self.emit(&path, meta, &mut io::empty())?;
+                self.emit(&shown, meta, &mut io::empty())?;
             } else if ft.is_char_device() || ft.is_block_device() {
                 meta.kind = if ft.is_char_device() {
                     tar::EntryType::Char
@@ -326,12 +344,12 @@ impl<W: Write> Differ<'_, W> {
                     tar::EntryType::Block
                 };
                 meta.dev = (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev()));
-                self.emit(&path, meta, &mut io::empty())?;
+                self.emit(&shown, meta, &mut io::empty())?;
             } else if ft.is_fifo() {
                 meta.kind = tar::EntryType::Fifo;
-                self.emit(&path, meta, &mut io::empty())?;
+                self.emit(&shown, meta, &mut io::empty())?;
             } else {
-                tracing::debug!(path = %path.display(), "socket skipped in layer");
+                tracing::debug!(path = %shown.display(), "socket skipped in layer");
             }
         }
         Ok(())

@@ -269,3 +269,61 @@ fn empty_upper_is_an_empty_diff() {
     let stats = write_diff(tmp.path(), &DiffOptions::default(), &mut out).unwrap();
     assert_eq!(stats.entries, 0);
 }
+
+/// Makes below `top` a chain of 21 directories of 200-byte names (4,220 bytes: past
+/// `PATH_MAX` once `top` is prefixed) walking from fds; returns its bottom and its path.
+fn deep_chain(top: &Path) -> (std::os::fd::OwnedFd, String) {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    fs::create_dir_all(top).unwrap();
+    let mut dir = rustix::fs::open(top, flags, Mode::empty()).unwrap();
+    let mut names = Vec::new();
+    for i in 0..21 {
+        let n = format!("{i:02}{}", "d".repeat(198));
+        rustix::fs::mkdirat(&dir, n.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, n.as_str(), flags, Mode::empty()).unwrap();
+        names.push(n);
+    }
+    (dir, names.join("/"))
+}
+
+fn touch(dir: &std::os::fd::OwnedFd, name: &str) {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+}
+
+/// The copy backend's diff of a tree against a lower holding a path past `PATH_MAX`: the
+/// deep file deleted from the tree becomes a whiteout, the one changed is written.
+#[test]
+fn lowers_deeper_than_path_max_are_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, merged) = (tmp.path().join("lower"), tmp.path().join("merged"));
+    let (bottom, rel) = deep_chain(&lower);
+    touch(&bottom, "gone");
+    touch(&bottom, "kept");
+    let (bottom, _) = deep_chain(&merged);
+    touch(&bottom, "kept");
+    let f = rustix::fs::openat(
+        &bottom,
+        "kept",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    rustix::io::write(&f, b"changed").unwrap();
+    let mut out = Vec::new();
+    write_diff_against_lowers(&merged, &[lower], &DiffOptions::default(), &mut out).unwrap();
+    let names: Vec<String> = entries(&out).into_iter().map(|e| e.0).collect();
+    assert!(
+        names.contains(&format!("{rel}/.wh.gone")),
+        "{:?}",
+        names.last()
+    );
+    assert!(names.contains(&format!("{rel}/kept")));
+}

@@ -17,7 +17,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -459,8 +459,10 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Removes a directory tree (or a file), making directories writable first (an
 /// unprivileged owner may meet read-only directories in a snapshot). Gone already is fine.
+///
+/// Both passes go from directory fds, never whole paths: a snapshot may hold a path past
+/// `PATH_MAX` once the store's directory is prefixed (one near it inside the mount).
 pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
     if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
         return match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at("removing", path)(e)),
@@ -472,20 +474,63 @@ pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(_) => {}
     }
-    fn chmod_dirs(p: &Path) {
-        if let Ok(md) = fs::symlink_metadata(p) {
-            if md.is_dir() {
-                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-                if let Ok(rd) = fs::read_dir(p) {
-                    for e in rd.flatten() {
-                        chmod_dirs(&e.path());
-                    }
-                }
-            }
+    let owner_only = rustix::fs::Mode::from_raw_mode(0o700);
+    if rustix::fs::chmod(path, owner_only).is_ok() {
+        if let Ok(dir) = open_dir_at(rustix::fs::CWD, path) {
+            make_dirs_writable(dir);
         }
     }
-    chmod_dirs(path);
     fs::remove_dir_all(path).map_err(io_at("removing", path))
+}
+
+/// Opens directory `name` below `at`, not following a symlink.
+fn open_dir_at(at: impl AsFd, name: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::OFlags;
+    rustix::fs::openat(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+}
+
+/// Makes every directory below open directory `dir` readable, writable and searchable
+/// by its owner, each named from its parent's fd (best effort: what cannot be changed is
+/// left for the removal to report).
+fn make_dirs_writable(dir: OwnedFd) {
+    use rustix::fs::{AtFlags, FileType};
+    let Ok(mut listing) = rustix::fs::Dir::new(dir) else {
+        return;
+    };
+    let mut subdirs = Vec::new();
+    while let Some(Ok(e)) = listing.read() {
+        let name = e.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        if matches!(e.file_type(), FileType::Directory | FileType::Unknown) {
+            subdirs.push(name.to_owned());
+        }
+    }
+    let Ok(fd) = listing.fd() else {
+        return;
+    };
+    for name in subdirs {
+        let is_dir = rustix::fs::statat(fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if !is_dir {
+            continue;
+        }
+        let _ = rustix::fs::chmodat(
+            fd,
+            name.as_c_str(),
+            rustix::fs::Mode::from_raw_mode(0o700),
+            AtFlags::empty(),
+        );
+        if let Ok(child) = open_dir_at(fd, name.as_c_str()) {
+            make_dirs_writable(child);
+        }
+    }
 }
 
 #[cfg(test)]

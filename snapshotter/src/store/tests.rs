@@ -261,3 +261,59 @@ fn a_zombie_owns_nothing() {
     assert!(owner_alive(&me));
     assert!(!owner_alive(""));
 }
+
+/// A snapshot holding a path past `PATH_MAX` once the store's directory is prefixed (a
+/// 4,000-byte chain, as a path near `PATH_MAX` inside a mount leaves in the upper), its
+/// directories read-only: removed whole. Unprivileged, the read-only directories make
+/// the first removal fail and the second pass makes them writable first.
+#[test]
+fn removes_a_tree_deeper_than_path_max() {
+    use rustix::fs::{Mode, OFlags};
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp.path().join("snap");
+    fs::create_dir(&top).unwrap();
+    let open = |at: &OwnedFd, name: &str| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    };
+    let mut dirs = vec![rustix::fs::open(
+        &top,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap()];
+    let name = |i: usize| format!("{i:02}{}", "d".repeat(198));
+    for i in 0..21 {
+        let parent = dirs.last().unwrap();
+        rustix::fs::mkdirat(parent, name(i).as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        let d = open(parent, &name(i));
+        dirs.push(d);
+    }
+    let bottom = dirs.last().unwrap();
+    let f = rustix::fs::openat(
+        bottom,
+        "file",
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    drop(f);
+    assert!(top.as_os_str().len() + 21 * 201 + "file".len() > 4096);
+    for (i, parent) in dirs.iter().enumerate().take(21) {
+        rustix::fs::chmodat(
+            parent,
+            name(i).as_str(),
+            Mode::from_raw_mode(0o500),
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+    }
+    drop(dirs);
+    remove_tree(&top).unwrap();
+    assert!(!top.exists());
+}

@@ -9,8 +9,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 
+use super::at::At;
 use super::layers::{child, file_type, Layers};
 use crate::format;
 
@@ -28,39 +29,54 @@ fn times(st: &Stat) -> Timestamps {
 }
 
 /// Copies the non-private xattrs of `from` onto `to` (neither followed if a symlink).
-pub(super) fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    for (name, value) in crate::xattr::read_all(from, |n| !format::is_private_xattr(n))? {
-        rustix::fs::lsetxattr(to, name.as_slice(), &value, rustix::fs::XattrFlags::empty())?;
+pub(super) fn copy_xattrs(from: &At<'_>, to: &At<'_>) -> io::Result<()> {
+    let to = to.xattr_path();
+    for (name, value) in
+        crate::xattr::read_all(&from.xattr_path(), |n| !format::is_private_xattr(n))?
+    {
+        rustix::fs::lsetxattr(
+            &to,
+            name.as_slice(),
+            &value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
     }
     Ok(())
 }
 
 /// Owner, mode and times of `st` onto `to` (mode and times not for symlinks' targets).
-pub(super) fn copy_meta(st: &Stat, to: &Path) -> io::Result<()> {
+pub(super) fn copy_meta(st: &Stat, to: &At<'_>) -> io::Result<()> {
     rustix::fs::chownat(
-        CWD,
-        to,
+        to.fd(),
+        to.rest(),
         Some(rustix::fs::Uid::from_raw(st.st_uid)),
         Some(rustix::fs::Gid::from_raw(st.st_gid)),
         AtFlags::SYMLINK_NOFOLLOW,
     )?;
     if file_type(st) != FileType::Symlink {
         rustix::fs::chmodat(
-            CWD,
-            to,
+            to.fd(),
+            to.rest(),
             Mode::from_raw_mode(st.st_mode & 0o7777),
             AtFlags::empty(),
         )?;
     }
-    rustix::fs::utimensat(CWD, to, &times(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(to.fd(), to.rest(), &times(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// Puts the times of `st` back on directory `dir`.
+fn restore_times(dir: &At<'_>, st: &Stat) -> io::Result<()> {
+    rustix::fs::utimensat(dir.fd(), dir.rest(), &times(st), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
 impl Layers {
+    /// A fresh name in the work directory.
     fn temp(&self) -> PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        self.work.join(format!(
+        PathBuf::from(format!(
             "copyup-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
@@ -74,7 +90,8 @@ impl Layers {
         if self.upper_has_dir(rel) {
             return Ok(());
         }
-        if super::layers::lstat(&self.path(0, rel))?
+        if self
+            .lstat(0, rel)?
             .is_some_and(|st| file_type(&st) == FileType::Directory)
         {
             return Ok(());
@@ -82,23 +99,20 @@ impl Layers {
         let mut prefix = PathBuf::new();
         for c in rel.components() {
             prefix.push(c);
-            let up = self.path(0, &prefix);
-            if super::layers::lstat(&up)?.is_some() {
+            if self.lstat(0, &prefix)?.is_some() {
                 continue;
             }
             let Some((layer, st)) = self.find(&prefix)? else {
                 return Err(io::Error::from_raw_os_error(libc_enoent()));
             };
-            let parent = up.parent().map(Path::to_path_buf);
-            let parent_st = match &parent {
-                Some(p) => super::layers::lstat(p)?,
-                None => None,
-            };
-            rustix::fs::mkdirat(CWD, &up, Mode::from_raw_mode(0o700))?;
-            copy_xattrs(&self.path(layer, &prefix), &up)?;
+            let parent = prefix.parent().unwrap_or(Path::new(""));
+            let parent_st = self.lstat(0, parent)?;
+            let up = self.at(0, &prefix)?;
+            rustix::fs::mkdirat(up.fd(), up.rest(), Mode::from_raw_mode(0o700))?;
+            copy_xattrs(&self.at(layer, &prefix)?, &up)?;
             copy_meta(&st, &up)?;
-            if let (Some(p), Some(pst)) = (&parent, &parent_st) {
-                rustix::fs::utimensat(CWD, p, &times(pst), AtFlags::SYMLINK_NOFOLLOW)?;
+            if let Some(pst) = &parent_st {
+                restore_times(&self.at(0, parent)?, pst)?;
             }
             self.note_upper_dir(&prefix);
         }
@@ -118,54 +132,73 @@ impl Layers {
         if let Some(parent) = rel.parent() {
             self.copy_up_dirs(parent)?;
         }
-        let src = self.path(layer, rel);
-        let dst = self.path(0, rel);
-        let tmp = self.temp();
+        let src = self.at(layer, rel)?;
+        let dst = self.at(0, rel)?;
+        let tmp_name = self.temp();
+        let tmp = self.work_at(&tmp_name)?;
         match file_type(&st) {
             FileType::Directory => {
-                rustix::fs::mkdirat(CWD, &tmp, Mode::from_raw_mode(0o700))?;
+                rustix::fs::mkdirat(tmp.fd(), tmp.rest(), Mode::from_raw_mode(0o700))?;
             }
             FileType::RegularFile => {
-                let out = rustix::fs::open(
-                    &tmp,
+                let out = rustix::fs::openat(
+                    tmp.fd(),
+                    tmp.rest(),
                     OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 if with_data {
-                    let input =
-                        rustix::fs::open(&src, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+                    let input = rustix::fs::openat(
+                        src.fd(),
+                        src.rest(),
+                        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )?;
                     copy_data(&input, &out, st.st_size as u64)?;
                 }
             }
             FileType::Symlink => {
-                let target = rustix::fs::readlink(&src, Vec::new())?;
-                rustix::fs::symlink(target.as_c_str(), &tmp)?;
+                let target = rustix::fs::readlinkat(src.fd(), src.rest(), Vec::new())?;
+                rustix::fs::symlinkat(target.as_c_str(), tmp.fd(), tmp.rest())?;
             }
             FileType::Fifo => {
-                rustix::fs::mknodat(CWD, &tmp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?;
+                rustix::fs::mknodat(
+                    tmp.fd(),
+                    tmp.rest(),
+                    FileType::Fifo,
+                    Mode::from_raw_mode(0o600),
+                    0,
+                )?;
             }
             other => {
-                rustix::fs::mknodat(CWD, &tmp, other, Mode::from_raw_mode(0o600), st.st_rdev)?;
+                rustix::fs::mknodat(
+                    tmp.fd(),
+                    tmp.rest(),
+                    other,
+                    Mode::from_raw_mode(0o600),
+                    st.st_rdev,
+                )?;
             }
         }
         // Copy-up is no change of the parent: its times are put back after the rename
         // (as kernel overlayfs does), so a diff does not see the parent as modified.
-        let parent_up = dst.parent().map(Path::to_path_buf);
-        let parent_st = match &parent_up {
-            Some(p) => super::layers::lstat(p)?,
+        let parent = rel.parent();
+        let parent_st = match parent {
+            Some(p) => self.lstat(0, p)?,
             None => None,
         };
         let done = (|| {
             copy_xattrs(&src, &tmp)?;
             copy_meta(&st, &tmp)?;
-            rustix::fs::rename(&tmp, &dst)?;
-            if let (Some(p), Some(pst)) = (&parent_up, &parent_st) {
-                rustix::fs::utimensat(CWD, p, &times(pst), AtFlags::SYMLINK_NOFOLLOW)?;
+            rustix::fs::renameat(tmp.fd(), tmp.rest(), dst.fd(), dst.rest())?;
+            if let (Some(p), Some(pst)) = (parent, &parent_st) {
+                restore_times(&self.at(0, p)?, pst)?;
             }
             Ok(())
         })();
         if done.is_err() {
-            let _ = std::fs::remove_file(&tmp).or_else(|_| std::fs::remove_dir(&tmp));
+            let _ = rustix::fs::unlinkat(tmp.fd(), tmp.rest(), AtFlags::empty())
+                .or_else(|_| rustix::fs::unlinkat(tmp.fd(), tmp.rest(), AtFlags::REMOVEDIR));
         }
         if file_type(&st) == FileType::Directory {
             if done.is_ok() {
@@ -199,7 +232,7 @@ impl Layers {
     /// Marks upper directory `rel` opaque.
     pub fn set_opaque(&self, rel: &Path) -> io::Result<()> {
         rustix::fs::lsetxattr(
-            self.path(0, rel),
+            self.at(0, rel)?.xattr_path(),
             self.opaque_xattr,
             b"y",
             rustix::fs::XattrFlags::empty(),
@@ -210,9 +243,10 @@ impl Layers {
 
     /// Puts a whiteout at `rel` in the upper directory (its parents must be there).
     pub fn whiteout(&self, rel: &Path) -> io::Result<()> {
+        let up = self.at(0, rel)?;
         rustix::fs::mknodat(
-            CWD,
-            self.path(0, rel),
+            up.fd(),
+            up.rest(),
             FileType::CharacterDevice,
             Mode::empty(),
             0,
@@ -228,34 +262,36 @@ impl Layers {
         if !self.may_have_upper_whiteout(rel) {
             return Ok(false);
         }
-        let p = self.path(0, rel);
-        match super::layers::lstat(&p)? {
-            Some(st) if format::is_whiteout(&p, &st) => {
-                rustix::fs::unlink(&p)?;
-                self.forget_tree(rel);
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(st) = self.lstat(0, rel)? else {
+            return Ok(false);
+        };
+        let up = self.at(0, rel)?;
+        if !format::is_whiteout(&up.xattr_path(), &st) {
+            return Ok(false);
         }
+        rustix::fs::unlinkat(up.fd(), up.rest(), AtFlags::empty())?;
+        self.forget_tree(rel);
+        Ok(true)
     }
 
     /// Removes upper directory `rel` with the whiteouts it holds (the merged directory
     /// was checked to be empty, so nothing else is there).
     pub fn remove_upper_dir(&self, rel: &Path) -> io::Result<()> {
-        let p = self.path(0, rel);
-        for e in std::fs::read_dir(&p)? {
-            let e = e?;
-            let cp = e.path();
-            if let Some(st) = super::layers::lstat(&cp)? {
-                if format::is_whiteout(&cp, &st) {
-                    rustix::fs::unlink(&cp)?;
-                } else if file_type(&st) == FileType::Directory {
-                    // An upper-only directory holding only whiteouts.
-                    self.remove_upper_dir(&child(rel, &e.file_name()))?;
+        let up = self.at(0, rel)?;
+        if let Some(listing) = up.list()? {
+            for (name, _) in &listing.entries {
+                let c = listing.child(name)?;
+                if let Some(st) = c.lstat()? {
+                    if format::is_whiteout(&c.xattr_path(), &st) {
+                        rustix::fs::unlinkat(c.fd(), c.rest(), AtFlags::empty())?;
+                    } else if file_type(&st) == FileType::Directory {
+                        // An upper-only directory holding only whiteouts.
+                        self.remove_upper_dir(&child(rel, name))?;
+                    }
                 }
             }
         }
-        rustix::fs::rmdir(&p)?;
+        rustix::fs::unlinkat(up.fd(), up.rest(), AtFlags::REMOVEDIR)?;
         self.forget_tree(rel);
         Ok(())
     }

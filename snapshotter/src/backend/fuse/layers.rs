@@ -4,18 +4,21 @@
 //! `user.overlay.opaque` or `trusted.overlay.opaque`.
 //!
 //! Layer index 0 is the upper directory, 1.. the lowers. Paths are relative to a layer's
-//! root, `""` being the root itself; every lookup uses `lstat` (never follows the last
+//! root, `""` being the root itself, and resolved from the root's fd, held open
+//! ([`Layers::at`], [`super::at`]); every lookup uses `lstat` (never follows the last
 //! component) and only descends through directories.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use rustix::fs::{AtFlags, FileType, Stat, CWD};
+use rustix::fs::{FileType, Stat};
 
+use super::at::{self, At, Listing};
 use crate::format;
 
 /// A merged directory as the stack shows it: the layers it is made of (top first) and,
@@ -32,13 +35,15 @@ pub(super) struct DirView {
     pub upper_whiteouts: HashSet<OsString>,
 }
 
-/// The directories of the stack.
+/// The directories of the stack, each held open ([`super::at`]).
 #[derive(Debug)]
 pub(super) struct Layers {
-    /// `[upper, lower 1 (top), …]`.
+    /// `[upper, lower 1 (top), …]`, as the mount was asked for.
     pub dirs: Vec<PathBuf>,
-    /// Scratch space on the upper's filesystem (copy-up temporaries).
-    pub work: PathBuf,
+    /// The same directories, open: every path of a layer is resolved from these.
+    roots: Vec<OwnedFd>,
+    /// Scratch space on the upper's filesystem (copy-up temporaries), open.
+    work: OwnedFd,
     /// The xattr that marks opaque directories written here.
     pub opaque_xattr: &'static str,
     /// Merged directories seen so far.
@@ -51,22 +56,51 @@ pub(super) fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
 
-/// `lstat` that reads "no such entry" (also through a non-directory) as `None`.
-pub(super) fn lstat(path: &Path) -> io::Result<Option<Stat>> {
-    match rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(st)),
-        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl Layers {
+    /// The stack `dirs` (`[upper, lower 1 (top), …]`) with copy-up scratch space `work`:
+    /// opens every directory for the mount's life.
+    pub fn open(
+        dirs: Vec<PathBuf>,
+        work: &Path,
+        opaque_xattr: &'static str,
+        aufs_whiteouts: bool,
+    ) -> io::Result<Layers> {
+        let roots = dirs
+            .iter()
+            .map(|d| at::open_root(d))
+            .collect::<io::Result<_>>()?;
+        Ok(Layers {
+            dirs,
+            roots,
+            work: at::open_root(work)?,
+            opaque_xattr,
+            views: Default::default(),
+            aufs_whiteouts,
+        })
+    }
+
     /// `rel` in layer `i`.
-    pub fn path(&self, i: usize, rel: &Path) -> PathBuf {
-        if rel.as_os_str().is_empty() {
-            self.dirs[i].clone()
-        } else {
-            self.dirs[i].join(rel)
+    pub fn at<'a>(&'a self, i: usize, rel: &'a Path) -> io::Result<At<'a>> {
+        At::new(self.roots[i].as_fd(), rel)
+    }
+
+    /// `name` in the work directory.
+    pub fn work_at<'a>(&'a self, name: &'a Path) -> io::Result<At<'a>> {
+        At::new(self.work.as_fd(), name)
+    }
+
+    /// The root of the upper directory (for `statvfs`).
+    pub fn upper_root(&self) -> BorrowedFd<'_> {
+        self.roots[0].as_fd()
+    }
+
+    /// `lstat` of `rel` in layer `i`; "no such entry" (also through a non-directory) is
+    /// `None`.
+    pub fn lstat(&self, i: usize, rel: &Path) -> io::Result<Option<Stat>> {
+        match self.at(i, rel) {
+            Ok(a) => a.lstat(),
+            Err(e) if at::is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -80,49 +114,52 @@ impl Layers {
         {
             return Ok(v.clone());
         }
-        let layers = match rel.parent() {
+        // The layers' directories, open: one open tells a directory is there, and serves
+        // the opacity check (`fgetxattr`) and the listing.
+        let mut dirs: Vec<(usize, OwnedFd)> = Vec::new();
+        match rel.parent() {
             None => {
-                let mut l = Vec::new();
                 for i in 0..self.dirs.len() {
-                    l.push(i);
-                    if i > 0 && self.opaque_in(i, &self.dirs[i]) {
+                    let Some(fd) = self.at(i, rel)?.open_dir()? else {
+                        return Err(io::Error::from(rustix::io::Errno::NOTDIR));
+                    };
+                    let opaque = i > 0 && self.opaque_in(i, &fd);
+                    dirs.push((i, fd));
+                    if opaque {
                         break;
                     }
                 }
-                l
             }
             Some(parent) => {
                 let pv = self.view(parent)?;
-                let mut l = Vec::new();
                 for &i in &pv.layers {
-                    let p = self.path(i, rel);
-                    match lstat(&p)? {
-                        Some(st) if file_type(&st) == FileType::Directory => {
-                            l.push(i);
-                            if self.opaque_in(i, &p) {
+                    let p = match self.at(i, rel) {
+                        Ok(p) => p,
+                        Err(e) if at::is_absent(&e) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    match p.open_dir()? {
+                        Some(fd) => {
+                            let opaque = self.opaque_in(i, &fd);
+                            dirs.push((i, fd));
+                            if opaque {
                                 break;
                             }
                         }
-                        Some(_) => break,
+                        // Something else stands here: it hides the layers below.
+                        None if p.lstat()?.is_some() => break,
                         None => {}
                     }
                 }
-                l
             }
-        };
+        }
+        let layers: Vec<usize> = dirs.iter().map(|(i, _)| *i).collect();
         let mut names = HashMap::new();
         let mut hidden: HashSet<OsString> = HashSet::new();
         let mut upper_whiteouts: HashSet<OsString> = HashSet::new();
-        for &i in &layers {
-            let dir = self.path(i, rel);
-            let rd = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for e in rd {
-                let e = e?;
-                let name = e.file_name();
+        for (i, fd) in dirs {
+            let listing = Listing::read(fd)?;
+            for (name, ft) in &listing.entries {
                 // AUFS-style whiteouts in lower layers (`.wh.NAME`, `.wh..wh..opq`), as
                 // layers unpacked by other tools hold them.
                 if i > 0 && self.aufs_whiteouts {
@@ -136,26 +173,28 @@ impl Layers {
                         continue;
                     }
                 }
-                if names.contains_key(&name) || hidden.contains(&name) {
+                if names.contains_key(name) || hidden.contains(name) {
                     continue;
                 }
-                let ft = e.file_type()?;
+                let maybe_whiteout = ft.is_char_device_or_empty_file();
                 // Lower entries: one lstat, kept. Upper entries: stat only what may be a
                 // whiteout; they are stat'ed fresh when asked for.
-                let st = if i > 0 || ft.is_char_device_or_empty_file() {
-                    lstat(&dir.join(&name))?
+                let (st, whiteout) = if i > 0 || maybe_whiteout {
+                    let c = listing.child(name)?;
+                    let st = c.lstat()?;
+                    let whiteout = maybe_whiteout
+                        && st.is_some_and(|st| format::is_whiteout(&c.xattr_path(), &st));
+                    (st, whiteout)
                 } else {
-                    None
+                    (None, false)
                 };
-                let whiteout = ft.is_char_device_or_empty_file()
-                    && st.is_some_and(|st| format::is_whiteout(&dir.join(&name), &st));
                 if whiteout {
                     if i == 0 {
                         upper_whiteouts.insert(name.clone());
                     }
-                    hidden.insert(name);
+                    hidden.insert(name.clone());
                 } else {
-                    names.insert(name, (i, st.filter(|_| i > 0)));
+                    names.insert(name.clone(), (i, st.filter(|_| i > 0)));
                 }
             }
         }
@@ -220,13 +259,13 @@ impl Layers {
         }
     }
 
-    /// Whether directory `path` of layer `i` is opaque: the overlay xattr, or in a lower
-    /// layer an AUFS-style `.wh..wh..opq` file.
-    fn opaque_in(&self, i: usize, path: &Path) -> bool {
-        format::is_opaque(path)
+    /// Whether the open directory `dir` of layer `i` is opaque: the overlay xattr, or in
+    /// a lower layer an AUFS-style `.wh..wh..opq` file.
+    fn opaque_in(&self, i: usize, dir: &OwnedFd) -> bool {
+        format::is_opaque_fd(dir)
             || (i > 0
                 && self.aufs_whiteouts
-                && lstat(&path.join(format::OCI_OPAQUE_MARKER))
+                && at::lstat_at(dir.as_fd(), Path::new(format::OCI_OPAQUE_MARKER))
                     .ok()
                     .flatten()
                     .is_some())
@@ -293,7 +332,7 @@ impl Layers {
     /// The visible entry at `rel`: its layer and `lstat`.
     pub fn find(&self, rel: &Path) -> io::Result<Option<(usize, Stat)>> {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-            return Ok(lstat(&self.dirs[0])?.map(|st| (0, st)));
+            return Ok(self.lstat(0, rel)?.map(|st| (0, st)));
         };
         let Ok(pv) = self.view(parent) else {
             return Ok(None);
@@ -304,7 +343,7 @@ impl Layers {
         if let Some(st) = cached {
             return Ok(Some((layer, st)));
         }
-        Ok(lstat(&self.path(layer, rel))?.map(|st| (layer, st)))
+        Ok(self.lstat(layer, rel)?.map(|st| (layer, st)))
     }
 
     /// Whether a lower layer has an entry at `rel` that the merged view would show were
@@ -314,14 +353,13 @@ impl Layers {
             return Ok(true);
         };
         for i in self.dir_layers(parent)?.into_iter().filter(|i| *i > 0) {
-            let p = self.path(i, rel);
-            if let Some(st) = lstat(&p)? {
-                return Ok(!format::is_whiteout(&p, &st));
+            if let Some(st) = self.lstat(i, rel)? {
+                return Ok(!format::is_whiteout(&self.at(i, rel)?.xattr_path(), &st));
             }
             if let (Some(name), true) = (rel.file_name(), self.aufs_whiteouts) {
                 let mut wh = std::ffi::OsString::from(format::OCI_WHITEOUT_PREFIX);
                 wh.push(name);
-                if lstat(&self.path(i, &child(parent, &wh)))?.is_some() {
+                if self.lstat(i, &child(parent, &wh))?.is_some() {
                     return Ok(false);
                 }
             }
@@ -336,7 +374,7 @@ impl Layers {
         for (name, &(i, cached)) in &v.names {
             let st = match cached {
                 Some(st) => Some(st),
-                None => lstat(&self.path(i, &child(rel, name)))?,
+                None => self.lstat(i, &child(rel, name))?,
             };
             if let Some(st) = st {
                 out.push((name.clone(), i, st));
@@ -356,11 +394,10 @@ trait MaybeWhiteout {
     fn is_char_device_or_empty_file(&self) -> bool;
 }
 
-impl MaybeWhiteout for std::fs::FileType {
+impl MaybeWhiteout for FileType {
     /// Whiteouts are character devices, or (with the xattr) regular files.
     fn is_char_device_or_empty_file(&self) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        self.is_char_device() || self.is_file()
+        matches!(self, FileType::CharacterDevice | FileType::RegularFile)
     }
 }
 
@@ -376,19 +413,15 @@ pub(super) fn child(parent: &Path, name: &OsStr) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::CWD;
 
     fn layers(root: &Path, n: usize) -> Layers {
         let dirs: Vec<PathBuf> = (0..n).map(|i| root.join(format!("l{i}"))).collect();
         for d in &dirs {
             std::fs::create_dir_all(d).unwrap();
         }
-        Layers {
-            aufs_whiteouts: true,
-            dirs,
-            work: root.join("work"),
-            opaque_xattr: format::OPAQUE_XATTR_USER,
-            views: Default::default(),
-        }
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        Layers::open(dirs, &root.join("work"), format::OPAQUE_XATTR_USER, true).unwrap()
     }
 
     #[test]

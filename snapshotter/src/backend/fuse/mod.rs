@@ -3,6 +3,8 @@
 //! format, so the same diff turns a step into a layer. It works where kernel overlayfs
 //! cannot: inside unprivileged containers, on backing filesystems overlayfs refuses.
 //!
+//! - `at`: where an entry of a layer is for the system calls (a directory kept open and a
+//!   path below it, never one absolute path);
 //! - `layers`: resolution through the stack (whiteouts, opaque directories);
 //! - `copy_up`: bringing lower entries into the upper directory before they change;
 //! - `fs`: the FUSE operations (node table, attributes, namespace changes, dispatch).
@@ -12,6 +14,7 @@
 //! the kernel checks permissions for RUN steps under any USER. When kiln dies the kernel
 //! aborts the connection and the namespace takes the mount with it.
 
+mod at;
 mod copy_up;
 mod fs;
 mod layers;
@@ -235,18 +238,13 @@ fn filesystem(
     dirs.extend(spec.lowers.iter().cloned());
     let notifier = NotifierCell::default();
     let count = PassthroughCount::default();
+    let opaque_xattr = if crate::idmap::is_real_root() {
+        format::OPAQUE_XATTR_TRUSTED
+    } else {
+        format::OPAQUE_XATTR_USER
+    };
     let fs = fs::OverlayFs::new(
-        layers::Layers {
-            dirs,
-            work: fuse_work,
-            opaque_xattr: if crate::idmap::is_real_root() {
-                format::OPAQUE_XATTR_TRUSTED
-            } else {
-                format::OPAQUE_XATTR_USER
-            },
-            views: Default::default(),
-            aufs_whiteouts: spec.aufs_whiteouts,
-        },
+        layers::Layers::open(dirs, &fuse_work, opaque_xattr, spec.aufs_whiteouts)?,
         kernel_io()?,
         notifier.clone(),
         count.clone(),

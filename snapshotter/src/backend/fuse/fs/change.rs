@@ -1,14 +1,14 @@
-//! A setattr's changes (mode, owner, size, times), applied to an upper path, or to an
+//! A setattr's changes (mode, owner, size, times), applied to an upper entry, or to an
 //! open upper fd when the kernel names one (also after an unlink); and the set-ID bits a
 //! write or a truncation clears.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
 
 use fuser::{Errno, Request, TimeOrNow};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps};
 
 use super::attr::*;
+use crate::backend::fuse::at::At;
 
 /// What a setattr asks for.
 pub(super) struct Change {
@@ -28,16 +28,17 @@ impl Change {
         })
     }
 
-    /// Applies the change to `up` (a path in the upper directory).
-    pub fn apply_path(&self, req: &Request, up: &Path) -> Result<Stat, Errno> {
+    /// Applies the change to `up` (an entry of the upper directory).
+    pub fn apply_at(&self, req: &Request, up: &At<'_>) -> Result<Stat, Errno> {
+        let (dir, rest) = (up.fd(), up.rest());
         if let Some(m) = self.mode {
-            rustix::fs::chmodat(CWD, up, Mode::from_raw_mode(m & 0o7777), AtFlags::empty())
+            rustix::fs::chmodat(dir, rest, Mode::from_raw_mode(m & 0o7777), AtFlags::empty())
                 .map_err(rerr)?;
         }
         if self.uid.is_some() || self.gid.is_some() {
             rustix::fs::chownat(
-                CWD,
-                up,
+                dir,
+                rest,
                 self.uid.map(rustix::fs::Uid::from_raw),
                 self.gid.map(rustix::fs::Gid::from_raw),
                 AtFlags::SYMLINK_NOFOLLOW,
@@ -45,26 +46,25 @@ impl Change {
             .map_err(rerr)?;
         }
         if let Some(s) = self.size {
-            let f = rustix::fs::open(
-                up,
+            let f = rustix::fs::openat(
+                dir,
+                rest,
                 OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 Mode::empty(),
             )
             .map_err(rerr)?;
             rustix::fs::ftruncate(&f, s).map_err(rerr)?;
             if req.uid() != 0 {
-                let st = rustix::fs::statat(CWD, up, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+                let st = rustix::fs::statat(dir, rest, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
                 if let Some(m) = without_suidgid(&st) {
-                    rustix::fs::chmodat(CWD, up, m, AtFlags::empty()).map_err(rerr)?;
+                    rustix::fs::chmodat(dir, rest, m, AtFlags::empty()).map_err(rerr)?;
                 }
             }
         }
         if let Some(ts) = self.times() {
-            rustix::fs::utimensat(CWD, up, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+            rustix::fs::utimensat(dir, rest, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
         }
-        crate::backend::fuse::layers::lstat(up)
-            .map_err(errno)?
-            .ok_or(Errno::ENOENT)
+        up.lstat().map_err(errno)?.ok_or(Errno::ENOENT)
     }
 
     /// Applies the change to `fd`, an open file of the upper directory.

@@ -13,7 +13,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::attr::*;
 use super::change::Change;
@@ -133,8 +133,8 @@ impl Filesystem for OverlayFs {
             let rel = self.path(ino)?;
             let _g = self.lock();
             self.layers.copy_up(&rel, size != Some(0)).map_err(errno)?;
-            let up = self.layers.path(0, &rel);
-            change.apply_path(req, &up)
+            let up = self.layers.at(0, &rel).map_err(errno)?;
+            change.apply_at(req, &up)
         };
         match run() {
             Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
@@ -144,7 +144,9 @@ impl Filesystem for OverlayFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let run = || -> Result<Vec<u8>, Errno> {
-            let t = rustix::fs::readlink(self.visible_path(ino)?, Vec::new()).map_err(rerr)?;
+            let t = self.with_visible(ino, |at| {
+                rustix::fs::readlinkat(at.fd(), at.rest(), Vec::new()).map_err(rerr)
+            })?;
             Ok(t.into_bytes())
         };
         match run() {
@@ -171,7 +173,8 @@ impl Filesystem for OverlayFs {
             return reply.error(Errno::EPERM);
         }
         match self.create_entry(req, parent, name, mode, |p| {
-            rustix::fs::mknodat(CWD, p, ft, Mode::from_raw_mode(mode & 0o7777), rdev as _)?;
+            let m = Mode::from_raw_mode(mode & 0o7777);
+            rustix::fs::mknodat(p.fd(), p.rest(), ft, m, rdev as _)?;
             Ok(())
         }) {
             Ok((rel, _)) => self.reply_new(&rel, reply),
@@ -190,7 +193,7 @@ impl Filesystem for OverlayFs {
     ) {
         let _g = self.lock();
         let made = self.create_entry(req, parent, name, mode, |p| {
-            rustix::fs::mkdirat(CWD, p, Mode::from_raw_mode(0o700))?;
+            rustix::fs::mkdirat(p.fd(), p.rest(), Mode::from_raw_mode(0o700))?;
             Ok(())
         });
         match made {
@@ -231,7 +234,7 @@ impl Filesystem for OverlayFs {
     ) {
         let _g = self.lock();
         match self.create_entry(req, parent, link_name, 0o777, |p| {
-            rustix::fs::symlink(target, p)?;
+            rustix::fs::symlinkat(target, p.fd(), p.rest())?;
             Ok(())
         }) {
             Ok((rel, _)) => self.reply_new(&rel, reply),
@@ -281,18 +284,18 @@ impl Filesystem for OverlayFs {
             self.layers.copy_up(&src, true).map_err(errno)?;
             self.layers.copy_up_dirs(&dp).map_err(errno)?;
             self.layers.clear_whiteout(&dst).map_err(errno)?;
-            let linked = rustix::fs::linkat(
-                CWD,
-                self.layers.path(0, &src),
-                CWD,
-                self.layers.path(0, &dst),
-                AtFlags::empty(),
-            )
-            .map_err(rerr);
+            let linked = (|| {
+                let (from, to) = (self.layers.at(0, &src)?, self.layers.at(0, &dst)?);
+                rustix::fs::linkat(from.fd(), from.rest(), to.fd(), to.rest(), AtFlags::empty())?;
+                Ok(())
+            })()
+            .map_err(errno);
             self.layers.forget_tree(&dst);
             linked?;
             self.table().add_link(ino.0, &dst);
-            let st = crate::backend::fuse::layers::lstat(&self.layers.path(0, &dst))
+            let st = self
+                .layers
+                .lstat(0, &dst)
                 .map_err(errno)?
                 .ok_or(Errno::EIO)?;
             Ok(attr(ino.0, &st))
@@ -496,7 +499,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match rustix::fs::statvfs(&self.layers.dirs[0]) {
+        match rustix::fs::fstatvfs(self.layers.upper_root()) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -527,7 +530,7 @@ impl Filesystem for OverlayFs {
         }
         let done = self.change_upper(ino, |up| {
             rustix::fs::lsetxattr(
-                up,
+                up.xattr_path(),
                 name,
                 value,
                 rustix::fs::XattrFlags::from_bits_retain(flags as _),
@@ -546,19 +549,21 @@ impl Filesystem for OverlayFs {
             return reply.error(Errno::NO_XATTR);
         }
         let run = || -> Result<Vec<u8>, Errno> {
-            let p = self.visible_path(ino)?;
-            crate::xattr::get(&p, name.as_bytes())
-                .map_err(rerr)?
-                .ok_or(Errno::NO_XATTR)
+            self.with_visible(ino, |at| {
+                crate::xattr::get(&at.xattr_path(), name.as_bytes())
+                    .map_err(rerr)?
+                    .ok_or(Errno::NO_XATTR)
+            })
         };
         reply_xattr(run(), size, reply)
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let run = || -> Result<Vec<u8>, Errno> {
-            let p = self.visible_path(ino)?;
+            let names =
+                self.with_visible(ino, |at| crate::xattr::list(&at.xattr_path()).map_err(rerr))?;
             let mut out = Vec::new();
-            for name in crate::xattr::list(&p).map_err(rerr)? {
+            for name in names {
                 if !format::is_private_xattr(&name) {
                     out.extend_from_slice(&name);
                     out.push(0);
@@ -574,7 +579,9 @@ impl Filesystem for OverlayFs {
         if format::is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::NO_XATTR);
         }
-        let done = self.change_upper(ino, |up| rustix::fs::lremovexattr(up, name).map_err(rerr));
+        let done = self.change_upper(ino, |up| {
+            rustix::fs::lremovexattr(up.xattr_path(), name).map_err(rerr)
+        });
         match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -605,12 +612,13 @@ impl Filesystem for OverlayFs {
             }
             self.layers.copy_up_dirs(&pp).map_err(errno)?;
             let had_whiteout = self.layers.clear_whiteout(&rel).map_err(errno)?;
-            let up = self.layers.path(0, &rel);
+            let up = self.layers.at(0, &rel).map_err(errno)?;
             let keep = self.backing_flags(flags)
                 & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::TRUNC);
             let wanted = mode & 0o7777;
-            let fd = rustix::fs::open(
-                &up,
+            let fd = rustix::fs::openat(
+                up.fd(),
+                up.rest(),
                 keep | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 Mode::from_raw_mode(wanted & 0o777),
             )
@@ -627,8 +635,7 @@ impl Filesystem for OverlayFs {
             if req.uid() != rustix::process::geteuid().as_raw()
                 || req.gid() != rustix::process::getegid().as_raw()
             {
-                let parent_st = crate::backend::fuse::layers::lstat(&self.layers.path(0, &pp))
-                    .map_err(errno)?;
+                let parent_st = self.layers.lstat(0, &pp).map_err(errno)?;
                 let gid = match parent_st {
                     Some(st) if st.st_mode & 0o2000 != 0 => st.st_gid,
                     _ => req.gid(),

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use fuser::{Errno, FileAttr, FileHandle, FileType as FuseType, INodeNo, Request};
 use rustix::fs::Stat;
 
+use super::at::At;
 use super::layers::Layers;
 use attr::*;
 use nodes::Table;
@@ -205,23 +206,28 @@ impl OverlayFs {
         }
     }
 
-    /// Copies `ino` up and applies `change` to its upper path, under the change lock.
+    /// Copies `ino` up and applies `change` to it in the upper directory, under the
+    /// change lock.
     fn change_upper(
         &self,
         ino: INodeNo,
-        change: impl FnOnce(&Path) -> Result<(), Errno>,
+        change: impl FnOnce(&At<'_>) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
         let rel = self.path(ino)?;
         let _g = self.lock();
         self.layers.copy_up(&rel, true).map_err(errno)?;
-        change(&self.layers.path(0, &rel))
+        change(&self.layers.at(0, &rel).map_err(errno)?)
     }
 
-    /// The path of `ino` in the layer that shows it.
-    fn visible_path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+    /// Calls `f` with `ino` where it is: in the layer that shows it.
+    fn with_visible<T>(
+        &self,
+        ino: INodeNo,
+        f: impl FnOnce(&At<'_>) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
         let rel = self.path(ino)?;
         let (layer, _) = self.find(&rel)?;
-        Ok(self.layers.path(layer, &rel))
+        f(&self.layers.at(layer, &rel).map_err(errno)?)
     }
 
     /// `fstat` of any open handle of inode `ino`.

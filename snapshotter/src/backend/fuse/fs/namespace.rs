@@ -6,10 +6,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use fuser::{Errno, Generation, INodeNo, RenameFlags, ReplyEntry, Request};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::attr::*;
 use super::{Handle, OverlayFs};
+use crate::backend::fuse::at::At;
 use crate::backend::fuse::layers::{child, file_type};
 
 impl OverlayFs {
@@ -21,7 +22,7 @@ impl OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        make: impl FnOnce(&Path) -> io::Result<()>,
+        make: impl FnOnce(&At<'_>) -> io::Result<()>,
     ) -> Result<(PathBuf, bool), Errno> {
         if name.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
@@ -33,7 +34,7 @@ impl OverlayFs {
         }
         self.layers.copy_up_dirs(&pp).map_err(errno)?;
         let had_whiteout = self.layers.clear_whiteout(&rel).map_err(errno)?;
-        let up = self.layers.path(0, &rel);
+        let up = self.layers.at(0, &rel).map_err(errno)?;
         let made = make(&up).map_err(errno);
         if had_whiteout {
             self.layers.forget_tree(&rel);
@@ -44,22 +45,20 @@ impl OverlayFs {
         made?;
         let (uid, gid, sgid_dir) = self.new_owner(req, &pp);
         rustix::fs::chownat(
-            CWD,
-            &up,
+            up.fd(),
+            up.rest(),
             Some(rustix::fs::Uid::from_raw(uid)),
             Some(rustix::fs::Gid::from_raw(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(rerr)?;
-        let st = crate::backend::fuse::layers::lstat(&up)
-            .map_err(errno)?
-            .ok_or(Errno::EIO)?;
+        let st = up.lstat().map_err(errno)?.ok_or(Errno::EIO)?;
         if file_type(&st) != FileType::Symlink {
             let mut m = mode & 0o7777;
             if sgid_dir && file_type(&st) == FileType::Directory {
                 m |= 0o2000;
             }
-            rustix::fs::chmodat(CWD, &up, Mode::from_raw_mode(m), AtFlags::empty())
+            rustix::fs::chmodat(up.fd(), up.rest(), Mode::from_raw_mode(m), AtFlags::empty())
                 .map_err(rerr)?;
         }
         Ok((rel, had_whiteout))
@@ -91,16 +90,12 @@ impl OverlayFs {
             return Err(Errno::ENOTEMPTY);
         }
         self.layers.copy_up_dirs(&pp).map_err(errno)?;
-        let up = self.layers.path(0, &rel);
-        if layer == 0
-            || crate::backend::fuse::layers::lstat(&up)
-                .map_err(errno)?
-                .is_some()
-        {
+        if layer == 0 || self.layers.lstat(0, &rel).map_err(errno)?.is_some() {
             if is_dir {
                 self.layers.remove_upper_dir(&rel).map_err(errno)?;
             } else {
-                rustix::fs::unlink(&up).map_err(rerr)?;
+                let up = self.layers.at(0, &rel).map_err(errno)?;
+                rustix::fs::unlinkat(up.fd(), up.rest(), AtFlags::empty()).map_err(rerr)?;
             }
         }
         if is_dir {
@@ -155,10 +150,7 @@ impl OverlayFs {
                     if !self.layers.is_empty_dir(&dst).map_err(errno)? {
                         return Err(Errno::ENOTEMPTY);
                     }
-                    if crate::backend::fuse::layers::lstat(&self.layers.path(0, &dst))
-                        .map_err(errno)?
-                        .is_some()
-                    {
+                    if self.layers.lstat(0, &dst).map_err(errno)?.is_some() {
                         self.layers.remove_upper_dir(&dst).map_err(errno)?;
                     }
                 }
@@ -175,8 +167,12 @@ impl OverlayFs {
         }
         self.layers.copy_up_dirs(&dst_parent).map_err(errno)?;
         let had_whiteout = self.layers.clear_whiteout(&dst).map_err(errno)?;
-        let renamed =
-            rustix::fs::rename(self.layers.path(0, &src), self.layers.path(0, &dst)).map_err(rerr);
+        let renamed = (|| {
+            let (from, to) = (self.layers.at(0, &src)?, self.layers.at(0, &dst)?);
+            rustix::fs::renameat(from.fd(), from.rest(), to.fd(), to.rest())?;
+            Ok(())
+        })()
+        .map_err(errno);
         self.layers.forget_tree(&src);
         self.layers.forget_tree(&dst);
         renamed?;
@@ -195,17 +191,22 @@ impl OverlayFs {
         let acc = flags & libc_o_accmode();
         let trunc = flags & OFlags::TRUNC.bits() as i32 != 0;
         let writable = acc != OFlags::RDONLY.bits() as i32 || trunc;
-        let (path, upper) = if writable {
+        let layer = if writable {
             let _g = self.lock();
             self.layers.copy_up(&rel, !trunc).map_err(errno)?;
-            (self.layers.path(0, &rel), true)
+            0
         } else {
-            let (layer, _) = self.find(&rel)?;
-            (self.layers.path(layer, &rel), layer == 0)
+            self.find(&rel)?.0
         };
+        let (at, upper) = (self.layers.at(layer, &rel).map_err(errno)?, layer == 0);
         let keep = self.backing_flags(flags) & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
         let open = |f: OFlags| {
-            rustix::fs::open(&path, f | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+            rustix::fs::openat(
+                at.fd(),
+                at.rest(),
+                f | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
         };
         let fd = match open(keep) {
             // Write-only made read-write, where this daemon may not read (a plain user's
