@@ -361,16 +361,19 @@ step_times() {
 run_times() { grep -o '@@[0-9][0-9.]*' "$1" | tr -d @ | awk 'NR % 2 == 1 { s = $1 } NR % 2 == 0 { printf "%.2f\n", $1 - s }'; }
 
 # $1 workload, $2 context, $3 its step names: one build per engine; rows in
-# $out_dir/$1.steps (engine total step…) and $out_dir/$1.runs (engine run…).
+# $out_dir/$1.steps (engine total step…), $out_dir/$1.runs (engine run…) and
+# $out_dir/$1.load (engine, the load average before its build: the machine may be shared).
 bench_workload() {
   local wl=$1 ctx=$2 names=$3 engine log st rt nsteps nruns
   nsteps=$(wc -w <<<"$names")
   nruns=$(grep -c '^RUN' "$ctx/Dockerfile")
   : >"$out_dir/$wl.steps"
   : >"$out_dir/$wl.runs"
+  : >"$out_dir/$wl.load"
   for engine in ${engines//,/ }; do
     log=$out_dir/$wl.$engine.log
     echo "$wl: $engine …" >&2
+    echo "$engine $(cut -d' ' -f1 /proc/loadavg)" >>"$out_dir/$wl.load"
     build_engine "$engine" "$ctx" "$log"
     st=$(step_times "$engine" "$log" | xargs)
     rt=$(run_times "$log" | xargs)
@@ -410,6 +413,7 @@ report() {
   rows "$out_dir/$1.steps" "engine total $3"
   echo "-- inside each RUN (/proc/uptime at its start and end)"
   rows "$out_dir/$1.runs" "engine $4"
+  echo "-- the load average (1 min) before each build: $(awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }' "$out_dir/$1.load")"
   echo
 }
 
