@@ -38,23 +38,12 @@ if ! command -v gnuplot >/dev/null; then
 fi
 awk 'NR > 2 && $1 !~ /\// && $2 != "skipped:" && NF == 8' "$out/table.txt" >"$out/table.dat"
 phases=$(sed -n 2p "$out/table.txt" | awk '{ for (i = 2; i <= NF; i++) print $i }')
+. "$here/scripts/bar-chart.sh"
 col=2
 for phase in $phases; do
-  gnuplot <<GP
-set terminal pngcairo size 640,400 noenhanced
-set output "$out/$phase.png"
-set title "$phase: $files files, $size MB (seconds, lower is better)"
-set style data histograms
-set style fill solid 0.8 border -1
-set boxwidth 0.7
-set yrange [0:*]
-set offsets 0, 0, graph 0.12, 0
-set grid ytics
-unset key
-set datafile missing "-"
-plot "$out/table.dat" using $col:xtic(1) lc rgb "#3b6ea8", \\
-  "" using 0:$col:(sprintf("%.2f", \$$col)) with labels offset 0,0.8
-GP
+  { echo "backend $phase"; awk -v c=$col '{ print $1, $c }' "$out/table.dat"; } >"$out/$phase.dat"
+  bar_chart "$out/$phase.png" "$phase: $files files, $size MB (seconds, lower is better)" "$out/$phase.dat"
+  rm "$out/$phase.dat"
   col=$((col + 1))
 done
 echo "chart: $out/{$(echo $phases | tr ' ' ',')}.png"
