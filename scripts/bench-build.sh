@@ -96,6 +96,7 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${KILN_BENCH_INNER:-}" ]; then
   if [ -n "$(ls -A "$stage/out")" ]; then
     mkdir -p "$out_dir"
     cp -r "$stage/out/." "$out_dir/"
+    echo "results (table, charts, logs): $out_dir"
   fi
   exit 0
 fi
