@@ -8,13 +8,15 @@
 # side, one colour per series, with a key. Every bar is labelled with its value.
 # Needs gnuplot (apt-get install gnuplot-nox).
 bar_chart() {
-  local png=$1 title=$2 data=$3 n gap key
+  local png=$1 title=$2 data=$3 n gap key width
   command -v gnuplot >/dev/null || { echo "bar_chart: needs gnuplot (apt-get install gnuplot-nox)" >&2; return 1; }
   n=$(awk 'NR == 1 { print NF - 1; exit }' "$data")
   [ "${n:-0}" -ge 1 ] || { echo "bar_chart: $data has no series in its header line" >&2; return 1; }
+  # Wide enough for the labels: 120 pixels a bar (40 a bar and 40 a gap when grouped), at least 640.
+  width=$(awk -v n="$n" 'END { w = (NR - 1) * (n > 1 ? 40 * n + 40 : 120) + 120; print (w < 640 ? 640 : w) }' "$data")
   if [ "$n" -eq 1 ]; then gap=2 key="unset key"; else gap=1 key="set key below horizontal"; fi
   gnuplot <<GP
-set terminal pngcairo size $((n > 1 ? 900 : 640)),$((n > 1 ? 440 : 400)) noenhanced
+set terminal pngcairo size $width,$((n > 1 ? 440 : 400)) noenhanced
 set output "$png"
 set title "$title"
 set style data histograms
