@@ -6,7 +6,9 @@
 # commit into a zstd layer; then a stack of LAYERS lowers (default 200: long Dockerfiles,
 # deep base images) mounted, every name looked up through it ("depth"). Prints seconds
 # per phase and the ratios kiln-fuse/fuse-overlayfs
-# and kiln-fuse/overlayfs (below 1: kiln's FUSE overlay is faster).
+# and kiln-fuse/overlayfs (below 1: kiln's FUSE overlay is faster), then each phase's
+# peak RSS of the side serving the mount (kiln's FUSE overlay: the bench process; a mount
+# program: its daemon; "-": the kernel serves it).
 #
 #   scripts/bench-snapshot.sh [FILES] [SIZE_MB] [OUT_DIR]   (default 30000 files, 500 MB,
 #                                                            ./bench-snapshot)
@@ -31,30 +33,19 @@ mkdir -p "$out"
   --layers "${LAYERS:-200}" --backends "$backends" | tee "$out/table.txt"
 
 # The chart: one PNG per phase from the table's backend rows (not the ratio rows, not
-# skipped backends; "-" is a phase that does not apply).
+# skipped backends, not the peak RSS rows below them; "-" is a phase that does not apply).
 if ! command -v gnuplot >/dev/null; then
   echo "note: gnuplot is not installed; no chart (apt-get install gnuplot-nox)" >&2
   exit 0
 fi
-awk 'NR > 2 && $1 !~ /\// && $2 != "skipped:" && NF == 8' "$out/table.txt" >"$out/table.dat"
+awk '/^peak RSS/ { exit } NR > 2 && $1 !~ /\// && $2 != "skipped:" && NF == 8' "$out/table.txt" >"$out/table.dat"
 phases=$(sed -n 2p "$out/table.txt" | awk '{ for (i = 2; i <= NF; i++) print $i }')
+. "$here/scripts/bar-chart.sh"
 col=2
 for phase in $phases; do
-  gnuplot <<GP
-set terminal pngcairo size 640,400 noenhanced
-set output "$out/$phase.png"
-set title "$phase: $files files, $size MB (seconds, lower is better)"
-set style data histograms
-set style fill solid 0.8 border -1
-set boxwidth 0.7
-set yrange [0:*]
-set offsets 0, 0, graph 0.12, 0
-set grid ytics
-unset key
-set datafile missing "-"
-plot "$out/table.dat" using $col:xtic(1) lc rgb "#3b6ea8", \\
-  "" using 0:$col:(sprintf("%.2f", \$$col)) with labels offset 0,0.8
-GP
+  { echo "backend $phase"; awk -v c=$col '{ print $1, $c }' "$out/table.dat"; } >"$out/$phase.dat"
+  bar_chart "$out/$phase.png" "$phase: $files files, $size MB (seconds, lower is better)" "$out/$phase.dat"
+  rm "$out/$phase.dat"
   col=$((col + 1))
 done
 echo "chart: $out/{$(echo $phases | tr ' ' ',')}.png"

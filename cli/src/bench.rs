@@ -12,6 +12,13 @@
 //! overlay backend flattens the bottom lowers of a long stack into one directory first;
 //! a FUSE overlay has no such limit). A backend that cannot mount the stack shows `-`
 //! there, and why on stderr.
+//!
+//! Beside each phase's time, the peak resident memory of the side serving the mount
+//! during that phase: this process for kiln's FUSE overlay (served by its threads; the
+//! whole process's VmHWM), the daemon for a mount program (kiln-overlay,
+//! fuse-overlayfs); none for kernel overlayfs, copies and the plain directory. The peak
+//! is reset before each phase (`5` written to `/proc/PID/clear_refs`) and read after it
+//! (`VmHWM` in `/proc/PID/status`).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -104,8 +111,91 @@ fn kiln_overlay_program() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kiln-overlay"))
 }
 
-/// Seconds per phase, or why the backend was skipped.
-type BackendOutcome = Result<Vec<Option<f64>>, String>;
+/// One phase's figures.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    seconds: f64,
+    /// The serving side's peak resident memory during the phase, KiB (`None`: the
+    /// kernel serves it).
+    peak_rss_kib: Option<u64>,
+}
+
+/// Each phase (`None`: not applicable), or why the backend was skipped.
+type BackendOutcome = Result<Vec<Option<Phase>>, String>;
+
+/// Whose memory serves a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// This process (kiln's FUSE overlay serves from its threads).
+    This,
+    /// A mount program's daemon.
+    Daemon(u32),
+}
+
+impl Server {
+    fn proc_dir(self) -> PathBuf {
+        match self {
+            Server::This => PathBuf::from("/proc/self"),
+            Server::Daemon(pid) => PathBuf::from(format!("/proc/{pid}")),
+        }
+    }
+
+    /// Resets the peak resident memory (VmHWM) to the current one.
+    fn reset_peak(self) -> Result<()> {
+        let f = self.proc_dir().join("clear_refs");
+        fs::write(&f, "5").with_context(|| format!("resetting the peak RSS: {}", f.display()))
+    }
+
+    /// The peak resident memory since the last reset, KiB.
+    fn peak_kib(self) -> Result<u64> {
+        let f = self.proc_dir().join("status");
+        let status = fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmHWM in {}", f.display()))
+    }
+}
+
+/// The daemon serving the mount at `target`: the process (not this one) with `target`
+/// among its arguments, as a mount program has after it detached.
+fn daemon_serving(target: &Path) -> Result<u32> {
+    let want = target.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    for e in fs::read_dir("/proc")? {
+        let e = e?;
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // A process may end while the table is read: skip it.
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|b| *b == 0).skip(1).any(|a| a == want) {
+            return Ok(pid);
+        }
+    }
+    bail!("no process serving {} found", target.display())
+}
+
+/// Runs `f` as one phase: its seconds and, when `server` is given, the server's peak
+/// resident memory during it.
+fn phase(server: Option<Server>, f: &mut dyn FnMut() -> Result<()>) -> Result<Phase> {
+    if let Some(s) = server {
+        s.reset_peak()?;
+    }
+    let start = Instant::now();
+    f()?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Phase {
+        seconds,
+        peak_rss_kib: server.map(|s| s.peak_kib()).transpose()?,
+    })
+}
 
 const PHASES: [&str; 7] = [
     "extract", "stat", "read", "meta", "modify", "commit", "depth",
@@ -165,23 +255,34 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 /// A mounted tree to work in, however it is provided.
 enum Mounted {
-    Kiln(Box<dyn MountGuard>),
-    FuseOverlayfs(PathBuf),
+    /// One of kiln's backends, in this process.
+    Kiln(Box<dyn MountGuard>, BackendKind),
+    /// A mount program's mount, and its serving daemon.
+    Program(PathBuf, u32),
     Plain(PathBuf),
 }
 
 impl Mounted {
     fn root(&self) -> &Path {
         match self {
-            Mounted::Kiln(g) => g.root(),
-            Mounted::FuseOverlayfs(p) | Mounted::Plain(p) => p,
+            Mounted::Kiln(g, _) => g.root(),
+            Mounted::Program(p, _) | Mounted::Plain(p) => p,
+        }
+    }
+
+    /// Whose memory serves it (`None`: the kernel, or nothing).
+    fn server(&self) -> Option<Server> {
+        match self {
+            Mounted::Kiln(_, BackendKind::Fuse) => Some(Server::This),
+            Mounted::Kiln(..) | Mounted::Plain(_) => None,
+            Mounted::Program(_, pid) => Some(Server::Daemon(*pid)),
         }
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if let Mounted::FuseOverlayfs(p) = self {
+        if let Mounted::Program(p, _) = self {
             let _ = rustix::mount::unmount(p.as_path(), rustix::mount::UnmountFlags::DETACH);
         }
     }
@@ -200,6 +301,7 @@ fn mount(
     match subject {
         Subject::Kiln(kind) => Ok(Mounted::Kiln(
             backend_for(kind).mount(lowers, upper, work, target)?,
+            kind,
         )),
         Subject::FuseOverlayfs | Subject::KilnOverlayProgram => {
             let lowerdir = if lowers.is_empty() {
@@ -231,7 +333,14 @@ fn mount(
             if !st.success() {
                 bail!("{subject} failed: {st}");
             }
-            Ok(Mounted::FuseOverlayfs(target.to_path_buf()))
+            let pid = match daemon_serving(target) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+                    return Err(e.context(format!("{subject}'s daemon")));
+                }
+            };
+            Ok(Mounted::Program(target.to_path_buf(), pid))
         }
         Subject::Plain => Ok(Mounted::Plain(target.to_path_buf())),
     }
@@ -241,7 +350,7 @@ fn mount(
 /// own and its version of `shared`, mounted on `subject`; the seconds it takes to look
 /// up every name and read `shared` (the top layer's) through the mount, ten times over.
 /// `None` (and why, on stderr) when the backend cannot mount such a stack.
-fn depth_phase(subject: Subject, base: &Path, layers: usize) -> Result<Option<f64>> {
+fn depth_phase(subject: Subject, base: &Path, layers: usize) -> Result<Option<Phase>> {
     if layers == 0 || subject == Subject::Plain {
         return Ok(None);
     }
@@ -265,31 +374,28 @@ fn depth_phase(subject: Subject, base: &Path, layers: usize) -> Result<Option<f6
     };
     let root = mounted.root().to_path_buf();
     let want = format!("layer {}\n", layers - 1);
-    let start = Instant::now();
-    for _ in 0..10 {
-        for i in 0..layers {
-            fs::symlink_metadata(root.join(format!("f{i}")))?;
+    let p = phase(mounted.server(), &mut || {
+        for _ in 0..10 {
+            for i in 0..layers {
+                fs::symlink_metadata(root.join(format!("f{i}")))?;
+            }
+            let got = fs::read_to_string(root.join("shared"))?;
+            if got != want {
+                bail!("depth: {subject} shows {got:?} for the top layer's file, not {want:?}");
+            }
         }
-        let got = fs::read_to_string(root.join("shared"))?;
-        if got != want {
-            bail!("depth: {subject} shows {got:?} for the top layer's file, not {want:?}");
-        }
-    }
-    Ok(Some(start.elapsed().as_secs_f64()))
+        Ok(())
+    })?;
+    Ok(Some(p))
 }
 
-/// Runs the workload on `subject`; seconds per phase (`None`: not applicable).
+/// Runs the workload on `subject`; each phase (`None`: not applicable).
 fn run_backend(
     subject: Subject,
     source: &Path,
     scratch: &Path,
     layers: usize,
-) -> Result<Vec<Option<f64>>> {
-    let t = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        let start = Instant::now();
-        f()?;
-        Ok(start.elapsed().as_secs_f64())
-    };
+) -> Result<Vec<Option<Phase>>> {
     let base = scratch.join(subject.to_string());
     let _ = fs::remove_dir_all(&base);
     let (u1, w1, m1) = (base.join("u1"), base.join("w1"), base.join("m1"));
@@ -298,7 +404,9 @@ fn run_backend(
     let plain = subject == Subject::Plain;
     {
         let m = mount(subject, &[], &u1, &w1, &m1)?;
-        times.push(Some(t(&mut || copy_tree(source, &m.root().join("tree")))?));
+        times.push(Some(phase(m.server(), &mut || {
+            copy_tree(source, &m.root().join("tree"))
+        })?));
     }
     // The rest on a new mount over what phase 1 wrote.
     let (u2, w2, m2) = (base.join("u2"), base.join("w2"), base.join("m2"));
@@ -319,6 +427,8 @@ fn run_backend(
         mount(subject, std::slice::from_ref(&lower), &u2, &w2, &m2)?
     };
     let root = m.root().join("tree");
+    let server = m.server();
+    let t = |f: &mut dyn FnMut() -> Result<()>| phase(server, f);
     let mut files = Vec::new();
     walk_files(&root, &mut files)?;
     times.push(Some(t(&mut || {
@@ -383,7 +493,7 @@ fn run_backend(
             }
             let mut w = LayerWriter::new(&blobs, LayerCompression::default())?;
             match &m {
-                Mounted::Kiln(g) => {
+                Mounted::Kiln(g, _) => {
                     g.write_diff(&DiffOptions::default(), &mut w)?;
                 }
                 _ => {
@@ -436,12 +546,28 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
             .find(|(n, _)| *n == subject)
             .and_then(|(_, r)| r.as_ref().ok())
             .and_then(|v| v[i])
+            .map(|p| p.seconds)
     };
     if args.json {
         let v: Vec<serde_json::Value> = results
             .iter()
             .map(|(n, r)| match r {
-                Ok(t) => serde_json::json!({"backend": n.to_string(), "seconds": PHASES.iter().zip(t).map(|(p, s)| (p.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>()}),
+                Ok(t) => {
+                    let by_phase = |f: &dyn Fn(&Phase) -> serde_json::Value| {
+                        PHASES
+                            .iter()
+                            .zip(t)
+                            .map(|(p, s)| {
+                                (p.to_string(), s.as_ref().map_or(serde_json::Value::Null, f))
+                            })
+                            .collect::<serde_json::Map<_, _>>()
+                    };
+                    serde_json::json!({
+                        "backend": n.to_string(),
+                        "seconds": by_phase(&|p| serde_json::json!(p.seconds)),
+                        "peak_rss_kib": by_phase(&|p| serde_json::json!(p.peak_rss_kib)),
+                    })
+                }
                 Err(e) => serde_json::json!({"backend": n.to_string(), "skipped": e}),
             })
             .collect();
@@ -468,7 +594,7 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
             Ok(t) => {
                 for s in t {
                     match s {
-                        Some(s) => write!(out, "{s:>9.3}")?,
+                        Some(s) => write!(out, "{:>9.3}", s.seconds)?,
                         None => write!(out, "{:>9}", "-")?,
                     }
                 }
@@ -495,6 +621,21 @@ pub fn run(args: SnapshotBench, out: &mut dyn Write) -> Result<i32> {
             }
             writeln!(out)?;
         }
+    }
+    writeln!(
+        out,
+        "peak RSS of the serving side, MiB (kiln's FUSE overlay: this process; a mount program: its daemon; -: the kernel)"
+    )?;
+    for (n, r) in &results {
+        let Ok(t) = r else { continue };
+        write!(out, "{:<16}", n.to_string())?;
+        for s in t {
+            match s.and_then(|p| p.peak_rss_kib) {
+                Some(kib) => write!(out, "{:>9.1}", kib as f64 / 1024.0)?,
+                None => write!(out, "{:>9}", "-")?,
+            }
+        }
+        writeln!(out)?;
     }
     Ok(0)
 }
