@@ -452,8 +452,13 @@ fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
     describe_tree(root, Describe::default())
 }
 
-fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), String> {
-    let lowers = make_lowers(&scratch.join("lowers"));
+/// `lowers` mounted on `backend` with an upper, work and mount directory in `scratch`;
+/// returns the mount and the upper directory.
+fn mount_in(
+    backend: &dyn Backend,
+    lowers: &[PathBuf],
+    scratch: &Path,
+) -> Result<(Box<dyn kiln_snapshotter::backend::MountGuard>, PathBuf), String> {
     let (upper, work, mnt) = (
         scratch.join("upper"),
         scratch.join("work"),
@@ -463,8 +468,14 @@ fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), St
         fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     let guard = backend
-        .mount(&lowers, &upper, &work, &mnt)
+        .mount(lowers, &upper, &work, &mnt)
         .map_err(|e| e.to_string())?;
+    Ok((guard, upper))
+}
+
+fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), String> {
+    let lowers = make_lowers(&scratch.join("lowers"));
+    let (guard, upper) = mount_in(backend, &lowers, scratch)?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         (case.change)(guard.root());
         (case.check)(guard.root());
@@ -530,17 +541,7 @@ fn deep_stack() -> Result<(), String> {
         lowers.push(l);
     }
     lowers.reverse(); // top first: layer 79 on top
-    let (upper, work, mnt) = (
-        tmp.path().join("u"),
-        tmp.path().join("w"),
-        tmp.path().join("m"),
-    );
-    for d in [&upper, &work, &mnt] {
-        fs::create_dir_all(d).map_err(|e| e.to_string())?;
-    }
-    let guard = OverlayBackend
-        .mount(&lowers, &upper, &work, &mnt)
-        .map_err(|e| e.to_string())?;
+    let (guard, _) = mount_in(&OverlayBackend, &lowers, tmp.path())?;
     let n = fs::read_dir(guard.root())
         .map_err(|e| e.to_string())?
         .count();

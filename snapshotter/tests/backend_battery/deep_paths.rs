@@ -247,17 +247,7 @@ fn deep_paths_step(
     scratch: &Path,
     step: DeepStep,
 ) -> Result<PathBuf, String> {
-    let (upper, work, mnt) = (
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("mnt"),
-    );
-    for d in [&upper, &work, &mnt] {
-        fs::create_dir_all(d).map_err(|e| e.to_string())?;
-    }
-    let guard = backend
-        .mount(lowers, &upper, &work, &mnt)
-        .map_err(|e| e.to_string())?;
+    let (guard, upper) = super::mount_in(backend, lowers, scratch)?;
     let has_upper = backend.kind() != BackendKind::Copy;
     let replay = scratch.join("replay");
     step(
