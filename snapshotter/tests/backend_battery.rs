@@ -475,7 +475,7 @@ fn mount_in(
 
 fn run_case(backend: &dyn Backend, case: &Case, scratch: &Path) -> Result<(), String> {
     let lowers = make_lowers(&scratch.join("lowers"));
-    let (guard, upper) = mount_in(backend, &lowers, scratch)?;
+    let (guard, _) = mount_in(backend, &lowers, scratch)?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         (case.change)(guard.root());
         (case.check)(guard.root());

@@ -9,7 +9,6 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use std::fs;
 use std::path::PathBuf;
 
 use kiln_snapshotter::apply::{apply_layer, ApplyOptions, ApplyTarget};
