@@ -42,10 +42,15 @@ if [ -e /dev/fuse ]; then chmod 0666 /dev/fuse; fi
 # A real Debian base for the real-world build test (tests/realworld_cli.rs), made from
 # the package mirror with mmdebstrap (no image registry is reachable here); once.
 base=/var/cache/kiln-tests/debian-bookworm.tar
-if [ ! -s "$base" ]; then
+# --format=tar: mmdebstrap picks the format from the target's extension otherwise, and
+# the temporary name's ".tmp" would make it a directory. A directory left at either name
+# by an earlier run is removed.
+if [ ! -f "$base" ] || [ ! -s "$base" ]; then
   echo "== making a Debian bookworm base with mmdebstrap ($base)"
   mkdir -p "$(dirname "$base")"
-  mmdebstrap --quiet --variant=minbase --include=ca-certificates,python3,python3-venv \
+  rm -rf "$base" "$base.tmp"
+  mmdebstrap --quiet --format=tar --variant=minbase \
+    --include=ca-certificates,python3,python3-venv \
     --skip=output/dev bookworm "$base.tmp" </dev/null
   mv "$base.tmp" "$base"
   chmod 0644 "$base"
