@@ -1,5 +1,6 @@
 //! Shared helpers for kiln's end-to-end and conformance tests.
 
+pub mod build;
 pub mod containers;
 pub mod registry;
 pub mod store;
