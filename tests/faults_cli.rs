@@ -159,6 +159,12 @@ impl Scene {
         let log = self.out.path().join(format!("{nonce}.log"));
         let blobs_before = big_blobs(self.root());
         let mut child = self.spawn(&df, &args, &log);
+        let child_pid = child.id();
+        if let Phase::After(_) = phase {
+            // The clock starts once kiln handles the signal: before that (the binary
+            // loading, on a loaded machine) its default action ends any program.
+            wait_for(&mut child, |_| catches_sigterm(child_pid));
+        }
         let landed = wait_for(&mut child, |elapsed| match phase {
             Phase::Run => !processes_with(&format!("nonce-{nonce}"), None).is_empty(),
             Phase::LayerWrite => growing_temporary(self.root()),
@@ -275,6 +281,17 @@ impl Scene {
 
 /// Polls (every half millisecond) until `reached(elapsed)`; false when the child exits
 /// first.
+/// Whether process `pid` has a handler for SIGTERM (`SigCgt` in its status).
+fn catches_sigterm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|m| m & (1 << (15 - 1)) != 0)
+}
+
 fn wait_for(child: &mut Child, mut reached: impl FnMut(Duration) -> bool) -> bool {
     let t0 = Instant::now();
     loop {

@@ -118,8 +118,9 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-/// Runs `kiln build`; returns the process exit code.
-pub fn run(args: BuildArgs) -> Result<i32> {
+/// Runs `kiln build`; returns the process exit code. `forwarder`: the signal forwarder
+/// `main` installed before parsing the arguments, if it did.
+pub fn run(args: BuildArgs, forwarder: Option<crate::signals::Forwarder>) -> Result<i32> {
     let mode = progress_mode(args.quiet, args.progress);
     if args.push && args.tags.is_empty() {
         bail!("--push needs a name to push to: -t REGISTRY/NAME:TAG");
@@ -143,8 +144,12 @@ pub fn run(args: BuildArgs) -> Result<i32> {
             bail!("context {}: not a directory", args.context.display());
         }
         let mapping = userns::IdMapping::detect();
-        let forwarder =
-            crate::signals::Forwarder::install().context("installing the Ctrl-C handler")?;
+        let forwarder = match forwarder {
+            Some(f) => f,
+            None => {
+                crate::signals::Forwarder::install().context("installing the Ctrl-C handler")?
+            }
+        };
         let child = userns::spawn_build_namespace(&mapping)
             .context("entering the build's user namespace")?;
         return forwarder.wait(child).context("waiting for the build");

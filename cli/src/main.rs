@@ -132,10 +132,11 @@ fn main() -> ExitCode {
     if let Some(code) = kiln_executor::sandbox::helper_main(&args) {
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
+    let forwarder = signals::Forwarder::for_build_args(&args);
     let cli = Cli::parse();
     init_logging(cli.debug);
     let result = match cli.command {
-        Command::Build(args) => match build::run(*args) {
+        Command::Build(args) => match build::run(*args, forwarder) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
         },

@@ -60,6 +60,19 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// Installed first thing in `main` when `args` (the process's own) run `kiln build`
+    /// outside the build's namespace: a signal that comes while the binary starts and
+    /// parses its arguments is held for the inner process too. `None` for any other
+    /// command, inside the namespace, or when installing fails (the build then installs
+    /// it itself and reports the error).
+    pub fn for_build_args(args: &[String]) -> Option<Forwarder> {
+        let command = args.iter().skip(1).find(|a| !a.starts_with('-'))?;
+        if command != "build" || kiln_executor::sandbox::userns::build_namespace().is_some() {
+            return None;
+        }
+        Forwarder::install().ok()
+    }
+
     pub fn install() -> io::Result<Forwarder> {
         Ok(Forwarder {
             signals: signal_hook::iterator::SignalsInfo::new([SIGINT, SIGTERM])?,
