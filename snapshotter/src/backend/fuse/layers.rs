@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustix::fs::{FileType, Stat};
@@ -24,13 +25,15 @@ use crate::format;
 /// A merged directory as the stack shows it: the layers it is made of (top first) and,
 /// for every visible name, the layer that holds it. Built once per directory from one
 /// read of each layer, so later lookups in it cost one `lstat`; dropped when the
-/// directory changes ([`Layers::forget_dir`], [`Layers::forget_tree`]).
+/// directory changes ([`Layers::forget_dir`], [`Layers::forget_tree`]) or when it is
+/// among the least recently used of too many ([`VIEW_NAMES`]).
 #[derive(Debug, Clone)]
 pub(super) struct DirView {
     pub layers: Vec<usize>,
     /// Name → (layer, `lstat` when the entry is in a lower layer: lowers never change,
-    /// so their stats are read once).
-    pub names: HashMap<OsString, (usize, Option<Stat>)>,
+    /// so their stats are read once). Boxed: an upper entry's slot is 8 bytes, not the
+    /// 144 of a `stat`.
+    pub names: HashMap<OsString, (usize, Option<Box<Stat>>)>,
     /// Names the upper directory holds a whiteout for.
     pub upper_whiteouts: HashSet<OsString>,
 }
@@ -46,10 +49,29 @@ pub(super) struct Layers {
     work: OwnedFd,
     /// The xattr that marks opaque directories written here.
     pub opaque_xattr: &'static str,
-    /// Merged directories seen so far.
-    pub views: RwLock<HashMap<PathBuf, Arc<DirView>>>,
+    /// Merged directories seen lately (at most about [`VIEW_NAMES`] names in all).
+    views: RwLock<HashMap<PathBuf, Cached>>,
+    /// Ticks at every use of a view (the least recently used go first).
+    clock: AtomicU64,
+    /// Names in the cached views, counted as views are added (exact after each sweep).
+    cached_names: AtomicUsize,
+    /// The most names the cached views hold ([`VIEW_NAMES`]; smaller in tests).
+    view_names: usize,
     /// Whether `.wh.` names in lowers are whiteouts ([`super::OverlaySpec::aufs_whiteouts`]).
     pub aufs_whiteouts: bool,
+}
+
+/// How many names the cached views may hold before the least recently used are dropped
+/// (to three quarters of it): about 60 MB for lower entries with their stats. A view is a
+/// cache of what the layers hold, so a dropped one is read again when next needed; a
+/// tree of a million files is served within a bounded memory.
+pub(super) const VIEW_NAMES: usize = 1 << 18;
+
+/// A cached view and the clock's value when it was last used.
+#[derive(Debug)]
+struct Cached {
+    view: Arc<DirView>,
+    used: AtomicU64,
 }
 
 pub(super) fn file_type(st: &Stat) -> FileType {
@@ -75,6 +97,9 @@ impl Layers {
             work: at::open_root(work)?,
             opaque_xattr,
             views: Default::default(),
+            clock: AtomicU64::new(0),
+            cached_names: AtomicUsize::new(0),
+            view_names: VIEW_NAMES,
             aufs_whiteouts,
         })
     }
@@ -106,13 +131,14 @@ impl Layers {
 
     /// The merged directory `rel` (cached).
     pub fn view(&self, rel: &Path) -> io::Result<Arc<DirView>> {
-        if let Some(v) = self
+        if let Some(c) = self
             .views
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(rel)
         {
-            return Ok(v.clone());
+            c.used.store(self.tick(), Ordering::Relaxed);
+            return Ok(c.view.clone());
         }
         // The layers' directories, open: one open tells a directory is there, and serves
         // the opacity check (`fgetxattr`) and the listing.
@@ -194,7 +220,7 @@ impl Layers {
                     }
                     hidden.insert(name.clone());
                 } else {
-                    names.insert(name.clone(), (i, st.filter(|_| i > 0)));
+                    names.insert(name.clone(), (i, st.filter(|_| i > 0).map(Box::new)));
                 }
             }
         }
@@ -203,11 +229,47 @@ impl Layers {
             names,
             upper_whiteouts,
         });
-        self.views
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(rel.to_path_buf(), v.clone());
+        let added = v.names.len() + 1;
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        views.insert(
+            rel.to_path_buf(),
+            Cached {
+                view: v.clone(),
+                used: AtomicU64::new(self.tick()),
+            },
+        );
+        if self.cached_names.fetch_add(added, Ordering::Relaxed) + added > self.view_names {
+            self.sweep(&mut views, rel);
+        }
         Ok(v)
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Drops the least recently used views (never `keep`'s, just added) until the rest
+    /// hold at most three quarters of the names allowed.
+    fn sweep(&self, views: &mut HashMap<PathBuf, Cached>, keep: &Path) {
+        let size = |c: &Cached| c.view.names.len() + 1;
+        let mut total: usize = views.values().map(size).sum();
+        let goal = self.view_names / 4 * 3;
+        if total > goal {
+            let mut by_age: Vec<(u64, PathBuf, usize)> = views
+                .iter()
+                .filter(|(p, _)| p.as_path() != keep)
+                .map(|(p, c)| (c.used.load(Ordering::Relaxed), p.clone(), size(c)))
+                .collect();
+            by_age.sort_unstable_by_key(|(used, _, _)| *used);
+            for (_, p, n) in by_age {
+                if total <= goal {
+                    break;
+                }
+                views.remove(&p);
+                total -= n;
+            }
+        }
+        self.cached_names.store(total, Ordering::Relaxed);
     }
 
     /// Records in the cached view of `rel`'s parent (if any) that `rel` is now in layer
@@ -217,8 +279,8 @@ impl Layers {
             return;
         };
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = views.get_mut(parent) {
-            let v = Arc::make_mut(v);
+        if let Some(c) = views.get_mut(parent) {
+            let v = Arc::make_mut(&mut c.view);
             match layer {
                 Some(l) => {
                     v.upper_whiteouts.remove(name);
@@ -238,9 +300,9 @@ impl Layers {
     pub fn note_upper_dir(&self, rel: &Path) {
         self.note_entry(rel, Some(0));
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = views.get_mut(rel) {
-            if v.layers.first() != Some(&0) {
-                Arc::make_mut(v).layers.insert(0, 0);
+        if let Some(c) = views.get_mut(rel) {
+            if c.view.layers.first() != Some(&0) {
+                Arc::make_mut(&mut c.view).layers.insert(0, 0);
             }
         }
     }
@@ -252,8 +314,8 @@ impl Layers {
             return;
         };
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = views.get_mut(parent) {
-            let v = Arc::make_mut(v);
+        if let Some(c) = views.get_mut(parent) {
+            let v = Arc::make_mut(&mut c.view);
             v.names.remove(name);
             v.upper_whiteouts.insert(name.to_os_string());
         }
@@ -277,7 +339,7 @@ impl Layers {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(rel)
-            .is_some_and(|v| v.layers.first() == Some(&0))
+            .is_some_and(|c| c.view.layers.first() == Some(&0))
     }
 
     /// Whether the upper directory may hold a whiteout at `rel`: false only when the
@@ -292,7 +354,7 @@ impl Layers {
             .unwrap_or_else(|e| e.into_inner())
             .get(parent)
         {
-            Some(v) => v.upper_whiteouts.contains(name),
+            Some(c) => c.view.upper_whiteouts.contains(name),
             None => true,
         }
     }
@@ -337,11 +399,12 @@ impl Layers {
         let Ok(pv) = self.view(parent) else {
             return Ok(None);
         };
-        let Some(&(layer, cached)) = pv.names.get(name) else {
+        let Some((layer, cached)) = pv.names.get(name) else {
             return Ok(None);
         };
+        let layer = *layer;
         if let Some(st) = cached {
-            return Ok(Some((layer, st)));
+            return Ok(Some((layer, **st)));
         }
         Ok(self.lstat(layer, rel)?.map(|st| (layer, st)))
     }
@@ -371,13 +434,13 @@ impl Layers {
     pub fn list(&self, rel: &Path) -> io::Result<Vec<(OsString, usize, Stat)>> {
         let v = self.view(rel)?;
         let mut out = Vec::with_capacity(v.names.len());
-        for (name, &(i, cached)) in &v.names {
+        for (name, (i, cached)) in &v.names {
             let st = match cached {
-                Some(st) => Some(st),
-                None => self.lstat(i, &child(rel, name))?,
+                Some(st) => Some(**st),
+                None => self.lstat(*i, &child(rel, name))?,
             };
             if let Some(st) = st {
-                out.push((name.clone(), i, st));
+                out.push((name.clone(), *i, st));
             }
         }
         out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -422,6 +485,42 @@ mod tests {
         }
         std::fs::create_dir_all(root.join("work")).unwrap();
         Layers::open(dirs, &root.join("work"), format::OPAQUE_XATTR_USER, true).unwrap()
+    }
+
+    #[test]
+    fn the_least_recently_used_views_go_and_come_back_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let mut l = layers(t.path(), 2);
+        l.view_names = 40;
+        let dirs: Vec<String> = (0..20).map(|d| format!("d{d:02}")).collect();
+        for d in &dirs {
+            for f in 0..5 {
+                std::fs::create_dir_all(l.dirs[1].join(d)).unwrap();
+                std::fs::write(l.dirs[1].join(d).join(format!("f{f}")), "x").unwrap();
+            }
+        }
+        let names = |l: &Layers, d: &str| -> Vec<OsString> {
+            l.list(Path::new(d))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.0)
+                .collect()
+        };
+        let first: Vec<_> = dirs.iter().map(|d| names(&l, d)).collect();
+        let cached = |l: &Layers| l.views.read().unwrap().len();
+        // 21 views of 6 names each could not all stay; the newest did.
+        assert!(cached(&l) < dirs.len(), "{} views cached", cached(&l));
+        assert!(l.cached_names.load(Ordering::Relaxed) <= 40);
+        assert!(l.views.read().unwrap().contains_key(Path::new("d19")));
+        // A view used lately outlives older ones.
+        for d in &dirs[..10] {
+            names(&l, d);
+        }
+        assert!(l.views.read().unwrap().contains_key(Path::new("d09")));
+        // What was dropped reads back the same.
+        let again: Vec<_> = dirs.iter().map(|d| names(&l, d)).collect();
+        assert_eq!(first, again);
+        assert_eq!(first[0].len(), 5);
     }
 
     #[test]
