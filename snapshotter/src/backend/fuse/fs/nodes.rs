@@ -2,8 +2,9 @@
 //!
 //! A node is a name in its parent node (a hard-linked file has more than one), so a path
 //! is found by walking names from the root, a rename moves one node whatever lies below
-//! it, and each name is stored once (shared by the node and its parent's children). A
-//! million-entry tree then costs about 150 bytes a node, whatever its depth.
+//! it, and each name is stored once (shared by the node and its parent's children).
+//! Numbers are handed out in order and never reused, so the nodes are a vector indexed by
+//! number: a million-entry tree costs about 100 bytes a node, whatever its depth.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,9 +17,15 @@ const ROOT: u64 = 1;
 
 #[derive(Default)]
 struct Node {
-    /// (parent, name) pairs; the first gives the node's path. Empty for the root and for
-    /// a node whose last name is gone (an unlinked file still open).
-    names: Vec<(u64, Name)>,
+    /// (parent, name): the node's path. `None` for the root and for a node whose last
+    /// name is gone (an unlinked file still open).
+    first: Option<(u64, Name)>,
+    /// A hard-linked file's other names.
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes on the many nodes with one name"
+    )]
+    more: Option<Box<Vec<(u64, Name)>>>,
     /// The node's children by name, once it has one (boxed: 8 bytes on each of a
     /// million files instead of an empty map's 48).
     #[expect(
@@ -28,10 +35,37 @@ struct Node {
     children: Option<Box<HashMap<Name, u64>>>,
 }
 
+impl Node {
+    fn add_name(&mut self, parent: u64, name: Name) {
+        match self.first {
+            None => self.first = Some((parent, name)),
+            Some(_) => self
+                .more
+                .get_or_insert_with(Default::default)
+                .push((parent, name)),
+        }
+    }
+
+    /// Takes `name` in `parent` off this node; whether the node still has a name.
+    fn remove_name(&mut self, parent: u64, name: &OsStr) -> bool {
+        let is = |(p, n): &(u64, Name)| *p == parent && **n == *name;
+        if let Some(more) = &mut self.more {
+            more.retain(|e| !is(e));
+        }
+        if self.first.as_ref().is_some_and(is) {
+            self.first = self.more.as_mut().and_then(|m| m.pop());
+        }
+        if self.more.as_ref().is_some_and(|m| m.is_empty()) {
+            self.more = None;
+        }
+        self.first.is_some()
+    }
+}
+
 /// Paths ↔ inode numbers.
 pub(super) struct Table {
-    nodes: HashMap<u64, Node>,
-    next: u64,
+    /// Indexed by inode number (0 unused).
+    nodes: Vec<Node>,
 }
 
 /// The names of `path`, relative to the root (`.` and a leading `/` ignored).
@@ -44,63 +78,62 @@ fn names(path: &Path) -> impl Iterator<Item = &OsStr> {
 
 impl Table {
     pub(super) fn new() -> Table {
-        let mut nodes = HashMap::new();
-        nodes.insert(ROOT, Node::default());
-        Table { nodes, next: 2 }
+        let mut nodes = Vec::new();
+        nodes.resize_with(ROOT as usize + 1, Node::default);
+        Table { nodes }
+    }
+
+    fn node(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(usize::try_from(ino).ok()?)
+    }
+
+    fn node_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        self.nodes.get_mut(usize::try_from(ino).ok()?)
     }
 
     fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
-        self.nodes
-            .get(&parent)?
-            .children
-            .as_ref()?
-            .get(name)
-            .copied()
+        self.node(parent)?.children.as_ref()?.get(name).copied()
     }
 
     /// Gives node `ino` the name `name` in `parent`.
     fn link(&mut self, parent: u64, name: &OsStr, ino: u64) {
         let name: Name = Arc::from(name);
-        self.nodes
-            .entry(parent)
-            .or_default()
-            .children
-            .get_or_insert_with(Default::default)
-            .insert(name.clone(), ino);
-        self.nodes
-            .entry(ino)
-            .or_default()
-            .names
-            .push((parent, name));
+        let (Some(_), Some(_)) = (self.node(parent), self.node(ino)) else {
+            return;
+        };
+        if let Some(p) = self.node_mut(parent) {
+            p.children
+                .get_or_insert_with(Default::default)
+                .insert(name.clone(), ino);
+        }
+        if let Some(n) = self.node_mut(ino) {
+            n.add_name(parent, name);
+        }
     }
 
     /// Takes name `name` in `parent` away from its node; a node left with no name loses
-    /// its children's names too (what was below a replaced directory).
+    /// its children's names too (what was below a replaced directory). Its slot stays:
+    /// numbers are never reused.
     fn unlink(&mut self, parent: u64, name: &OsStr) {
         let Some(ino) = self
-            .nodes
-            .get_mut(&parent)
+            .node_mut(parent)
             .and_then(|p| p.children.as_mut())
             .and_then(|c| c.remove(name))
         else {
             return;
         };
-        let Some(node) = self.nodes.get_mut(&ino) else {
-            return;
-        };
-        node.names.retain(|(p, n)| !(*p == parent && **n == *name));
-        if !node.names.is_empty() {
-            return;
+        let mut pending: Vec<(u64, Name, u64)> = vec![(parent, Arc::from(name), ino)];
+        while let Some((p, n, i)) = pending.pop() {
+            let Some(node) = self.node_mut(i) else {
+                continue;
+            };
+            if node.remove_name(p, &n) {
+                continue;
+            }
+            if let Some(children) = node.children.take() {
+                pending.extend(children.into_iter().map(|(cn, ci)| (i, cn, ci)));
+            }
         }
-        let below: Vec<Name> = node
-            .children
-            .as_ref()
-            .map(|c| c.keys().cloned().collect())
-            .unwrap_or_default();
-        for n in below {
-            self.unlink(ino, &n);
-        }
-        self.nodes.remove(&ino);
     }
 
     /// The inode number of `path`, given one (and its parents) if it has none yet.
@@ -110,8 +143,8 @@ impl Table {
             at = match self.child(at, n) {
                 Some(i) => i,
                 None => {
-                    let i = self.next;
-                    self.next += 1;
+                    let i = self.nodes.len() as u64;
+                    self.nodes.push(Node::default());
                     self.link(at, n, i);
                     i
                 }
@@ -124,7 +157,7 @@ impl Table {
         let mut rev: Vec<&OsStr> = Vec::new();
         let mut at = ino;
         while at != ROOT {
-            let (parent, name) = self.nodes.get(&at)?.names.first()?;
+            let (parent, name) = self.node(at)?.first.as_ref()?;
             rev.push(name);
             at = *parent;
         }
@@ -161,11 +194,11 @@ impl Table {
             return;
         }
         self.unlink(tp, tname);
-        if let Some(c) = self.nodes.get_mut(&fp).and_then(|p| p.children.as_mut()) {
+        if let Some(c) = self.node_mut(fp).and_then(|p| p.children.as_mut()) {
             c.remove(fname);
         }
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.names.retain(|(p, n)| !(*p == fp && **n == *fname));
+        if let Some(node) = self.node_mut(ino) {
+            node.remove_name(fp, fname);
         }
         self.link(tp, tname, ino);
     }
@@ -266,6 +299,8 @@ mod tests {
         assert_eq!(t.path_of(f), None);
         // A file linked from elsewhere keeps that name.
         assert_eq!(t.path_of(linked), Some(p("keep")));
-        assert!(!t.nodes.contains_key(&f));
+        assert!(t
+            .node(f)
+            .is_some_and(|n| n.first.is_none() && n.children.is_none()));
     }
 }
