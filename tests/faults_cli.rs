@@ -279,8 +279,6 @@ impl Scene {
     }
 }
 
-/// Polls (every half millisecond) until `reached(elapsed)`; false when the child exits
-/// first.
 /// Whether process `pid` has a handler for SIGTERM (`SigCgt` in its status).
 fn catches_sigterm(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -292,6 +290,8 @@ fn catches_sigterm(pid: u32) -> bool {
         .is_some_and(|m| m & (1 << (15 - 1)) != 0)
 }
 
+/// Polls (every half millisecond) until `reached(elapsed)`; false when the child exits
+/// first.
 fn wait_for(child: &mut Child, mut reached: impl FnMut(Duration) -> bool) -> bool {
     let t0 = Instant::now();
     loop {
