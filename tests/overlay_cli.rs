@@ -507,9 +507,36 @@ fn server_pid(mountpoint: &str) -> i32 {
             let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
             let c = std::fs::read(e.path().join("cmdline")).ok()?;
             let c = String::from_utf8_lossy(&c);
-            (c.contains("__kiln-overlay-serve") && c.contains(mountpoint)).then_some(pid)
+            // The serving process holds the FUSE connection (`/dev/fuse`) open.
+            let serves = std::fs::read_dir(e.path().join("fd"))
+                .ok()?
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/fuse")));
+            (c.contains("__kiln-overlay-serve") && c.contains(mountpoint) && serves).then_some(pid)
         })
         .unwrap_or_else(|| panic!("no server for {mountpoint}"))
+}
+
+/// Waits until every thread of `pid` is stopped (`T` in its stat), 5 s at most.
+fn wait_stopped(pid: i32) {
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                    st.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            })
+    };
+    for _ in 0..500 {
+        if stopped() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the server {pid} did not stop");
 }
 
 /// Whether a read of `file` (opened before, never read) completes while the mount's
@@ -517,8 +544,10 @@ fn server_pid(mountpoint: &str) -> i32 {
 fn read_while_server_stopped(mountpoint: &str, file: &Path) -> bool {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(file).unwrap();
-    let pid = rustix::process::Pid::from_raw(server_pid(mountpoint)).unwrap();
+    let raw = server_pid(mountpoint);
+    let pid = rustix::process::Pid::from_raw(raw).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    wait_stopped(raw);
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 4096];
