@@ -55,6 +55,10 @@ pub(super) struct Layers {
     clock: AtomicU64,
     /// Names in the cached views, counted as views are added (exact after each sweep).
     cached_names: AtomicUsize,
+    /// The count at which the next sweep is due: the names allowed, or a quarter of them
+    /// more than a sweep left (views in use it may not drop: a directory bigger than the
+    /// bound, the one just added and its parents), so sweeps stay rare either way.
+    next_sweep: AtomicUsize,
     /// The most names the cached views hold ([`VIEW_NAMES`]; smaller in tests).
     view_names: usize,
     /// Whether `.wh.` names in lowers are whiteouts ([`super::OverlaySpec::aufs_whiteouts`]).
@@ -99,6 +103,7 @@ impl Layers {
             views: Default::default(),
             clock: AtomicU64::new(0),
             cached_names: AtomicUsize::new(0),
+            next_sweep: AtomicUsize::new(VIEW_NAMES),
             view_names: VIEW_NAMES,
             aufs_whiteouts,
         })
@@ -238,7 +243,9 @@ impl Layers {
                 used: AtomicU64::new(self.tick()),
             },
         );
-        if self.cached_names.fetch_add(added, Ordering::Relaxed) + added > self.view_names {
+        if self.cached_names.fetch_add(added, Ordering::Relaxed) + added
+            > self.next_sweep.load(Ordering::Relaxed)
+        {
             self.sweep(&mut views, rel);
         }
         Ok(v)
@@ -248,8 +255,9 @@ impl Layers {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Drops the least recently used views (never `keep`'s, just added) until the rest
-    /// hold at most three quarters of the names allowed.
+    /// Drops the least recently used views (never `keep`'s, just added, nor its parents',
+    /// in use by the walk that reached it) until the rest hold at most three quarters of
+    /// the names allowed.
     fn sweep(&self, views: &mut HashMap<PathBuf, Cached>, keep: &Path) {
         let size = |c: &Cached| c.view.names.len() + 1;
         let mut total: usize = views.values().map(size).sum();
@@ -257,7 +265,7 @@ impl Layers {
         if total > goal {
             let mut by_age: Vec<(u64, PathBuf, usize)> = views
                 .iter()
-                .filter(|(p, _)| p.as_path() != keep)
+                .filter(|(p, _)| !keep.starts_with(p))
                 .map(|(p, c)| (c.used.load(Ordering::Relaxed), p.clone(), size(c)))
                 .collect();
             by_age.sort_unstable_by_key(|(used, _, _)| *used);
@@ -270,6 +278,8 @@ impl Layers {
             }
         }
         self.cached_names.store(total, Ordering::Relaxed);
+        self.next_sweep
+            .store(total.max(goal) + self.view_names / 4, Ordering::Relaxed);
     }
 
     /// Records in the cached view of `rel`'s parent (if any) that `rel` is now in layer
@@ -492,6 +502,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut l = layers(t.path(), 2);
         l.view_names = 40;
+        l.next_sweep = AtomicUsize::new(40);
         let dirs: Vec<String> = (0..20).map(|d| format!("d{d:02}")).collect();
         for d in &dirs {
             for f in 0..5 {
@@ -521,6 +532,32 @@ mod tests {
         let again: Vec<_> = dirs.iter().map(|d| names(&l, d)).collect();
         assert_eq!(first, again);
         assert_eq!(first[0].len(), 5);
+    }
+
+    #[test]
+    fn a_directory_bigger_than_the_bound_stays_while_its_subdirectories_are_walked() {
+        let t = tempfile::tempdir().unwrap();
+        let mut l = layers(t.path(), 2);
+        l.view_names = 40;
+        l.next_sweep = AtomicUsize::new(40);
+        let big = l.dirs[1].join("big");
+        for f in 0..50 {
+            std::fs::create_dir_all(&big).unwrap();
+            std::fs::write(big.join(format!("f{f}")), "x").unwrap();
+        }
+        for d in 0..10 {
+            std::fs::create_dir_all(big.join(format!("s{d}"))).unwrap();
+            std::fs::write(big.join(format!("s{d}/f")), "x").unwrap();
+        }
+        assert_eq!(l.list(Path::new("big")).unwrap().len(), 60);
+        for d in 0..10 {
+            let sub = PathBuf::from(format!("big/s{d}"));
+            assert_eq!(l.list(&sub).unwrap().len(), 1);
+            // The parent, over the bound alone, is in use: kept.
+            assert!(l.views.read().unwrap().contains_key(Path::new("big")));
+        }
+        // And no sweep at every view added: the next one is due a quarter further on.
+        assert!(l.next_sweep.load(Ordering::Relaxed) > 61);
     }
 
     #[test]
