@@ -488,6 +488,14 @@ mod tests {
     use super::*;
     use rustix::fs::CWD;
 
+    /// `layers(root, 2)` whose views may hold `names` names.
+    fn bounded(root: &Path, names: usize) -> Layers {
+        let mut l = layers(root, 2);
+        l.view_names = names;
+        l.next_sweep = AtomicUsize::new(names);
+        l
+    }
+
     fn layers(root: &Path, n: usize) -> Layers {
         let dirs: Vec<PathBuf> = (0..n).map(|i| root.join(format!("l{i}"))).collect();
         for d in &dirs {
@@ -500,9 +508,7 @@ mod tests {
     #[test]
     fn the_least_recently_used_views_go_and_come_back_the_same() {
         let t = tempfile::tempdir().unwrap();
-        let mut l = layers(t.path(), 2);
-        l.view_names = 40;
-        l.next_sweep = AtomicUsize::new(40);
+        let l = bounded(t.path(), 40);
         let dirs: Vec<String> = (0..20).map(|d| format!("d{d:02}")).collect();
         for d in &dirs {
             for f in 0..5 {
@@ -537,9 +543,7 @@ mod tests {
     #[test]
     fn a_directory_bigger_than_the_bound_stays_while_its_subdirectories_are_walked() {
         let t = tempfile::tempdir().unwrap();
-        let mut l = layers(t.path(), 2);
-        l.view_names = 40;
-        l.next_sweep = AtomicUsize::new(40);
+        let l = bounded(t.path(), 40);
         let big = l.dirs[1].join("big");
         for f in 0..50 {
             std::fs::create_dir_all(&big).unwrap();

@@ -111,27 +111,35 @@ impl Table {
         }
     }
 
+    /// Takes name `name` in `parent` off the parent's children and off its node: the
+    /// node, and whether it still has another name.
+    fn detach(&mut self, parent: u64, name: &OsStr) -> Option<(u64, bool)> {
+        let ino = self.node_mut(parent)?.children.as_mut()?.remove(name)?;
+        let named = self
+            .node_mut(ino)
+            .is_some_and(|n| n.remove_name(parent, name));
+        Some((ino, named))
+    }
+
     /// Takes name `name` in `parent` away from its node; a node left with no name loses
     /// its children's names too (what was below a replaced directory). Its slot stays:
     /// numbers are never reused.
     fn unlink(&mut self, parent: u64, name: &OsStr) {
-        let Some(ino) = self
-            .node_mut(parent)
-            .and_then(|p| p.children.as_mut())
-            .and_then(|c| c.remove(name))
-        else {
+        let Some((ino, false)) = self.detach(parent, name) else {
             return;
         };
-        let mut pending: Vec<(u64, Name, u64)> = vec![(parent, Arc::from(name), ino)];
-        while let Some((p, n, i)) = pending.pop() {
-            let Some(node) = self.node_mut(i) else {
+        let mut unnamed = vec![ino];
+        while let Some(i) = unnamed.pop() {
+            let Some(children) = self.node_mut(i).and_then(|n| n.children.take()) else {
                 continue;
             };
-            if node.remove_name(p, &n) {
-                continue;
-            }
-            if let Some(children) = node.children.take() {
-                pending.extend(children.into_iter().map(|(cn, ci)| (i, cn, ci)));
+            for (n, c) in *children {
+                if self
+                    .node_mut(c)
+                    .is_some_and(|node| !node.remove_name(i, &n))
+                {
+                    unnamed.push(c);
+                }
             }
         }
     }
@@ -166,7 +174,7 @@ impl Table {
 
     /// `path` is now also a name of `ino` (a hard link), replacing what it named.
     pub(super) fn add_link(&mut self, ino: u64, path: &Path) {
-        let Some((parent, name)) = self.split(path) else {
+        let Some((parent, name)) = self.split_creating(path) else {
             return;
         };
         self.unlink(parent, name);
@@ -181,10 +189,13 @@ impl Table {
 
     /// `from` (and everything under it) is now at `to`, replacing what stood there.
     pub(super) fn rename(&mut self, from: &Path, to: &Path) {
-        let (Some((fp, fname)), Some((tp, tname))) = (self.split(from), self.split(to)) else {
+        let Some((tp, tname)) = self.split_creating(to) else {
             return;
         };
-        let Some(ino) = self.child(fp, fname) else {
+        let Some((fp, fname, ino)) = self
+            .split(from)
+            .and_then(|(fp, fname)| Some((fp, fname, self.child(fp, fname)?)))
+        else {
             // Never looked up: it gets a node when it is.
             self.unlink(tp, tname);
             return;
@@ -194,17 +205,22 @@ impl Table {
             return;
         }
         self.unlink(tp, tname);
-        if let Some(c) = self.node_mut(fp).and_then(|p| p.children.as_mut()) {
-            c.remove(fname);
-        }
-        if let Some(node) = self.node_mut(ino) {
-            node.remove_name(fp, fname);
-        }
+        self.detach(fp, fname);
         self.link(tp, tname, ino);
     }
 
-    /// The parent node and last name of `path`, creating the parent's node if needed.
-    fn split<'p>(&mut self, path: &'p Path) -> Option<(u64, &'p OsStr)> {
+    /// The parent node and last name of `path`, if the parent has a node.
+    fn split<'p>(&self, path: &'p Path) -> Option<(u64, &'p OsStr)> {
+        let name = names(path).last()?;
+        let parent = match path.parent() {
+            Some(p) => names(p).try_fold(ROOT, |at, n| self.child(at, n))?,
+            None => ROOT,
+        };
+        Some((parent, name))
+    }
+
+    /// The parent node and last name of `path`, giving the parent a node if it has none.
+    fn split_creating<'p>(&mut self, path: &'p Path) -> Option<(u64, &'p OsStr)> {
         let name = names(path).last()?;
         let parent = match path.parent() {
             Some(p) => self.ino_for(p),
