@@ -9,25 +9,8 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use kiln_tests::build::{blob, copy_program_with_libs, read_json, Fixture};
+use kiln_tests::build::{blob, copy_program_with_libs, decompressed, read_json, Fixture};
 use kiln_tests::{full_ids, have, kiln_bin, sha256_hex, BUSYBOX_BASE};
-
-/// A blob's bytes, decompressed when it is a zstd or gzip stream.
-fn decompressed(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::stream::read::Decoder::new(bytes)
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .expect("zstd blob");
-    } else if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .expect("gzip blob");
-    } else {
-        out = bytes.to_vec();
-    }
-    out
-}
 
 /// Every blob of a root, decompressed.
 fn all_blobs(root: &Path) -> Vec<(String, Vec<u8>)> {

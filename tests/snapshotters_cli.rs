@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use kiln_tests::build::{blob, copy_program_with_libs, reproducible_build, Fixture};
+use kiln_tests::build::{blob, copy_program_with_libs, decompressed, reproducible_build, Fixture};
 use kiln_tests::{kiln_bin, real_root, sha256_hex, BUSYBOX_BASE};
 
 /// The same image, byte for byte (manifest, config and every compressed blob), from
@@ -278,10 +278,7 @@ RUN sleep 2; n1=$(wc -l < /log); sleep 1; n2=$(wc -l < /log); echo \"lines=$n1,$
         for l in manifest["layers"].as_array().expect("layers") {
             let bytes = std::fs::read(blob(f.root(), l["digest"].as_str().expect("digest")))
                 .expect("layer blob");
-            let mut tar_bytes = Vec::new();
-            zstd::stream::read::Decoder::new(&bytes[..])
-                .and_then(|mut d| d.read_to_end(&mut tar_bytes))
-                .expect("a zstd layer");
+            let tar_bytes = decompressed(&bytes);
             let mut ar = tar::Archive::new(&tar_bytes[..]);
             for e in ar.entries().expect("tar") {
                 let mut e = e.expect("entry");

@@ -2,6 +2,7 @@
 //! a root and a busybox context per test, the image a build tagged, a reproducible
 //! build's digest, and host programs copied into a context.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -167,4 +168,21 @@ pub fn reproducible_build(ctx: &Path, snapshotter: &str, user: Option<&str>) -> 
     );
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     m["containerimage.digest"].as_str().unwrap().to_string()
+}
+
+/// A blob's bytes, decompressed when it is a zstd or gzip stream.
+pub fn decompressed(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::stream::read::Decoder::new(bytes)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .expect("zstd blob");
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .expect("gzip blob");
+    } else {
+        out = bytes.to_vec();
+    }
+    out
 }
