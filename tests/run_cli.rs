@@ -47,6 +47,15 @@ fn exit_codes_and_output() {
     );
     let (code, out) = run(&root, &[], "exec /nonexistent");
     assert_ne!(code, 0, "{out}");
+    // stdout and stderr arrive in the order they were written, as in a terminal.
+    let (code, out) = run(
+        &root,
+        &[],
+        "for i in $(seq 1 40); do echo out-$i; echo err-$i >&2; done",
+    );
+    assert_eq!(code, 0, "{out}");
+    let expected: String = (1..=40).map(|i| format!("out-{i}\nerr-{i}\n")).collect();
+    assert_eq!(out, expected);
 }
 
 #[test]
@@ -186,7 +195,8 @@ fn single_mapping_says_what_it_cannot_do() {
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .unwrap_or_default()
             .len(),
-        3
+        3,
+        "one line of uid_map first: {out}"
     );
     let (code, out) = run(&root, &["--single-mapping", "--user", "app"], "id");
     assert_eq!(code, 125, "{out}");

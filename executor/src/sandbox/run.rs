@@ -220,14 +220,18 @@ fn spawn_and_wait(
     let json = serde_json::to_string(&spec).map_err(|e| io("encoding the run spec")(e.into()))?;
     let mut cmd = Command::new(helper);
     cmd.arg(LAUNCH_ARG).arg(json);
+    // One pipe for stdout and stderr: the output then arrives in the order the command
+    // wrote it (two pipes read by two threads may swap an error and the line before it).
+    let mut output = None;
     if spec.interactive {
         cmd.stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
     } else {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let (reader, writer) = std::io::pipe().map_err(io("creating the output pipe"))?;
+        let writer2 = writer.try_clone().map_err(io("creating the output pipe"))?;
+        cmd.stdin(Stdio::null()).stdout(writer).stderr(writer2);
+        output = Some(reader);
     }
     let ns = Namespaces {
         mount: true,
@@ -240,6 +244,9 @@ fn spawn_and_wait(
         "starting {} in new namespaces",
         helper.display()
     )))?;
+    // The command holds the pipe's write ends until dropped: the reader sees the end of
+    // the output only once the child's copies are the last.
+    drop(cmd);
     if spec.interactive {
         let status = child.wait().map_err(io("waiting for the command"))?;
         return Ok(RunOutcome {
@@ -248,16 +255,11 @@ fn spawn_and_wait(
             cancelled: false,
         });
     }
-    let (mut out, mut err) = match (child.stdout.take(), child.stderr.take()) {
-        (Some(o), Some(e)) => (o, e),
-        _ => return Err(io("capturing output")(std::io::Error::other("no pipes"))),
+    let Some(mut output) = output else {
+        return Err(io("capturing output")(std::io::Error::other("no pipe")));
     };
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let tx2 = tx.clone();
-    let readers = [
-        std::thread::spawn(move || pump(&mut out, tx)),
-        std::thread::spawn(move || pump(&mut err, tx2)),
-    ];
+    let reader = std::thread::spawn(move || pump(&mut output, tx));
     let mut tail: Vec<u8> = Vec::new();
     let mut cancelled = false;
     loop {
@@ -279,9 +281,7 @@ fn spawn_and_wait(
             cancelled = true;
         }
     }
-    for r in readers {
-        let _ = r.join();
-    }
+    let _ = reader.join();
     let status = child.wait().map_err(io("waiting for the command"))?;
     let exit_code = exit_code(status);
     if tail.len() > TAIL {
