@@ -7,17 +7,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir=$(pwd)
+# A section's heading, with the seconds since the start (where CI's time goes).
+section() { echo "== $* (at ${SECONDS}s)"; }
 
-echo "== cargo fmt --check"
+section "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+section "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-echo "== cargo doc (the library API documents itself without warnings)"
+section "cargo doc (the library API documents itself without warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p kiln-executor -p kiln-snapshotter
 
-echo "== cargo test (as $(id -un))"
+section "cargo test (as $(id -un))"
 # kiln-overlay (the mount program, a binary of kiln-snapshotter); the battery runs
 # through it too.
 cargo build --quiet -p kiln-cli
@@ -29,24 +31,24 @@ trap 'rm -f "$skips"' EXIT
 count_skips() {
   local n
   n=$(grep -c '^skipped: ' "$skips" || true)
-  echo "== $1: $n skipped"
+  section "$1: $n skipped"
   grep '^skipped: ' "$skips" | sort | uniq -c || true
   : >"$skips"
 }
 KILN_OVERLAY_PROGRAM="$root_dir/target/debug/kiln-overlay" cargo test --workspace 2> >(tee -a "$skips" >&2)
 count_skips "cargo test (as $(id -un))"
 
-echo "== end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
+section "end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
 KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli --test copy_cli 2> >(tee -a "$skips" >&2)
 count_skips "FUSE pass"
 
 user=${KILN_TEST_USER:-kiln-ci}
 if [ "$(id -u)" -ne 0 ] || ! id "$user" >/dev/null 2>&1; then
-  echo "== unprivileged pass: skipped (needs root and user '$user'; .ci/run sets it up)"
+  section "unprivileged pass: skipped (needs root and user '$user'; .ci/run sets it up)"
   exit 0
 fi
 
-echo "== cargo test as unprivileged user '$user'"
+section "cargo test as unprivileged user '$user'"
 # The checkout may sit where the user cannot read (e.g. under /root), so the test
 # binaries, the kiln binary and the conformance data are staged in a world-readable
 # directory, and tests find them through KILN_BIN / KILN_CONFORMANCE_DIR.
@@ -73,7 +75,7 @@ run_as() {
   for exe in "$stage"/bin/*; do
     name=$(basename "$exe")
     case "$name" in kiln | kiln-overlay) continue ;; esac
-    echo "-- $name (as $as)"
+    echo "-- $name (as $as, at ${SECONDS}s)"
     # shellcheck disable=SC2086
     if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -85,7 +87,7 @@ run_as() {
     # The end-to-end builds once more on kiln's FUSE overlay.
     case "$name" in
       build_cli-* | examples_cli-* | cache_cli-* | copy_cli-*)
-        echo "-- $name (as $as, KILN_SNAPSHOTTER=fuse)"
+        echo "-- $name (as $as, KILN_SNAPSHOTTER=fuse, at ${SECONDS}s)"
         # shellcheck disable=SC2086
         if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
           PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -106,11 +108,11 @@ fi
 count_skips "unprivileged pass ($user)"
 single=${KILN_TEST_USER_SINGLE:-kiln-ci-single}
 if id "$single" >/dev/null 2>&1; then
-  echo "== cargo test as unprivileged user '$single' (no subordinate ids: single mapping)"
+  section "cargo test as unprivileged user '$single' (no subordinate ids: single mapping)"
   if ! run_as "$single" "KILN_TEST_IDS=single"; then
     echo "unprivileged pass ($single): test binaries failed"
     exit 1
   fi
   count_skips "unprivileged pass ($single)"
 fi
-echo "unprivileged pass: all test binaries passed"
+section "unprivileged pass: all test binaries passed"
