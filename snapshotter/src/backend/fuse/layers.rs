@@ -53,7 +53,10 @@ pub(super) struct Layers {
     views: RwLock<HashMap<PathBuf, Cached>>,
     /// Ticks at every use of a view (the least recently used go first).
     clock: AtomicU64,
-    /// Names in the cached views, counted as views are added (exact after each sweep).
+    /// Ticks at every change recorded in the views (under their write lock): a view read
+    /// from the layers while a change was made may miss it, so it is not cached.
+    changes: AtomicU64,
+    /// Names in the cached views (a view counts its names and one for itself).
     cached_names: AtomicUsize,
     /// The count at which the next sweep is due: the names allowed, or a quarter of them
     /// more than a sweep left (views in use it may not drop: a directory bigger than the
@@ -70,6 +73,11 @@ pub(super) struct Layers {
 /// cache of what the layers hold, so a dropped one is read again when next needed; a
 /// tree of a million files is served within a bounded memory.
 pub(super) const VIEW_NAMES: usize = 1 << 18;
+
+/// The names a cached view counts for: its entries and one for itself.
+fn view_size(v: &DirView) -> usize {
+    v.names.len() + 1
+}
 
 /// A cached view and the clock's value when it was last used.
 #[derive(Debug)]
@@ -102,6 +110,7 @@ impl Layers {
             opaque_xattr,
             views: Default::default(),
             clock: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             cached_names: AtomicUsize::new(0),
             next_sweep: AtomicUsize::new(VIEW_NAMES),
             view_names: VIEW_NAMES,
@@ -145,6 +154,14 @@ impl Layers {
             c.used.store(self.tick(), Ordering::Relaxed);
             return Ok(c.view.clone());
         }
+        let changes = self.changes.load(Ordering::Acquire);
+        let v = Arc::new(self.read_view(rel)?);
+        self.cache_view(rel, changes, &v);
+        Ok(v)
+    }
+
+    /// The merged directory `rel`, read from the layers.
+    fn read_view(&self, rel: &Path) -> io::Result<DirView> {
         // The layers' directories, open: one open tells a directory is there, and serves
         // the opacity check (`fgetxattr`) and the listing.
         let mut dirs: Vec<(usize, OwnedFd)> = Vec::new();
@@ -229,13 +246,21 @@ impl Layers {
                 }
             }
         }
-        let v = Arc::new(DirView {
+        Ok(DirView {
             layers,
             names,
             upper_whiteouts,
-        });
-        let added = v.names.len() + 1;
+        })
+    }
+
+    /// Keeps `v`, read from the layers when the change count was `changes`, as the view
+    /// of `rel`, unless a change was recorded since (the listing may predate it; the next
+    /// use reads the directory again) or another thread cached one first.
+    fn cache_view(&self, rel: &Path, changes: u64, v: &Arc<DirView>) {
         let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        if self.changes.load(Ordering::Acquire) != changes || views.contains_key(rel) {
+            return;
+        }
         views.insert(
             rel.to_path_buf(),
             Cached {
@@ -243,12 +268,33 @@ impl Layers {
                 used: AtomicU64::new(self.tick()),
             },
         );
+        let added = view_size(v);
         if self.cached_names.fetch_add(added, Ordering::Relaxed) + added
             > self.next_sweep.load(Ordering::Relaxed)
         {
             self.sweep(&mut views, rel);
         }
-        Ok(v)
+    }
+
+    /// The views, locked for a change: the change count ticks, so views being read from
+    /// the layers meanwhile are not cached.
+    fn views_for_change(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Cached>> {
+        let views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        views
+    }
+
+    /// Drops the cached views `drop` says to, keeping the count of names exact.
+    fn drop_views(&self, views: &mut HashMap<PathBuf, Cached>, drop: impl Fn(&Path) -> bool) {
+        let mut gone = 0;
+        views.retain(|p, c| {
+            let keep = !drop(p);
+            if !keep {
+                gone += view_size(&c.view);
+            }
+            keep
+        });
+        self.cached_names.fetch_sub(gone, Ordering::Relaxed);
     }
 
     fn tick(&self) -> u64 {
@@ -259,7 +305,7 @@ impl Layers {
     /// in use by the walk that reached it) until the rest hold at most three quarters of
     /// the names allowed.
     fn sweep(&self, views: &mut HashMap<PathBuf, Cached>, keep: &Path) {
-        let size = |c: &Cached| c.view.names.len() + 1;
+        let size = |c: &Cached| view_size(&c.view);
         let mut total: usize = views.values().map(size).sum();
         let goal = self.view_names / 4 * 3;
         if total > goal {
@@ -288,9 +334,10 @@ impl Layers {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return;
         };
-        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        let mut views = self.views_for_change();
         if let Some(c) = views.get_mut(parent) {
             let v = Arc::make_mut(&mut c.view);
+            let before = v.names.len();
             match layer {
                 Some(l) => {
                     v.upper_whiteouts.remove(name);
@@ -300,6 +347,18 @@ impl Layers {
                     v.names.remove(name);
                 }
             }
+            self.count_names(before, v.names.len());
+        }
+    }
+
+    /// Keeps the count of cached names exact when a view went from `before` to `after`.
+    fn count_names(&self, before: usize, after: usize) {
+        if after > before {
+            self.cached_names
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.cached_names
+                .fetch_sub(before - after, Ordering::Relaxed);
         }
     }
 
@@ -309,7 +368,7 @@ impl Layers {
     /// parent at every copy-up of one of its directories cost a whole listing each time).
     pub fn note_upper_dir(&self, rel: &Path) {
         self.note_entry(rel, Some(0));
-        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        let mut views = self.views_for_change();
         if let Some(c) = views.get_mut(rel) {
             if c.view.layers.first() != Some(&0) {
                 Arc::make_mut(&mut c.view).layers.insert(0, 0);
@@ -323,11 +382,13 @@ impl Layers {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return;
         };
-        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        let mut views = self.views_for_change();
         if let Some(c) = views.get_mut(parent) {
             let v = Arc::make_mut(&mut c.view);
+            let before = v.names.len();
             v.names.remove(name);
             v.upper_whiteouts.insert(name.to_os_string());
+            self.count_names(before, v.names.len());
         }
     }
 
@@ -371,27 +432,21 @@ impl Layers {
 
     /// Drops the cached view of directory `rel`.
     pub fn forget_dir(&self, rel: &Path) {
-        self.views
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(rel);
+        let mut views = self.views_for_change();
+        self.drop_views(&mut views, |p| p == rel);
     }
 
     /// Drops the cached views of `rel` and everything under it (not its parent).
     pub fn forget_tree_below(&self, rel: &Path) {
-        self.views
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p, _| !p.starts_with(rel));
+        let mut views = self.views_for_change();
+        self.drop_views(&mut views, |p| p.starts_with(rel));
     }
 
     /// Drops the cached views of `rel`, everything under it, and its parent.
     pub fn forget_tree(&self, rel: &Path) {
-        let mut v = self.views.write().unwrap_or_else(|e| e.into_inner());
-        v.retain(|p, _| !p.starts_with(rel));
-        if let Some(parent) = rel.parent() {
-            v.remove(parent);
-        }
+        let mut views = self.views_for_change();
+        let parent = rel.parent();
+        self.drop_views(&mut views, |p| p.starts_with(rel) || Some(p) == parent);
     }
 
     /// The layers in which directory `rel` is part of the merged view, top first: the
@@ -538,6 +593,68 @@ mod tests {
         let again: Vec<_> = dirs.iter().map(|d| names(&l, d)).collect();
         assert_eq!(first, again);
         assert_eq!(first[0].len(), 5);
+    }
+
+    #[test]
+    fn a_view_read_while_the_directory_changes_is_not_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layers(t.path(), 2);
+        std::fs::create_dir_all(l.dirs[0].join("d")).unwrap();
+        std::fs::write(l.dirs[1].join("old"), "x").unwrap();
+        let d = Path::new("d");
+        // Another thread reads `d` from the layers …
+        let changes = l.changes.load(Ordering::Acquire);
+        let stale = Arc::new(l.read_view(d).unwrap());
+        // … while a file is created in it and recorded (no view of `d` cached yet).
+        std::fs::write(l.dirs[0].join("d/new"), "x").unwrap();
+        l.note_entry(Path::new("d/new"), Some(0));
+        l.cache_view(d, changes, &stale);
+        assert!(
+            !l.views.read().unwrap().contains_key(d),
+            "a stale view was kept"
+        );
+        assert!(l.find(Path::new("d/new")).unwrap().is_some());
+        // Without a change in between, the view is kept.
+        let changes = l.changes.load(Ordering::Acquire);
+        let fresh = Arc::new(l.read_view(Path::new("")).unwrap());
+        l.cache_view(Path::new(""), changes, &fresh);
+        assert!(l.views.read().unwrap().contains_key(Path::new("")));
+    }
+
+    #[test]
+    fn the_count_of_cached_names_follows_changes_and_forgets() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layers(t.path(), 2);
+        for d in ["a", "a/b", "c"] {
+            std::fs::create_dir_all(l.dirs[1].join(d)).unwrap();
+            std::fs::write(l.dirs[1].join(d).join("f"), "x").unwrap();
+        }
+        let exact = |l: &Layers| -> usize {
+            l.views
+                .read()
+                .unwrap()
+                .values()
+                .map(|c| view_size(&c.view))
+                .sum()
+        };
+        for d in ["a", "a/b", "c"] {
+            l.list(Path::new(d)).unwrap();
+        }
+        assert_eq!(l.cached_names.load(Ordering::Relaxed), exact(&l));
+        l.note_entry(Path::new("c/g"), Some(0));
+        l.note_whiteout(Path::new("c/f"));
+        assert_eq!(l.cached_names.load(Ordering::Relaxed), exact(&l));
+        l.forget_tree(Path::new("a/b"));
+        assert_eq!(l.cached_names.load(Ordering::Relaxed), exact(&l));
+        l.forget_tree_below(Path::new("c"));
+        l.forget_dir(Path::new(""));
+        assert_eq!(l.cached_names.load(Ordering::Relaxed), exact(&l));
+        assert_eq!(
+            exact(&l),
+            0,
+            "{:?}",
+            l.views.read().unwrap().keys().collect::<Vec<_>>()
+        );
     }
 
     #[test]
