@@ -19,9 +19,13 @@ struct Check {
     fix: &'static str,
 }
 
-/// Each backend's probe outcome, from inside the namespaces a build uses (the reason as
-/// text when it fails).
-type Outcomes = Vec<(BackendKind, Result<(), String>)>;
+/// Each backend's probe outcome, from inside the namespaces a build uses.
+type Outcomes = Vec<(BackendKind, Result<(), Reported>)>;
+
+/// Why a probe failed, as the probing process (or the attempt to start it) told it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct Reported(String);
 
 /// The key of `probe-backend`'s line about FUSE passthrough (`Passthrough`'s variant, or
 /// why the probe failed).
@@ -34,7 +38,7 @@ fn probe_in_namespaces() -> (Outcomes, String) {
     let failed = |why: String| -> (Outcomes, String) {
         let all = BackendKind::ALL
             .into_iter()
-            .map(|k| (k, Err(why.clone())))
+            .map(|k| (k, Err(Reported(why.clone()))))
             .collect();
         (all, why)
     };
@@ -97,7 +101,7 @@ fn probe_in_namespaces() -> (Outcomes, String) {
                 if what == "ok" {
                     Ok(())
                 } else {
-                    Err(what.to_string())
+                    Err(Reported(what.to_string()))
                 },
             ))
         })
@@ -105,7 +109,10 @@ fn probe_in_namespaces() -> (Outcomes, String) {
     for kind in BackendKind::ALL {
         if !outcomes.iter().any(|(k, _)| *k == kind) {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            outcomes.push((kind, Err(format!("the probe did not report ({why})"))));
+            outcomes.push((
+                kind,
+                Err(Reported(format!("the probe did not report ({why})"))),
+            ));
         }
     }
     (outcomes, passthrough)
@@ -206,7 +213,7 @@ pub fn run(out: &mut impl Write) -> Result<()> {
             .iter()
             .find(|(k, _)| *k == kind)
             .map(|(_, r)| r.clone())
-            .unwrap_or_else(|| Err("not probed".into()))
+            .unwrap_or_else(|| Err(Reported("not probed".into())))
     };
     let overlay = outcome(BackendKind::Overlay);
     checks.push(Check {
