@@ -20,14 +20,18 @@ section "cargo doc (the library API documents itself without warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p kiln-executor -p kiln-snapshotter
 
 section "cargo test (as $(id -un))"
-# kiln-overlay (the mount program, a binary of kiln-snapshotter); the battery runs
-# through it too.
-cargo build --quiet -p kiln-cli
-cargo build --quiet -p kiln-snapshotter --bin kiln-overlay
+# The binaries (kiln, and kiln-overlay: the mount program, which the battery runs
+# through too) and every test, in one build: built apart, with `-p`, their dependencies'
+# features would differ from the workspace's and some thirty crates compile twice.
+cargo build --quiet --workspace --bins --tests
+# The test binaries (examples, executor/examples, are built by cargo test but not run).
+tests_list=$(mktemp /tmp/kiln-tests.XXXXXX)
+cargo test --workspace --no-run --message-format=json 2>/dev/null |
+  grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//' | grep -v '/examples/' | sort -u >"$tests_list"
 # Every skip is said on stderr ("skipped: why"); the count is printed after each pass
 # (under CI a skip that should not happen fails its test).
 skips=$(mktemp /tmp/kiln-skips.XXXXXX)
-trap 'rm -f "$skips"' EXIT
+trap 'rm -f "$skips" "$tests_list"' EXIT
 count_skips() {
   local n
   n=$(grep -c '^skipped: ' "$skips" || true)
@@ -39,7 +43,23 @@ KILN_OVERLAY_PROGRAM="$root_dir/target/debug/kiln-overlay" cargo test --workspac
 count_skips "cargo test (as $(id -un))"
 
 section "end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
-KILN_SNAPSHOTTER=fuse cargo test --quiet -p kiln-tests --test build_cli --test examples_cli --test cache_cli --test copy_cli 2> >(tee -a "$skips" >&2)
+# The test binaries built above, run as cargo runs them (from their package's directory).
+fuse_failed=0
+while read -r exe; do
+  case "$(basename "$exe")" in
+    build_cli-* | examples_cli-* | cache_cli-* | copy_cli-*)
+      echo "-- $(basename "$exe") (KILN_SNAPSHOTTER=fuse, at ${SECONDS}s)"
+      if ! (cd "$root_dir/tests" && KILN_SNAPSHOTTER=fuse KILN_BIN="$root_dir/target/debug/kiln" \
+        "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
+        fuse_failed=$((fuse_failed + 1))
+      fi
+      ;;
+  esac
+done <"$tests_list"
+if [ "$fuse_failed" -ne 0 ]; then
+  echo "FUSE pass: $fuse_failed test binaries failed"
+  exit 1
+fi
 count_skips "FUSE pass"
 
 user=${KILN_TEST_USER:-kiln-ci}
@@ -53,14 +73,10 @@ section "cargo test as unprivileged user '$user'"
 # binaries, the kiln binary and the conformance data are staged in a world-readable
 # directory, and tests find them through KILN_BIN / KILN_CONFORMANCE_DIR.
 stage=$(mktemp -d /tmp/kiln-unpriv.XXXXXX)
-trap 'rm -rf "$stage" "$skips"' EXIT
+trap 'rm -rf "$stage" "$skips" "$tests_list"' EXIT
 mkdir -p "$stage/bin" "$stage/home"
-# Only test binaries: examples (executor/examples) are built by cargo test but not run.
-cargo test --workspace --no-run --message-format=json 2>/dev/null |
-  grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//' | grep -v '/examples/' | sort -u >"$stage/tests.txt"
+cp "$tests_list" "$stage/tests.txt"
 while read -r exe; do cp "$exe" "$stage/bin/"; done <"$stage/tests.txt"
-cargo build --quiet -p kiln-cli
-cargo build --quiet -p kiln-snapshotter --bin kiln-overlay
 cp target/debug/kiln "$stage/bin/kiln"
 cp target/debug/kiln-overlay "$stage/bin/kiln-overlay"
 for d in "$root_dir/shared/conformance" "$root_dir/../shared/conformance"; do
