@@ -8,9 +8,10 @@
 //! ([`Layers::at`], [`super::at`]); every lookup uses `lstat` (never follows the last
 //! component) and only descends through directories.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::ops::Bound;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -49,8 +50,10 @@ pub(super) struct Layers {
     work: OwnedFd,
     /// The xattr that marks opaque directories written here.
     pub opaque_xattr: &'static str,
-    /// Merged directories seen lately (at most about [`VIEW_NAMES`] names in all).
-    views: RwLock<HashMap<PathBuf, Cached>>,
+    /// Merged directories seen lately (at most about [`VIEW_NAMES`] names in all), in
+    /// path order: a directory's views below it follow it, so dropping a tree costs its
+    /// own views, not a pass over all (once per created or removed entry).
+    views: RwLock<Views>,
     /// Ticks at every use of a view (the least recently used go first).
     clock: AtomicU64,
     /// Ticks at every change recorded in the views (under their write lock): a view read
@@ -73,6 +76,9 @@ pub(super) struct Layers {
 /// cache of what the layers hold, so a dropped one is read again when next needed; a
 /// tree of a million files is served within a bounded memory.
 pub(super) const VIEW_NAMES: usize = 1 << 18;
+
+/// The cached views by directory.
+type Views = BTreeMap<PathBuf, Cached>;
 
 /// The names a cached view counts for: its entries and one for itself.
 fn view_size(v: &DirView) -> usize {
@@ -278,22 +284,31 @@ impl Layers {
 
     /// The views, locked for a change: the change count ticks, so views being read from
     /// the layers meanwhile are not cached.
-    fn views_for_change(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Cached>> {
+    fn views_for_change(&self) -> std::sync::RwLockWriteGuard<'_, Views> {
         let views = self.views.write().unwrap_or_else(|e| e.into_inner());
         self.changes.fetch_add(1, Ordering::AcqRel);
         views
     }
 
-    /// Drops the cached views `drop` says to, keeping the count of names exact.
-    fn drop_views(&self, views: &mut HashMap<PathBuf, Cached>, drop: impl Fn(&Path) -> bool) {
+    /// Drops the cached view of `rel`, and with `tree` those of everything under it,
+    /// keeping the count of names exact. Paths order by their components, so the views
+    /// under `rel` are the ones right after it.
+    fn drop_views(&self, views: &mut Views, rel: &Path, tree: bool) {
+        let doomed: Vec<PathBuf> = if tree {
+            views
+                .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(rel))
+                .map(|(p, _)| p.clone())
+                .collect()
+        } else {
+            vec![rel.to_path_buf()]
+        };
         let mut gone = 0;
-        views.retain(|p, c| {
-            let keep = !drop(p);
-            if !keep {
+        for p in doomed {
+            if let Some(c) = views.remove(&p) {
                 gone += view_size(&c.view);
             }
-            keep
-        });
+        }
         self.cached_names.fetch_sub(gone, Ordering::Relaxed);
     }
 
@@ -304,7 +319,7 @@ impl Layers {
     /// Drops the least recently used views (never `keep`'s, just added, nor its parents',
     /// in use by the walk that reached it) until the rest hold at most three quarters of
     /// the names allowed.
-    fn sweep(&self, views: &mut HashMap<PathBuf, Cached>, keep: &Path) {
+    fn sweep(&self, views: &mut Views, keep: &Path) {
         let size = |c: &Cached| view_size(&c.view);
         let mut total: usize = views.values().map(size).sum();
         let goal = self.view_names / 4 * 3;
@@ -433,20 +448,22 @@ impl Layers {
     /// Drops the cached view of directory `rel`.
     pub fn forget_dir(&self, rel: &Path) {
         let mut views = self.views_for_change();
-        self.drop_views(&mut views, |p| p == rel);
+        self.drop_views(&mut views, rel, false);
     }
 
     /// Drops the cached views of `rel` and everything under it (not its parent).
     pub fn forget_tree_below(&self, rel: &Path) {
         let mut views = self.views_for_change();
-        self.drop_views(&mut views, |p| p.starts_with(rel));
+        self.drop_views(&mut views, rel, true);
     }
 
     /// Drops the cached views of `rel`, everything under it, and its parent.
     pub fn forget_tree(&self, rel: &Path) {
         let mut views = self.views_for_change();
-        let parent = rel.parent();
-        self.drop_views(&mut views, |p| p.starts_with(rel) || Some(p) == parent);
+        self.drop_views(&mut views, rel, true);
+        if let Some(parent) = rel.parent() {
+            self.drop_views(&mut views, parent, false);
+        }
     }
 
     /// The layers in which directory `rel` is part of the merged view, top first: the
@@ -619,6 +636,33 @@ mod tests {
         let fresh = Arc::new(l.read_view(Path::new("")).unwrap());
         l.cache_view(Path::new(""), changes, &fresh);
         assert!(l.views.read().unwrap().contains_key(Path::new("")));
+    }
+
+    #[test]
+    fn forgetting_a_tree_drops_its_views_and_none_beside_it() {
+        let t = tempfile::tempdir().unwrap();
+        let l = layers(t.path(), 2);
+        let dirs = [
+            "a", "a/b", "a/b/c", "a/b/c/d", "a/b0", "a/b-1", "a/b.x", "a/bb", "a/bb/c",
+        ];
+        for d in dirs {
+            std::fs::create_dir_all(l.dirs[1].join(d)).unwrap();
+        }
+        let cached = |l: &Layers| -> Vec<String> {
+            let v = l.views.read().unwrap();
+            v.keys().map(|p| p.display().to_string()).collect()
+        };
+        for d in dirs {
+            l.list(Path::new(d)).unwrap();
+        }
+        assert_eq!(cached(&l).len(), dirs.len() + 1);
+        l.forget_tree_below(Path::new("a/b"));
+        assert_eq!(
+            cached(&l),
+            ["", "a", "a/b-1", "a/b.x", "a/b0", "a/bb", "a/bb/c"]
+        );
+        l.forget_tree(Path::new("a/bb"));
+        assert_eq!(cached(&l), ["", "a/b-1", "a/b.x", "a/b0"]);
     }
 
     #[test]
