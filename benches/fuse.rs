@@ -1,5 +1,8 @@
 //! The FUSE overlay's hot paths, through a real mount: first lookups (`stat` of every file
-//! of a fresh mount over a 2,000-file lower), reads, and file creation. Mounting needs a
+//! of a fresh mount over a 2,000-file lower), reads, and file creation; and the floor under
+//! them all, one request's round trip (a `getxattr` of a missing name, which the kernel
+//! never caches), with the serving thread free to run on any CPU and with it on the
+//! caller's (a wakeup across CPUs costs an interrupt, dearer in a VM). Mounting needs a
 //! mount (root, or root of a user namespace): run it as root, or as
 //! `unshare -Urm cargo bench -p kiln-benches --bench fuse`.
 
@@ -103,6 +106,31 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    for (name, pinned) in [
+        ("round trip (getxattr), serving thread on any CPU", false),
+        (
+            "round trip (getxattr), serving thread on the caller's CPU",
+            true,
+        ),
+    ] {
+        // Threads inherit their creator's affinity: pinned while mounting, the serving
+        // thread stays on this CPU.
+        let all = rustix::thread::sched_getaffinity(None).unwrap();
+        if pinned {
+            let mut one = rustix::thread::CpuSet::new();
+            one.set(rustix::thread::sched_getcpu());
+            rustix::thread::sched_setaffinity(None, &one).unwrap();
+        }
+        n += 1;
+        let m = mount(tmp.path(), &low, n);
+        let f = files(m.root()).remove(0);
+        let mut buf = [0u8; 64];
+        g.bench_function(name, |b| {
+            b.iter(|| rustix::fs::getxattr(&f, "user.kiln-bench-missing", &mut buf[..]))
+        });
+        drop(m);
+        rustix::thread::sched_setaffinity(None, &all).unwrap();
+    }
     g.finish();
 }
 
