@@ -222,17 +222,17 @@ fn spawn_and_wait(
     cmd.arg(LAUNCH_ARG).arg(json);
     // One pipe for stdout and stderr: the output then arrives in the order the command
     // wrote it (two pipes read by two threads may swap an error and the line before it).
-    let mut output = None;
-    if spec.interactive {
+    let output = if spec.interactive {
         cmd.stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
+        None
     } else {
         let (reader, writer) = std::io::pipe().map_err(io("creating the output pipe"))?;
         let writer2 = writer.try_clone().map_err(io("creating the output pipe"))?;
         cmd.stdin(Stdio::null()).stdout(writer).stderr(writer2);
-        output = Some(reader);
-    }
+        Some(reader)
+    };
     let ns = Namespaces {
         mount: true,
         pid: true,
@@ -247,16 +247,14 @@ fn spawn_and_wait(
     // The command holds the pipe's write ends until dropped: the reader sees the end of
     // the output only once the child's copies are the last.
     drop(cmd);
-    if spec.interactive {
+    let Some(mut output) = output else {
+        // Interactive: the command has kiln's own terminal.
         let status = child.wait().map_err(io("waiting for the command"))?;
         return Ok(RunOutcome {
             exit_code: exit_code(status),
             output_tail: String::new(),
             cancelled: false,
         });
-    }
-    let Some(mut output) = output else {
-        return Err(io("capturing output")(std::io::Error::other("no pipe")));
     };
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || pump(&mut output, tx));
