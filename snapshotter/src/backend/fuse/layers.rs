@@ -294,19 +294,15 @@ impl Layers {
     /// keeping the count of names exact. Paths order by their components, so the views
     /// under `rel` are the ones right after it.
     fn drop_views(&self, views: &mut Views, rel: &Path, tree: bool) {
-        let doomed: Vec<PathBuf> = if tree {
-            views
-                .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
+        let mut gone = views.remove(rel).map_or(0, |c| view_size(&c.view));
+        if tree {
+            let below: Vec<PathBuf> = views
+                .range::<Path, _>((Bound::Excluded(rel), Bound::Unbounded))
                 .take_while(|(p, _)| p.starts_with(rel))
                 .map(|(p, _)| p.clone())
-                .collect()
-        } else {
-            vec![rel.to_path_buf()]
-        };
-        let mut gone = 0;
-        for p in doomed {
-            if let Some(c) = views.remove(&p) {
-                gone += view_size(&c.view);
+                .collect();
+            for p in below {
+                gone += views.remove(&p).map_or(0, |c| view_size(&c.view));
             }
         }
         self.cached_names.fetch_sub(gone, Ordering::Relaxed);
@@ -366,15 +362,11 @@ impl Layers {
         }
     }
 
-    /// Keeps the count of cached names exact when a view went from `before` to `after`.
+    /// Keeps the count of cached names exact when a view went from `before` to `after`
+    /// names (added first, so the count never passes below zero).
     fn count_names(&self, before: usize, after: usize) {
-        if after > before {
-            self.cached_names
-                .fetch_add(after - before, Ordering::Relaxed);
-        } else {
-            self.cached_names
-                .fetch_sub(before - after, Ordering::Relaxed);
-        }
+        self.cached_names.fetch_add(after, Ordering::Relaxed);
+        self.cached_names.fetch_sub(before, Ordering::Relaxed);
     }
 
     /// Records that directory `rel`, merged from lowers so far, now also has an (empty,
