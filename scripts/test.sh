@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 root_dir=$(pwd)
 # A section's heading, with the seconds since the start (where CI's time goes).
 section() { echo "== $* (at ${SECONDS}s)"; }
+# Whether test binary $1 is one of the end-to-end builds run again on kiln's FUSE overlay.
+fuse_pass_test() {
+  case "$1" in build_cli-* | examples_cli-* | cache_cli-* | copy_cli-*) return 0 ;; *) return 1 ;; esac
+}
 
 section "cargo fmt --check"
 cargo fmt --all -- --check
@@ -46,15 +50,12 @@ section "end-to-end builds again on kiln's FUSE overlay (KILN_SNAPSHOTTER=fuse)"
 # The test binaries built above, run as cargo runs them (from their package's directory).
 fuse_failed=0
 while read -r exe; do
-  case "$(basename "$exe")" in
-    build_cli-* | examples_cli-* | cache_cli-* | copy_cli-*)
-      echo "-- $(basename "$exe") (KILN_SNAPSHOTTER=fuse, at ${SECONDS}s)"
-      if ! (cd "$root_dir/tests" && KILN_SNAPSHOTTER=fuse KILN_BIN="$root_dir/target/debug/kiln" \
-        "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
-        fuse_failed=$((fuse_failed + 1))
-      fi
-      ;;
-  esac
+  fuse_pass_test "$(basename "$exe")" || continue
+  echo "-- $(basename "$exe") (KILN_SNAPSHOTTER=fuse, at ${SECONDS}s)"
+  if ! (cd "$root_dir/tests" && KILN_SNAPSHOTTER=fuse KILN_BIN="$root_dir/target/debug/kiln" \
+    "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
+    fuse_failed=$((fuse_failed + 1))
+  fi
 done <"$tests_list"
 if [ "$fuse_failed" -ne 0 ]; then
   echo "FUSE pass: $fuse_failed test binaries failed"
@@ -101,18 +102,16 @@ run_as() {
       failed=$((failed + 1))
     fi
     # The end-to-end builds once more on kiln's FUSE overlay.
-    case "$name" in
-      build_cli-* | examples_cli-* | cache_cli-* | copy_cli-*)
-        echo "-- $name (as $as, KILN_SNAPSHOTTER=fuse, at ${SECONDS}s)"
-        # shellcheck disable=SC2086
-        if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
-          PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-          HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" KILN_SNAPSHOTTER=fuse \
-          $extra "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
-          failed=$((failed + 1))
-        fi
-        ;;
-    esac
+    if fuse_pass_test "$name"; then
+      echo "-- $name (as $as, KILN_SNAPSHOTTER=fuse, at ${SECONDS}s)"
+      # shellcheck disable=SC2086
+      if ! (cd "$stage/home" && runuser -u "$as" -- env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME="$stage/home" CI="${CI:-}" KILN_BIN="$stage/bin/kiln" KILN_SNAPSHOTTER=fuse \
+        $extra "$exe" --quiet 2> >(tee -a "$skips" >&2)); then
+        failed=$((failed + 1))
+      fi
+    fi
   done
   return "$failed"
 }
